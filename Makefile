@@ -1,0 +1,33 @@
+# pgha: the two commands a newcomer needs are `make demo` and `make test`.
+
+GO        ?= go
+# Packages whose tests run under the race detector: all of them, the
+# election, the HA loop and the pool are concurrent code.
+PKGS      ?= ./...
+TESTFLAGS ?= -race -count=1 -timeout 25m
+
+.PHONY: test lint vet fmt bench tools-postgres
+
+# test runs every test against real etcd (embedded) and real PostgreSQL
+# servers. It finds or installs the PostgreSQL server binaries first.
+test: lint tools-postgres
+	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test $(TESTFLAGS) $(PKGS)
+
+tools-postgres:
+	@scripts/ensure-postgres.sh >/dev/null
+
+# lint fails on unformatted files and on go vet findings.
+lint: vet
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# bench runs every benchmark once with its reported metrics.
+BENCH ?= .
+bench: tools-postgres
+	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 5x -count 1 -timeout 30m $(PKGS)
