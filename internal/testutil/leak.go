@@ -1,0 +1,26 @@
+package testutil
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// VerifyNoLeaks runs the package's tests and then fails the run if any
+// goroutine started by them is still running. Call it from TestMain.
+// Goroutines that libraries start once per process and never stop are
+// ignored by name.
+func VerifyNoLeaks(m *testing.M) {
+	goleak.VerifyTestMain(m, LeakOptions()...)
+}
+
+// LeakOptions are the goleak options every package's leak check uses.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		// Process-wide singletons in etcd's and gRPC's dependencies.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*loggingT).flushDaemon"),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+	}
+}
