@@ -65,11 +65,37 @@ func StartEtcd(t TB, n int) *EtcdCluster {
 // StartEtcdWith is [StartEtcd] with options.
 func StartEtcdWith(t TB, opts EtcdOptions) *EtcdCluster {
 	t.Helper()
+	c, err := startEtcd(t.TempDir(), opts)
+	if c != nil {
+		t.Cleanup(func() {
+			c.Close()
+			if t.Failed() {
+				for _, m := range c.members {
+					dumpTail(t, "etcd member "+m.Name+" log", m.logPath, 60)
+				}
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("testutil.StartEtcd(%d members): %v", opts.Members, err)
+	}
+	c.t = t
+	return c
+}
+
+// StartEtcdMain starts an etcd cluster for a whole test binary, from
+// TestMain, where there is no testing.TB: runnable Examples use it. Call
+// [EtcdCluster.Close] and remove dir when m.Run returns.
+func StartEtcdMain(dir string, n int) (*EtcdCluster, error) {
+	return startEtcd(dir, EtcdOptions{Members: n})
+}
+
+func startEtcd(base string, opts EtcdOptions) (*EtcdCluster, error) {
 	if opts.Members == 0 {
 		opts.Members = 1
 	}
 	if opts.Members != 1 && opts.Members != 3 {
-		t.Fatalf("testutil.StartEtcd: Members=%d, want 1 or 3", opts.Members)
+		return nil, fmt.Errorf("Members=%d, want 1 or 3", opts.Members)
 	}
 	if opts.TickMs == 0 {
 		opts.TickMs = 50
@@ -77,14 +103,21 @@ func StartEtcdWith(t TB, opts EtcdOptions) *EtcdCluster {
 	if opts.ElectionMs == 0 {
 		opts.ElectionMs = 500
 	}
-	c := &EtcdCluster{t: t}
-	base := t.TempDir()
+	c := &EtcdCluster{opts: opts}
 	var initial []string
 	for i := 0; i < opts.Members; i++ {
+		cu, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		pu, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
 		m := &EtcdMember{
 			Name:      fmt.Sprintf("etcd%d", i),
-			ClientURL: "http://" + FreeAddr(t),
-			peerURL:   "http://" + FreeAddr(t),
+			ClientURL: "http://" + cu,
+			peerURL:   "http://" + pu,
 			dir:       filepath.Join(base, fmt.Sprintf("etcd%d", i)),
 		}
 		m.logPath = m.dir + ".log"
@@ -94,14 +127,6 @@ func StartEtcdWith(t TB, opts EtcdOptions) *EtcdCluster {
 	for _, m := range c.members {
 		m.initial = strings.Join(initial, ",")
 	}
-	t.Cleanup(func() {
-		c.stopAll()
-		if t.Failed() {
-			for _, m := range c.members {
-				dumpTail(t, "etcd member "+m.Name+" log", m.logPath, 60)
-			}
-		}
-	})
 	// Members of a multi-member cluster must start concurrently: each waits
 	// for the others before it reports ready.
 	errs := make(chan error, len(c.members))
@@ -114,12 +139,12 @@ func StartEtcdWith(t TB, opts EtcdOptions) *EtcdCluster {
 			firstErr = err
 		}
 	}
-	if firstErr != nil {
-		t.Fatalf("testutil.StartEtcd(%d members): %v", opts.Members, firstErr)
-	}
-	c.opts = opts
-	return c
+	return c, firstErr
 }
+
+// Close stops every member. It is called by the test cleanup of
+// [StartEtcd]; call it yourself after [StartEtcdMain].
+func (c *EtcdCluster) Close() { c.stopAll() }
 
 func (m *EtcdMember) start(opts EtcdOptions) error {
 	cfg := embed.NewConfig()
@@ -202,12 +227,12 @@ func NewEtcdClient(t TB, endpoints ...string) *clientv3.Client {
 // Stop stops member i (0-based), keeping its data so that [EtcdCluster.Restart]
 // can bring it back. Stopping a stopped member is a no-op.
 func (c *EtcdCluster) Stop(i int) {
-	c.t.Helper()
 	c.members[i].stop()
 }
 
 // Restart starts a stopped member i again with its data, and waits until it
-// is ready (which needs a quorum of members running).
+// is ready (which needs a quorum of members running). It fails the test that
+// started the cluster on error; from TestMain use [EtcdCluster.RestartAsync].
 func (c *EtcdCluster) Restart(i int) {
 	c.t.Helper()
 	m := c.members[i]
@@ -303,12 +328,20 @@ func (c *EtcdCluster) EtcdMemberCount() int { return len(c.members) }
 // FreeAddr returns a loopback host:port that was free when it was chosen.
 func FreeAddr(t TB) string {
 	t.Helper()
+	a, err := freeAddr()
+	if err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	return a
+}
+
+func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("testutil: pick a free port: %v", err)
+		return "", fmt.Errorf("pick a free port: %w", err)
 	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().String(), nil
 }
 
 // dumpTail prints the last n lines of a log file to the test log.

@@ -1,0 +1,432 @@
+package election
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Leader is the holder of an election as seen in etcd. The zero Leader
+// (see [Leader.IsZero]) means "no leader".
+type Leader struct {
+	// Key is the leader's etcd key: Prefix + "/" + lease ID in hex.
+	Key string
+	// Value is what the leader campaigned with or last proclaimed.
+	Value []byte
+	// Token is the key's create revision: the fencing token of the term.
+	// It is strictly greater for every later term of the same election.
+	Token int64
+}
+
+// IsZero reports whether l is the zero Leader, meaning "no leader".
+func (l Leader) IsZero() bool { return l.Key == "" && l.Token == 0 && l.Value == nil }
+
+func (l Leader) equal(o Leader) bool {
+	return l.Key == o.Key && l.Token == o.Token && bytes.Equal(l.Value, o.Value)
+}
+
+// Elector campaigns for, observes and reports the leadership of one etcd key
+// prefix. It is safe for concurrent use; it owns no goroutine of its own
+// (each [Term] and each [Elector.Observe] call owns theirs).
+type Elector struct {
+	cli    *clientv3.Client
+	pfx    string // with trailing "/"
+	ttl    time.Duration
+	margin time.Duration
+	renew  time.Duration
+	log    *slog.Logger
+	tel    *telemetry
+	now    func() time.Time
+
+	warnedMu sync.Mutex
+	warned   map[string]bool // foreign keys already logged
+}
+
+// New returns an Elector for cfg. It returns a *[ConfigError] when cfg is
+// invalid. It does not contact etcd.
+func New(cfg Config) (*Elector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	tel, err := newTelemetry(cfg.TracerProvider, cfg.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("election: telemetry: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pfx := strings.TrimRight(cfg.Prefix, "/") + "/"
+	return &Elector{
+		cli:    cfg.Client,
+		pfx:    pfx,
+		ttl:    cfg.LeaseTTL,
+		margin: cfg.SafetyMargin,
+		renew:  cfg.RenewInterval,
+		log:    log.With("election", strings.TrimSuffix(pfx, "/")),
+		tel:    tel,
+		now:    time.Now,
+		warned: map[string]bool{},
+	}, nil
+}
+
+// Prefix returns the election's key prefix, with its trailing "/".
+func (e *Elector) Prefix() string { return e.pfx }
+
+// LeaseTTL returns the lease TTL campaigns use.
+func (e *Elector) LeaseTTL() time.Duration { return e.ttl }
+
+// Campaign blocks until this candidate leads the election or ctx is done,
+// and returns the leadership [Term]. value is published in the candidate's
+// key (see [Leader.Value]).
+//
+// The candidate's key is created on a fresh lease that is renewed while it
+// waits. Candidates are served in the order of their keys' create
+// revisions. Keys under the prefix that do not have the election's layout
+// (a lease-bound key named by its lease ID) are ignored, so a stray key
+// cannot block the election.
+//
+// After winning, Campaign checks that its key still exists with its create
+// revision and lease and that the lease is still valid on the local clock;
+// a candidate whose lease expired while it waited does not win. On every
+// error path it revokes its lease, which deletes its key; if etcd cannot be
+// reached, the lease expires on its own within LeaseTTL.
+//
+// Campaign does not retry: it returns the first etcd error it meets
+// (wrapped), and the caller decides whether to campaign again. The term is
+// not bound to ctx: ctx bounds only the campaign. End a term with
+// [Term.Resign].
+func (e *Elector) Campaign(ctx context.Context, value []byte) (*Term, error) {
+	start := e.now()
+	_, span := e.tel.tracer.Start(ctx, "election.Campaign",
+		trace.WithAttributes(attribute.String("pgha.election.prefix", e.pfx)))
+
+	t, err := e.campaign(ctx, value)
+	if err != nil {
+		span.AddEvent("failed")
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		span.End()
+		return nil, err
+	}
+	acquire := e.now().Sub(start)
+	e.tel.acquire.Record(ctx, acquire.Seconds())
+	e.tel.transitions.Add(ctx, 1, eventAttr("won"))
+	span.AddEvent("won", trace.WithAttributes(attribute.Int64("pgha.election.token", t.rev)))
+	t.setWon(span)
+	t.log.Info("leadership acquired", "token", t.rev, "lease", fmt.Sprintf("%x", int64(t.lease)), "waited", acquire, "valid_until_in", time.Until(t.ValidUntil()).Round(time.Millisecond))
+	return t, nil
+}
+
+func (e *Elector) campaign(ctx context.Context, value []byte) (*Term, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("election: campaign %s: %w", e.pfx, err)
+	}
+	sent := e.now()
+	g, err := e.cli.Grant(ctx, int64(e.ttl/time.Second))
+	if err != nil {
+		// If the grant reached the server, the lease holds no key and
+		// expires by itself.
+		return nil, fmt.Errorf("election: campaign %s: grant lease: %w", e.pfx, err)
+	}
+	if g.TTL <= 0 {
+		return nil, fmt.Errorf("election: campaign %s: grant lease: server granted TTL %d", e.pfx, g.TTL)
+	}
+	ttl := g.TTL
+	if e.now().Sub(sent) > e.renew {
+		// The grant was slow (etcd restarting, a retried request): its
+		// deadline, measured from the first send, may be near or past.
+		// Renew once to start the term on a fresh one.
+		sent = e.now()
+		ka, err := e.cli.KeepAliveOnce(ctx, g.ID)
+		if err != nil {
+			e.revoke(g.ID)
+			return nil, fmt.Errorf("election: campaign %s: renew slow-granted lease: %w", e.pfx, err)
+		}
+		ttl = ka.TTL
+	}
+	t := newTerm(e, g.ID, sent.Add(time.Duration(ttl)*time.Second-e.margin))
+	fail := func(what string, err error) (*Term, error) {
+		err = fmt.Errorf("election: campaign %s: %s: %w", e.pfx, what, err)
+		t.abort(err)
+		return nil, err
+	}
+
+	resp, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", 0)).
+		Then(clientv3.OpPut(t.key, string(value), clientv3.WithLease(t.lease))).
+		Commit()
+	if err != nil {
+		return fail("create key", err)
+	}
+	if !resp.Succeeded {
+		return fail("create key", fmt.Errorf("key %s already exists on a fresh lease", t.key))
+	}
+	t.rev = resp.Header.Revision
+
+	if err := e.waitPredecessors(ctx, t); err != nil {
+		return fail("wait for earlier candidates", err)
+	}
+	if err := t.verify(ctx); err != nil {
+		return fail("verify after winning", err)
+	}
+	t.startWatch()
+	return t, nil
+}
+
+// revoke revokes a lease that holds no key yet, best effort.
+func (e *Elector) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), min(cleanupTimeout, e.ttl))
+	defer cancel()
+	_, _ = e.cli.Revoke(ctx, id)
+}
+
+// waitPredecessors returns once no valid key with a lower create revision
+// than t's remains, or with an error when ctx is done or t ends.
+func (e *Elector) waitPredecessors(ctx context.Context, t *Term) error {
+	for {
+		resp, err := e.cli.Get(ctx, e.pfx, clientv3.WithPrefix(),
+			clientv3.WithMaxCreateRev(t.rev-1),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend))
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			if err := t.pause(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+			continue
+		}
+		var last *mvccpb.KeyValue
+		for _, kv := range resp.Kvs {
+			if e.valid(kv) {
+				last = kv
+				break
+			}
+		}
+		if last == nil {
+			return nil
+		}
+		if err := e.waitDelete(ctx, t, string(last.Key), resp.Header.Revision); err != nil {
+			return err
+		}
+	}
+}
+
+// waitDelete waits until key is deleted after revision rev, the watch
+// breaks (the caller re-reads), ctx is done or t ends.
+func (e *Elector) waitDelete(ctx context.Context, t *Term, key string, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := e.cli.Watch(wctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+	for {
+		select {
+		case <-t.done:
+			return t.Err()
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				// Compaction, lost etcd leader or a closed client: re-read.
+				if !ok {
+					return t.pause(ctx, 100*time.Millisecond)
+				}
+				return nil
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// valid reports whether kv is a candidate key of this election: named by
+// its own non-zero lease. Other keys are logged once and ignored.
+func (e *Elector) valid(kv *mvccpb.KeyValue) bool {
+	k := string(kv.Key)
+	if kv.Lease != 0 && k == e.pfx+strconv.FormatInt(kv.Lease, 16) {
+		return true
+	}
+	e.warnedMu.Lock()
+	first := !e.warned[k]
+	if first {
+		if len(e.warned) > 1000 {
+			clear(e.warned)
+		}
+		e.warned[k] = true
+	}
+	e.warnedMu.Unlock()
+	if first {
+		e.log.Warn("ignoring foreign key under the election prefix", "key", k, "lease", kv.Lease)
+	}
+	return false
+}
+
+// first returns the leader among kvs sorted by ascending create revision.
+func (e *Elector) first(kvs []*mvccpb.KeyValue) Leader {
+	for _, kv := range kvs {
+		if e.valid(kv) {
+			return Leader{Key: string(kv.Key), Value: kv.Value, Token: kv.CreateRevision}
+		}
+	}
+	return Leader{}
+}
+
+// Leader returns the current leader, or [ErrNoLeader] when there is none.
+// It reads etcd with a linearizable read.
+func (e *Elector) Leader(ctx context.Context) (Leader, error) {
+	resp, err := e.cli.Get(ctx, e.pfx, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return Leader{}, fmt.Errorf("election: leader of %s: %w", e.pfx, err)
+	}
+	if l := e.first(resp.Kvs); !l.IsZero() {
+		return l, nil
+	}
+	return Leader{}, ErrNoLeader
+}
+
+// Observe returns a channel that receives the current leader first, then
+// every change: a new leader, a new value proclaimed, and "no leader" (the
+// zero [Leader]). It keeps going across watch compaction, etcd leader
+// changes and reconnects, re-reading the state when its watch breaks, until
+// ctx is done; then the channel is closed. A reader that falls behind makes
+// Observe wait; it never drops the latest state.
+func (e *Elector) Observe(ctx context.Context) <-chan Leader {
+	ch := make(chan Leader)
+	go e.observe(ctx, ch)
+	return ch
+}
+
+func (e *Elector) observe(ctx context.Context, ch chan<- Leader) {
+	defer close(ch)
+	var last Leader
+	sent := false
+	send := func(l Leader) bool {
+		if sent && l.equal(last) {
+			return true
+		}
+		select {
+		case ch <- l:
+			last, sent = l, true
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
+	for ctx.Err() == nil {
+		resp, err := e.cli.Get(ctx, e.pfx, clientv3.WithPrefix(),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Debug("observe: read leader", "err", err)
+			}
+			if !sleepCtx(ctx, backoff.next()) {
+				return
+			}
+			continue
+		}
+		backoff.reset()
+		cands := map[string]*mvccpb.KeyValue{}
+		for _, kv := range resp.Kvs {
+			cands[string(kv.Key)] = kv
+		}
+		if !send(e.leaderOf(cands)) {
+			return
+		}
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := e.cli.Watch(wctx, e.pfx, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		ok := e.follow(ctx, wch, cands, send)
+		cancel()
+		if !ok {
+			return
+		}
+	}
+}
+
+// follow applies watch events to cands and sends each new leader, until the
+// watch breaks (returns true: re-read) or ctx is done (returns false).
+func (e *Elector) follow(ctx context.Context, wch clientv3.WatchChan, cands map[string]*mvccpb.KeyValue, send func(Leader) bool) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil || wr.Canceled {
+				if ctx.Err() != nil {
+					return false
+				}
+				return true
+			}
+			for _, ev := range wr.Events {
+				switch ev.Type {
+				case clientv3.EventTypePut:
+					cands[string(ev.Kv.Key)] = ev.Kv
+				case clientv3.EventTypeDelete:
+					delete(cands, string(ev.Kv.Key))
+				}
+			}
+			if !send(e.leaderOf(cands)) {
+				return false
+			}
+		}
+	}
+}
+
+func (e *Elector) leaderOf(cands map[string]*mvccpb.KeyValue) Leader {
+	var best *mvccpb.KeyValue
+	for _, kv := range cands {
+		if !e.valid(kv) {
+			continue
+		}
+		if best == nil || kv.CreateRevision < best.CreateRevision {
+			best = kv
+		}
+	}
+	if best == nil {
+		return Leader{}
+	}
+	return Leader{Key: string(best.Key), Value: best.Value, Token: best.CreateRevision}
+}
+
+// sleepCtx waits d or until ctx is done; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff is capped exponential backoff with full jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) reset() { b.cur = b.min }
+
+func (b *backoff) next() time.Duration {
+	d := b.cur
+	b.cur = min(b.cur*2, b.max)
+	return d/2 + jitter(d/2)
+}
