@@ -104,6 +104,19 @@ func keys(t testing.TB, cli *clientv3.Client) []string {
 	return ks
 }
 
+// waitRenewed waits until the term's lease was renewed at least once, so
+// that ValidUntil comes from a renewal and not from the grant.
+func waitRenewed(t testing.TB, term *election.Term) {
+	t.Helper()
+	first := term.ValidUntil()
+	testutil.Eventually(t, 10*time.Second, "the lease is renewed once", func() error {
+		if !term.ValidUntil().After(first) {
+			return fmt.Errorf("ValidUntil unchanged")
+		}
+		return nil
+	})
+}
+
 // watchDone records the instant the term's Done channel was seen closed.
 func watchDone(term *election.Term) <-chan time.Time {
 	ch := make(chan time.Time, 1)
@@ -482,6 +495,7 @@ func TestQuorumLost(t *testing.T) {
 		return nil
 	})
 
+	waitRenewed(t, term)
 	lead := etcd.WaitLeader(t, 10*time.Second)
 	down := []int{lead, (lead + 1) % 3}
 	for _, i := range down {
@@ -548,6 +562,7 @@ func TestLeaderCutOff(t *testing.T) {
 			term := campaign(t, a, "a")
 			doneAt := watchDone(term)
 			rb := asyncCampaign(t, testutil.Ctx(t, 30*time.Second), b, "b")
+			waitRenewed(t, term)
 
 			cut := time.Now()
 			if mode == "blackhole" {
