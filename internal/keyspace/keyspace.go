@@ -1,0 +1,429 @@
+// Package keyspace is pgha's etcd vocabulary: the key layout of one cluster
+// and the versioned JSON records stored under it. It is shared by the HA
+// manager (which writes) and the driver (which reads), and defined once,
+// here.
+//
+// Every record carries a version "v". Decoders reject a record that does
+// not parse, has an unsupported version or lacks a required field, with an
+// error naming the key's record type and the field; callers log such a
+// record and treat it as absent. Unknown fields are ignored, so a newer
+// writer can add fields without breaking older readers.
+//
+// Order and freshness come from etcd revisions, never from the timestamps
+// in records, which are for humans only.
+package keyspace
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// DefaultRoot is the default key root: clusters live under /pgha/<cluster>/.
+const DefaultRoot = "/pgha"
+
+// Version is the record version this code writes and the newest it reads.
+const Version = 1
+
+var clusterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// Layout is the key layout of one cluster. The zero Layout is invalid; use
+// [NewLayout].
+type Layout struct {
+	prefix string // "<root>/<cluster>/"
+}
+
+// NewLayout returns the layout of cluster under root ("" means
+// [DefaultRoot]). Cluster and node names are 1-63 characters of letters,
+// digits, '_', '.', '-', starting with a letter or digit.
+func NewLayout(root, cluster string) (Layout, error) {
+	if root == "" {
+		root = DefaultRoot
+	}
+	if !strings.HasPrefix(root, "/") {
+		return Layout{}, fmt.Errorf("keyspace: key root %q must start with '/'", root)
+	}
+	if err := ValidName(cluster); err != nil {
+		return Layout{}, fmt.Errorf("keyspace: cluster %w", err)
+	}
+	return Layout{prefix: strings.TrimRight(root, "/") + "/" + cluster + "/"}, nil
+}
+
+// ValidName checks a cluster or node name.
+func ValidName(name string) error {
+	if !clusterName.MatchString(name) {
+		return fmt.Errorf("name %q is invalid: use 1-63 letters, digits, '_', '.', '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// Prefix is the cluster's key prefix, ending in "/".
+func (l Layout) Prefix() string { return l.prefix }
+
+// Leader is the election prefix: candidates' keys are Leader()+"/"+lease.
+func (l Layout) Leader() string { return l.prefix + "leader" }
+
+// Members is the prefix of the member records.
+func (l Layout) Members() string { return l.prefix + "members/" }
+
+// Member is the key of node's member record.
+func (l Layout) Member(node string) string { return l.Members() + node }
+
+// MemberName returns the node name of a member key, or "" if key is not a
+// member key of this layout.
+func (l Layout) MemberName(key string) string {
+	n, ok := strings.CutPrefix(key, l.Members())
+	if !ok || ValidName(n) != nil {
+		return ""
+	}
+	return n
+}
+
+// Initialize holds the cluster's PostgreSQL system identifier, created once
+// by the bootstrap winner.
+func (l Layout) Initialize() string { return l.prefix + "initialize" }
+
+// Config holds the dynamic configuration written by operators.
+func (l Layout) Config() string { return l.prefix + "config" }
+
+// Sync holds the standbys allowed to be promoted in synchronous mode.
+func (l Layout) Sync() string { return l.prefix + "sync" }
+
+// Switchover holds a pending planned switchover.
+func (l Layout) Switchover() string { return l.prefix + "switchover" }
+
+// Pause, when present, disables automatic failover.
+func (l Layout) Pause() string { return l.prefix + "pause" }
+
+// History holds the timeline history.
+func (l Layout) History() string { return l.prefix + "history" }
+
+// Role of a member.
+type Role string
+
+// Roles a member reports.
+const (
+	RolePrimary  Role = "primary"  // leader, PostgreSQL writable
+	RoleReplica  Role = "replica"  // streaming standby
+	RoleStarting Role = "starting" // bootstrapping, cloning, rewinding
+	RoleFenced   Role = "fenced"   // stopped after losing leadership
+	RoleStopped  Role = "stopped"  // PostgreSQL not running
+)
+
+// LeaderRecord is the value of the leader key: who leads and how to reach
+// its PostgreSQL. Written by the leader through its election term.
+type LeaderRecord struct {
+	V int `json:"v"`
+	// Node is the leader's node name.
+	Node string `json:"node"`
+	// Host and Port reach the leader's PostgreSQL (no credentials).
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	// Timeline is the PostgreSQL timeline the leader writes on, 0 while it
+	// is not yet promoted.
+	Timeline uint32 `json:"timeline"`
+	// Writable is true once the leader's PostgreSQL accepts writes.
+	Writable bool `json:"writable"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r LeaderRecord) Validate() error {
+	switch {
+	case ValidName(r.Node) != nil:
+		return fieldErr("leader", "node", ValidName(r.Node))
+	case r.Host == "":
+		return fieldErr("leader", "host", errors.New("is empty"))
+	case r.Port <= 0 || r.Port > 65535:
+		return fieldErr("leader", "port", fmt.Errorf("%d is outside 1..65535", r.Port))
+	}
+	return nil
+}
+
+// MemberRecord is a node's view of itself, published on its own lease.
+type MemberRecord struct {
+	V        int    `json:"v"`
+	Node     string `json:"node"`
+	Role     Role   `json:"role"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Timeline uint32 `json:"timeline"`
+	// SystemID is the PostgreSQL system identifier, in decimal.
+	SystemID string `json:"system_id,omitempty"`
+	// WriteLSN is the primary's current WAL write position; ReceiveLSN and
+	// ReplayLSN are a standby's received and replayed positions. Bytes.
+	WriteLSN   uint64 `json:"write_lsn,omitempty"`
+	ReceiveLSN uint64 `json:"receive_lsn,omitempty"`
+	ReplayLSN  uint64 `json:"replay_lsn,omitempty"`
+	// LagBytes is how far the standby's replay is behind the leader's
+	// last published write position; -1 when unknown.
+	LagBytes int64 `json:"lag_bytes"`
+	// Healthy is false when PostgreSQL is down or not streaming.
+	Healthy bool `json:"healthy"`
+	// Streaming is true when a standby's WAL receiver is streaming.
+	Streaming  bool              `json:"streaming,omitempty"`
+	NoFailover bool              `json:"nofailover,omitempty"`
+	Priority   int               `json:"priority,omitempty"`
+	Tags       map[string]string `json:"tags,omitempty"`
+	// APIURL is the node's HTTP endpoint (health checks), if it has one.
+	APIURL string `json:"api_url,omitempty"`
+	// UpdatedAt is for humans only: never compare it across machines.
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r MemberRecord) Validate() error {
+	switch {
+	case ValidName(r.Node) != nil:
+		return fieldErr("member", "node", ValidName(r.Node))
+	case r.Role == "":
+		return fieldErr("member", "role", errors.New("is empty"))
+	case r.Host == "":
+		return fieldErr("member", "host", errors.New("is empty"))
+	case r.Port <= 0 || r.Port > 65535:
+		return fieldErr("member", "port", fmt.Errorf("%d is outside 1..65535", r.Port))
+	}
+	return nil
+}
+
+// InitializeRecord records the cluster's PostgreSQL system identifier.
+type InitializeRecord struct {
+	V        int    `json:"v"`
+	SystemID string `json:"system_id"`
+	// Node is the node that bootstrapped the cluster.
+	Node string `json:"node"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r InitializeRecord) Validate() error {
+	if r.SystemID == "" {
+		return fieldErr("initialize", "system_id", errors.New("is empty"))
+	}
+	return nil
+}
+
+// SyncRecord lists the standbys that may be promoted in synchronous mode:
+// the ones that confirm every acknowledged commit.
+type SyncRecord struct {
+	V int `json:"v"`
+	// Leader is the node that wrote the record.
+	Leader string `json:"leader"`
+	// Standbys are node names.
+	Standbys []string `json:"standbys"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r SyncRecord) Validate() error {
+	if ValidName(r.Leader) != nil {
+		return fieldErr("sync", "leader", ValidName(r.Leader))
+	}
+	for i, s := range r.Standbys {
+		if err := ValidName(s); err != nil {
+			return fieldErr("sync", fmt.Sprintf("standbys[%d]", i), err)
+		}
+	}
+	return nil
+}
+
+// HistoryEntry is one timeline switch.
+type HistoryEntry struct {
+	// Timeline is the new timeline; SwitchLSN is where it forked from the
+	// previous one.
+	Timeline  uint32 `json:"timeline"`
+	SwitchLSN uint64 `json:"switch_lsn"`
+	Leader    string `json:"leader"`
+	Reason    string `json:"reason,omitempty"`
+	// Token is the election token of the term that promoted.
+	Token int64 `json:"token"`
+	// Time is for humans only.
+	Time time.Time `json:"time"`
+}
+
+// HistoryRecord is the cluster's timeline history, oldest first.
+type HistoryRecord struct {
+	V       int            `json:"v"`
+	Entries []HistoryEntry `json:"entries"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r HistoryRecord) Validate() error {
+	for i, e := range r.Entries {
+		if e.Timeline == 0 {
+			return fieldErr("history", fmt.Sprintf("entries[%d].timeline", i), errors.New("is 0"))
+		}
+		if i > 0 && e.Timeline <= r.Entries[i-1].Timeline {
+			return fieldErr("history", fmt.Sprintf("entries[%d].timeline", i), fmt.Errorf("%d does not increase", e.Timeline))
+		}
+	}
+	return nil
+}
+
+// SwitchoverRecord is a pending planned switchover written by an operator.
+type SwitchoverRecord struct {
+	V int `json:"v"`
+	// From is the current leader; the switchover is ignored if it has
+	// changed.
+	From string `json:"from"`
+	// To is the candidate; empty means the best eligible standby.
+	To string `json:"to,omitempty"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r SwitchoverRecord) Validate() error {
+	if ValidName(r.From) != nil {
+		return fieldErr("switchover", "from", ValidName(r.From))
+	}
+	if r.To != "" && ValidName(r.To) != nil {
+		return fieldErr("switchover", "to", ValidName(r.To))
+	}
+	return nil
+}
+
+// PauseRecord marks maintenance mode.
+type PauseRecord struct {
+	V      int    `json:"v"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Validate always succeeds.
+func (r PauseRecord) Validate() error { return nil }
+
+// ConfigRecord holds the dynamic settings operators may change at run time.
+// A nil field keeps the node's configured value.
+type ConfigRecord struct {
+	V int `json:"v"`
+	// MaxLagOnFailover in bytes.
+	MaxLagOnFailover *int64 `json:"max_lag_on_failover,omitempty"`
+	// SynchronousMode is "off", "on" or "strict".
+	SynchronousMode *string `json:"synchronous_mode,omitempty"`
+	// SynchronousNodeCount is how many standbys must confirm a commit.
+	SynchronousNodeCount *int `json:"synchronous_node_count,omitempty"`
+}
+
+// Validate reports the first invalid field.
+func (r ConfigRecord) Validate() error {
+	if r.MaxLagOnFailover != nil && *r.MaxLagOnFailover < 0 {
+		return fieldErr("config", "max_lag_on_failover", fmt.Errorf("%d is negative", *r.MaxLagOnFailover))
+	}
+	if r.SynchronousMode != nil {
+		switch *r.SynchronousMode {
+		case "off", "on", "strict":
+		default:
+			return fieldErr("config", "synchronous_mode", fmt.Errorf("%q is not off, on or strict", *r.SynchronousMode))
+		}
+	}
+	if r.SynchronousNodeCount != nil && *r.SynchronousNodeCount < 1 {
+		return fieldErr("config", "synchronous_node_count", fmt.Errorf("%d is below 1", *r.SynchronousNodeCount))
+	}
+	return nil
+}
+
+// Record is implemented by every record type.
+type Record interface {
+	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord
+	Validate() error
+}
+
+// RecordError is a record that could not be decoded.
+type RecordError struct {
+	// Kind is the record type: "leader", "member", ...
+	Kind string
+	// Field is the offending field, or "" when the JSON did not parse.
+	Field string
+	Err   error
+}
+
+func (e *RecordError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("keyspace: %s record: %v", e.Kind, e.Err)
+	}
+	return fmt.Sprintf("keyspace: %s record: field %q %v", e.Kind, e.Field, e.Err)
+}
+
+func (e *RecordError) Unwrap() error { return e.Err }
+
+func fieldErr(kind, field string, err error) error {
+	return &RecordError{Kind: kind, Field: field, Err: err}
+}
+
+func kindOf(v any) string {
+	switch v.(type) {
+	case *LeaderRecord:
+		return "leader"
+	case *MemberRecord:
+		return "member"
+	case *InitializeRecord:
+		return "initialize"
+	case *SyncRecord:
+		return "sync"
+	case *HistoryRecord:
+		return "history"
+	case *SwitchoverRecord:
+		return "switchover"
+	case *PauseRecord:
+		return "pause"
+	case *ConfigRecord:
+		return "config"
+	}
+	return "unknown"
+}
+
+// Decode parses and validates a record. It returns a *[RecordError] when the
+// JSON does not parse, the version is missing or newer than [Version], or
+// a field is invalid.
+func Decode[T Record](b []byte) (T, error) {
+	var r T
+	kind := kindOf(&r)
+	var head struct {
+		V *int `json:"v"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return r, &RecordError{Kind: kind, Err: fmt.Errorf("does not parse as JSON: %w", err)}
+	}
+	switch {
+	case head.V == nil:
+		return r, &RecordError{Kind: kind, Field: "v", Err: errors.New("is missing")}
+	case *head.V < 1 || *head.V > Version:
+		return r, &RecordError{Kind: kind, Field: "v", Err: fmt.Errorf("%d is not a supported version (1..%d): upgrade this node", *head.V, Version)}
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, &RecordError{Kind: kind, Err: fmt.Errorf("does not parse: %w", err)}
+	}
+	if err := r.Validate(); err != nil {
+		var zero T
+		return zero, err
+	}
+	return r, nil
+}
+
+// Encode validates r, sets its version to [Version] and returns its JSON.
+func Encode[T Record](r T) ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	setVersion(&r)
+	return json.Marshal(r)
+}
+
+func setVersion(v any) {
+	switch r := v.(type) {
+	case *LeaderRecord:
+		r.V = Version
+	case *MemberRecord:
+		r.V = Version
+	case *InitializeRecord:
+		r.V = Version
+	case *SyncRecord:
+		r.V = Version
+	case *HistoryRecord:
+		r.V = Version
+	case *SwitchoverRecord:
+		r.V = Version
+	case *PauseRecord:
+		r.V = Version
+	case *ConfigRecord:
+		r.V = Version
+	}
+}

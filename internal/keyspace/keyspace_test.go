@@ -1,0 +1,135 @@
+package keyspace_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/pgha/pgha/internal/keyspace"
+)
+
+func TestLayout(t *testing.T) {
+	l, err := keyspace.NewLayout("", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{
+		l.Prefix():         "/pgha/main/",
+		l.Leader():         "/pgha/main/leader",
+		l.Member("node-1"): "/pgha/main/members/node-1",
+		l.Initialize():     "/pgha/main/initialize",
+		l.Config():         "/pgha/main/config",
+		l.Sync():           "/pgha/main/sync",
+		l.Switchover():     "/pgha/main/switchover",
+		l.Pause():          "/pgha/main/pause",
+		l.History():        "/pgha/main/history",
+	} {
+		if got != want {
+			t.Errorf("key %q; want %q", got, want)
+		}
+	}
+	if n := l.MemberName("/pgha/main/members/node-1"); n != "node-1" {
+		t.Errorf("MemberName = %q", n)
+	}
+	for _, k := range []string{"/pgha/main/members/", "/pgha/main/members/a/b", "/pgha/other/members/x", "/pgha/main/leader"} {
+		if n := l.MemberName(k); n != "" {
+			t.Errorf("MemberName(%q) = %q; want empty", k, n)
+		}
+	}
+	for _, bad := range []string{"", "-x", "a b", "a/b", strings.Repeat("a", 64)} {
+		if _, err := keyspace.NewLayout("", bad); err == nil || !strings.Contains(err.Error(), "cluster") {
+			t.Errorf("NewLayout(%q) = %v; want an error naming the cluster", bad, err)
+		}
+	}
+	if _, err := keyspace.NewLayout("pgha", "main"); err == nil {
+		t.Errorf("root without leading slash accepted")
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	in := keyspace.MemberRecord{Node: "n1", Role: keyspace.RoleReplica, Host: "127.0.0.1", Port: 5432, Timeline: 3, ReplayLSN: 1 << 33, LagBytes: 10}
+	b, err := keyspace.Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := keyspace.Decode[keyspace.MemberRecord](b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.V = keyspace.Version
+	if out.Node != in.Node || out.ReplayLSN != in.ReplayLSN || out.V != 1 || out.Role != in.Role {
+		t.Fatalf("round trip: %+v; want %+v", out, in)
+	}
+	// Unknown fields from a newer writer are ignored.
+	if _, err := keyspace.Decode[keyspace.LeaderRecord]([]byte(`{"v":1,"node":"a","host":"h","port":1,"future":true}`)); err != nil {
+		t.Fatalf("unknown field rejected: %v", err)
+	}
+	if _, err := keyspace.Encode(keyspace.LeaderRecord{Node: "a"}); err == nil {
+		t.Fatalf("Encode accepted a leader record without host")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, field string
+		decode          func([]byte) error
+	}{
+		{"garbage", "\x00\xffnot json", "", decodeAs[keyspace.LeaderRecord]},
+		{"empty", "", "", decodeAs[keyspace.MemberRecord]},
+		{"no version", `{"node":"a","host":"h","port":1}`, "v", decodeAs[keyspace.LeaderRecord]},
+		{"future version", `{"v":99,"node":"a","host":"h","port":1}`, "v", decodeAs[keyspace.LeaderRecord]},
+		{"wrong type", `{"v":1,"node":5}`, "", decodeAs[keyspace.LeaderRecord]},
+		{"bad port", `{"v":1,"node":"a","host":"h","port":70000}`, "port", decodeAs[keyspace.LeaderRecord]},
+		{"member no role", `{"v":1,"node":"a","host":"h","port":1}`, "role", decodeAs[keyspace.MemberRecord]},
+		{"sync bad standby", `{"v":1,"leader":"a","standbys":["ok","bad name"]}`, "standbys[1]", decodeAs[keyspace.SyncRecord]},
+		{"history not increasing", `{"v":1,"entries":[{"timeline":2},{"timeline":2}]}`, "entries[1].timeline", decodeAs[keyspace.HistoryRecord]},
+		{"config bad mode", `{"v":1,"synchronous_mode":"maybe"}`, "synchronous_mode", decodeAs[keyspace.ConfigRecord]},
+		{"initialize empty", `{"v":1}`, "system_id", decodeAs[keyspace.InitializeRecord]},
+		{"switchover no from", `{"v":1,"to":"b"}`, "from", decodeAs[keyspace.SwitchoverRecord]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.decode([]byte(tc.in))
+			var re *keyspace.RecordError
+			if !errors.As(err, &re) {
+				t.Fatalf("Decode(%q) = %v; want *RecordError", tc.in, err)
+			}
+			if re.Field != tc.field {
+				t.Fatalf("Decode(%q) field %q; want %q (err %v)", tc.in, re.Field, tc.field, err)
+			}
+		})
+	}
+}
+
+func decodeAs[T keyspace.Record](b []byte) error {
+	_, err := keyspace.Decode[T](b)
+	return err
+}
+
+// FuzzDecode: no input makes a decoder panic, and every rejection is a
+// *RecordError.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"v":1,"node":"a","host":"h","port":5432,"timeline":1,"writable":true}`,
+		`{"v":1,"node":"a","role":"replica","host":"h","port":1,"lag_bytes":-1}`,
+		`{"v":1,"entries":[{"timeline":2,"switch_lsn":100}]}`,
+		`{"v":1,"leader":"a","standbys":["b"]}`,
+		`{"v":1,"synchronous_mode":"on","synchronous_node_count":1}`,
+		`{"v":2}`, `null`, `[]`, `{"v":1e400}`, "\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, dec := range []func([]byte) error{
+			decodeAs[keyspace.LeaderRecord], decodeAs[keyspace.MemberRecord], decodeAs[keyspace.InitializeRecord],
+			decodeAs[keyspace.SyncRecord], decodeAs[keyspace.HistoryRecord], decodeAs[keyspace.SwitchoverRecord],
+			decodeAs[keyspace.PauseRecord], decodeAs[keyspace.ConfigRecord],
+		} {
+			if err := dec(b); err != nil {
+				var re *keyspace.RecordError
+				if !errors.As(err, &re) {
+					t.Fatalf("rejection is %T %v; want *RecordError", err, err)
+				}
+			}
+		}
+	})
+}
