@@ -1,0 +1,170 @@
+package replicate
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors. Operations wrap them with context; match them with
+// errors.Is.
+var (
+	// ErrNoBinaries: the PostgreSQL server binaries were not found. The
+	// wrapping error lists every place that was searched.
+	ErrNoBinaries = errors.New("replicate: PostgreSQL server binaries not found")
+
+	// ErrNotInitialized: the data directory holds no PostgreSQL cluster
+	// (no PG_VERSION file). Run [Instance.Init] or [Instance.Clone] first.
+	ErrNotInitialized = errors.New("replicate: data directory holds no PostgreSQL cluster")
+
+	// ErrDataDirNotEmpty: Init or Clone was asked to create a cluster in a
+	// directory that is not empty. Nothing was changed. Set
+	// [Config.ReplaceDataDir] to let Clone move it aside.
+	ErrDataDirNotEmpty = errors.New("replicate: data directory is not empty")
+
+	// ErrRunning: the operation needs the server stopped, and it is running.
+	ErrRunning = errors.New("replicate: server is running")
+
+	// ErrNotRunning: the operation needs a running server.
+	ErrNotRunning = errors.New("replicate: server is not running")
+
+	// ErrNotStandby: Follow was asked to repoint a running primary. Fence or
+	// Stop it, then Rewind it (or Follow it while stopped).
+	ErrNotStandby = errors.New("replicate: server is a running primary, not a standby")
+
+	// ErrPortInUse: another process listens on the configured port.
+	ErrPortInUse = errors.New("replicate: port in use")
+
+	// ErrSystemIDMismatch: a data directory or a source server belongs to
+	// another cluster (a different PostgreSQL system identifier) than the
+	// one expected.
+	ErrSystemIDMismatch = errors.New("replicate: system identifier mismatch")
+
+	// ErrVersionMismatch: the data directory was created by another major
+	// version of PostgreSQL than the binaries in use.
+	ErrVersionMismatch = errors.New("replicate: PostgreSQL major version mismatch")
+
+	// ErrWrongOwner: a directory is owned by another OS user than the one
+	// PostgreSQL runs as, or the OS user cannot reach it.
+	ErrWrongOwner = errors.New("replicate: directory not usable by the PostgreSQL OS user")
+
+	// ErrAuthentication: the server rejected a password (superuser or
+	// replication role). The password itself never appears in any error.
+	ErrAuthentication = errors.New("replicate: password authentication failed")
+
+	// ErrRewindImpossible: pg_rewind cannot bring this data directory back
+	// in line with the source: another cluster, WAL needed for the rewind
+	// is gone, or neither data checksums nor wal_log_hints were on. Clone
+	// afresh instead. Returned wrapped in a [*RewindError].
+	ErrRewindImpossible = errors.New("replicate: rewind impossible")
+
+	// ErrFenced: a Start raced with a Fence and lost: the server it started
+	// was stopped again at once.
+	ErrFenced = errors.New("replicate: fenced while starting")
+
+	// ErrStopped is what [Instance.ExitErr] returns after the server was
+	// stopped on purpose by Stop, Restart, Fence or Rewind.
+	ErrStopped = errors.New("replicate: server stopped")
+)
+
+// ConfigError reports an invalid [Config] field: its name, its value and
+// what to do instead. [Config.Validate] and [New] return it.
+type ConfigError struct {
+	Field  string
+	Value  any
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("replicate: %s %v %s", e.Field, e.Value, e.Reason)
+}
+
+// CommandError reports a PostgreSQL tool (initdb, pg_basebackup, pg_rewind,
+// pg_controldata, postgres --single) that failed. Args never hold a
+// password. Stderr is the tail of the tool's standard error (at most
+// [tailBytes] bytes).
+type CommandError struct {
+	Path     string   // the binary run
+	Args     []string // its arguments, without the binary
+	ExitCode int      // -1 when it did not exit normally (signal, not started)
+	Stderr   string   // tail of standard error (and standard output)
+	Err      error    // the underlying error from os/exec or the context
+}
+
+func (e *CommandError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "replicate: %s %s: %v", e.Path, strings.Join(e.Args, " "), e.Err)
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		b.WriteString(": ")
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+func (e *CommandError) Unwrap() error { return e.Err }
+
+// ExitError is what [Instance.ExitErr] returns when the postmaster exited
+// without being asked to: a crash, a kill -9, a PANIC, or a stop by someone
+// else. LogTail holds the last lines of the server log.
+type ExitError struct {
+	PID      int
+	ExitCode int    // -1 when killed by a signal or unknown (adopted process)
+	Signal   string // the signal that killed it, if any, e.g. "killed"
+	LogTail  string
+}
+
+func (e *ExitError) Error() string {
+	how := fmt.Sprintf("exit code %d", e.ExitCode)
+	if e.Signal != "" {
+		how = "signal: " + e.Signal
+	} else if e.ExitCode < 0 {
+		how = "exit status unknown (adopted process)"
+	}
+	s := fmt.Sprintf("replicate: postmaster (pid %d) exited unexpectedly: %s", e.PID, how)
+	if e.LogTail != "" {
+		s += "\nserver log:\n" + e.LogTail
+	}
+	return s
+}
+
+// ServerError reports an operation on a running server that did not
+// succeed, with the tail of the server log that explains it.
+type ServerError struct {
+	Op      string // e.g. "start", "promote"
+	Err     error
+	LogTail string
+}
+
+func (e *ServerError) Error() string {
+	s := fmt.Sprintf("replicate: %s: %v", e.Op, e.Err)
+	if e.LogTail != "" {
+		s += "\nserver log:\n" + e.LogTail
+	}
+	return s
+}
+
+func (e *ServerError) Unwrap() error { return e.Err }
+
+// RewindError reports a pg_rewind that did not succeed. When Impossible is
+// true, retrying cannot help (errors.Is(err, ErrRewindImpossible) is true):
+// the data directory must be re-cloned. Otherwise the failure may be
+// transient (source unreachable) and a retry may succeed.
+type RewindError struct {
+	Impossible bool
+	Reason     string // one line: why, from pg_rewind's output
+	Err        error  // usually a *CommandError
+}
+
+func (e *RewindError) Error() string {
+	if e.Impossible {
+		return fmt.Sprintf("replicate: rewind impossible: %s: %v", e.Reason, e.Err)
+	}
+	return fmt.Sprintf("replicate: rewind: %s: %v", e.Reason, e.Err)
+}
+
+func (e *RewindError) Unwrap() error { return e.Err }
+
+// Is reports ErrRewindImpossible for impossible rewinds.
+func (e *RewindError) Is(target error) bool {
+	return target == ErrRewindImpossible && e.Impossible
+}

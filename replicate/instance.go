@@ -1,0 +1,679 @@
+package replicate
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+const instrumentationName = "github.com/pgha/pgha/replicate"
+
+// pollEvery is how often operations re-check a condition on the server.
+const pollEvery = 5 * time.Millisecond
+
+// StopMode is how [Instance.Stop] shuts PostgreSQL down.
+type StopMode int
+
+const (
+	// Fast rolls back open transactions, disconnects clients and writes a
+	// shutdown checkpoint (SIGINT). The default for planned stops.
+	Fast StopMode = iota
+	// Smart waits for every client to disconnect (SIGTERM). It can wait
+	// forever; never use it to fence.
+	Smart
+	// Immediate aborts every process without a checkpoint (SIGQUIT); the
+	// next start runs crash recovery.
+	Immediate
+)
+
+func (m StopMode) String() string {
+	switch m {
+	case Fast:
+		return "fast"
+	case Smart:
+		return "smart"
+	case Immediate:
+		return "immediate"
+	}
+	return "StopMode(" + strconv.Itoa(int(m)) + ")"
+}
+
+func (m StopMode) signal() syscall.Signal {
+	switch m {
+	case Smart:
+		return syscall.SIGTERM
+	case Immediate:
+		return syscall.SIGQUIT
+	}
+	return syscall.SIGINT
+}
+
+// Instance drives one PostgreSQL data directory on this machine. Create it
+// with [New]. Its methods are safe for concurrent use: operations that change
+// the server's process or role (Init, Clone, Start, Stop, Restart, Follow,
+// Promote, Rewind) run one at a time; [Instance.Fence], [Instance.Status]
+// and the slot and synchronous standby methods do not wait for them.
+type Instance struct {
+	cfg    Config
+	bins   binaries
+	cred   *syscall.Credential // nil when not root: run as ourselves
+	groups []uint32            // supplementary groups of the OS user
+	log    *slog.Logger
+	tracer trace.Tracer
+
+	opMu sync.Mutex // serialises role and process changes
+
+	mu       sync.Mutex // guards the fields below
+	proc     *process   // the postmaster started or adopted last; nil if none
+	fenceGen uint64     // incremented by every Fence
+	src      *Source    // the source of the last Clone, Follow or Rewind
+}
+
+// process is one postmaster: a supervised child or an adopted one.
+type process struct {
+	pid      int
+	adopted  bool
+	done     chan struct{} // closed when the postmaster has exited (and been reaped, if ours)
+	err      error         // why it exited; written before done is closed
+	stopping atomic.Bool   // set before this package signals it to stop
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// New returns an Instance for cfg.DataDir after validating cfg (a
+// [*ConfigError] names the bad field) and finding the PostgreSQL binaries
+// (an error wrapping [ErrNoBinaries] names every place searched). It starts
+// nothing and does not touch the data directory. When this process runs as
+// root, cfg.OSUser must exist.
+func New(cfg Config) (*Instance, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	cfg.DataDir = filepath.Clean(cfg.DataDir)
+	cfg.Parameters = cloneMap(cfg.Parameters)
+	cfg.ReplicationNetworks = append([]string(nil), cfg.ReplicationNetworks...)
+	cfg.ClientNetworks = append([]string(nil), cfg.ClientNetworks...)
+	bins, err := resolveBinaries(cfg.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	i := &Instance{cfg: cfg, bins: bins}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup(cfg.OSUser)
+		if err != nil {
+			return nil, &ConfigError{"OSUser", strconv.Quote(cfg.OSUser), fmt.Sprintf("must be an existing OS user when running as root (PostgreSQL refuses root): %v", err)}
+		}
+		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		if uid == 0 {
+			return nil, &ConfigError{"OSUser", strconv.Quote(cfg.OSUser), "must not be root: PostgreSQL refuses to run as root"}
+		}
+		i.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+		if gids, err := u.GroupIds(); err == nil {
+			for _, g := range gids {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+					i.groups = append(i.groups, uint32(n))
+				}
+			}
+		}
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	i.log = lg.With("node", cfg.Name)
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
+	}
+	i.tracer = tp.Tracer(instrumentationName)
+	return i, nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// Config returns the instance's configuration with defaults filled in.
+func (i *Instance) Config() Config {
+	c := i.cfg
+	c.Parameters = cloneMap(c.Parameters)
+	return c
+}
+
+// BinDir returns the directory the PostgreSQL binaries are run from.
+func (i *Instance) BinDir() string { return i.bins.dir }
+
+// Version returns the PostgreSQL version of the binaries, e.g. "15.14".
+func (i *Instance) Version() string { return i.bins.version }
+
+// LogTail returns about the last n bytes of the server log, starting at a
+// line boundary, or "" when there is no log yet.
+func (i *Instance) LogTail(n int) string {
+	f, err := os.Open(i.cfg.LogFile)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(st.Size()-int64(n), 0)
+	b := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	s := string(b)
+	if off > 0 {
+		if j := strings.IndexByte(s, '\n'); j >= 0 {
+			s = s[j+1:]
+		}
+	}
+	return strings.TrimRight(s, "\n")
+}
+
+func (i *Instance) logTail() string { return i.LogTail(tailBytes) }
+
+// Exited returns a channel that is closed when the postmaster this Instance
+// started or adopted last exits, for any reason: Stop, Fence, a crash, a
+// kill. [Instance.ExitErr] then says why. When no postmaster has been
+// started or adopted, the channel is already closed. Call Exited again after
+// each Start: every postmaster has its own channel.
+func (i *Instance) Exited() <-chan struct{} {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.proc == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return i.proc.done
+}
+
+// ExitErr reports why the last postmaster exited: nil while it runs (or if
+// none was ever started), an error wrapping [ErrStopped] after Stop, Fence,
+// Restart or Rewind stopped it, and an [*ExitError] with the server log's
+// tail when it exited on its own (crash, kill -9, PANIC, stopped by someone
+// else).
+func (i *Instance) ExitErr() error {
+	i.mu.Lock()
+	p := i.proc
+	i.mu.Unlock()
+	if p == nil || !p.exited() {
+		return nil
+	}
+	return p.err
+}
+
+// PID returns the postmaster's process ID, or 0 when it is not running.
+func (i *Instance) PID() int {
+	if p := i.running(); p != nil {
+		return p.pid
+	}
+	return 0
+}
+
+// running returns the live postmaster for the data directory: the one this
+// Instance started, or one it adopts now from postmaster.pid. Nil when none
+// runs.
+func (i *Instance) running() *process {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.runningLocked()
+}
+
+func (i *Instance) runningLocked() *process {
+	if i.proc != nil && !i.proc.exited() {
+		return i.proc
+	}
+	pid := readPID(i.cfg.DataDir)
+	if pid <= 0 || !i.isOurPostmaster(pid) {
+		return nil
+	}
+	p := &process{pid: pid, adopted: true, done: make(chan struct{})}
+	i.proc = p
+	go i.watchAdopted(p)
+	i.log.Info("adopted running postmaster", "pid", pid)
+	return p
+}
+
+// watchAdopted polls an adopted postmaster (not our child, so it cannot be
+// waited for) until it is gone or a zombie.
+func (i *Instance) watchAdopted(p *process) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for range t.C {
+		if !processAlive(p.pid) {
+			break
+		}
+	}
+	if p.stopping.Load() {
+		p.err = fmt.Errorf("%w (pid %d)", ErrStopped, p.pid)
+	} else {
+		p.err = &ExitError{PID: p.pid, ExitCode: -1, LogTail: i.logTail()}
+	}
+	close(p.done)
+}
+
+// readPID returns the PID in DataDir/postmaster.pid, 0 if there is none.
+func readPID(dataDir string) int {
+	f, err := os.Open(filepath.Join(dataDir, pidFile))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	if !sc.Scan() {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(sc.Text()))
+	return pid
+}
+
+// pidFileStatus returns line 8 of postmaster.pid: "starting", "ready",
+// "standby" or "stopping"; "" if absent.
+func pidFileStatus(dataDir string) string {
+	b, err := os.ReadFile(filepath.Join(dataDir, pidFile))
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 8 {
+		return ""
+	}
+	return strings.TrimSpace(lines[7])
+}
+
+// processAlive reports whether pid is a live process (not a zombie).
+func processAlive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// The state follows the parenthesised command name, which may hold spaces.
+	s := string(b)
+	if j := strings.LastIndexByte(s, ')'); j >= 0 && j+2 < len(s) {
+		return s[j+2] != 'Z' && s[j+2] != 'X'
+	}
+	return true
+}
+
+// isOurPostmaster reports whether pid is a live postmaster of DataDir: alive
+// and its working directory is the data directory.
+func (i *Instance) isOurPostmaster(pid int) bool {
+	if !processAlive(pid) {
+		return false
+	}
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil {
+		// No /proc access: trust the live PID.
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	want, err := filepath.EvalSymlinks(i.cfg.DataDir)
+	if err != nil {
+		want = i.cfg.DataDir
+	}
+	return filepath.Clean(cwd) == want
+}
+
+// Start starts PostgreSQL as a supervised child process and returns once it
+// accepts connections (as a primary, or as a hot standby). If a postmaster
+// already runs for the data directory (started by this or an earlier
+// Instance), Start adopts it and waits for it to be ready instead. A stale
+// postmaster.pid left by a dead process is ignored.
+//
+// Before starting, Start rewrites pgha.conf, pg_hba.conf and the passfile
+// from the Config. Errors: [ErrNotInitialized], [ErrVersionMismatch],
+// [ErrWrongOwner], [ErrSystemIDMismatch], [ErrPortInUse], [ErrFenced], or a
+// [*ServerError] with the server log's tail. When ctx ends first the server
+// is left starting (it stays supervised) and Start returns a *ServerError
+// wrapping ctx.Err().
+func (i *Instance) Start(ctx context.Context) error {
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	return i.start(ctx)
+}
+
+func (i *Instance) start(ctx context.Context) error {
+	i.mu.Lock()
+	gen := i.fenceGen
+	p := i.runningLocked()
+	i.mu.Unlock()
+	if p != nil {
+		return i.waitReady(ctx, p, "start")
+	}
+	if !i.initialized() {
+		return fmt.Errorf("%w: %s (run Init or Clone first)", ErrNotInitialized, i.cfg.DataDir)
+	}
+	if err := i.checkDirs(); err != nil {
+		return err
+	}
+	if err := i.checkVersion(); err != nil {
+		return err
+	}
+	if i.cfg.SystemID != 0 {
+		id, err := i.controlSystemID(ctx)
+		if err != nil {
+			return err
+		}
+		if id != i.cfg.SystemID {
+			return fmt.Errorf("%w: data directory %s belongs to system %d, Config.SystemID is %d", ErrSystemIDMismatch, i.cfg.DataDir, id, i.cfg.SystemID)
+		}
+	}
+	if err := i.checkPort(); err != nil {
+		return err
+	}
+	// A postmaster.pid whose PID is dead, a zombie or another program would
+	// make postgres refuse to start: it is stale, remove it (only it).
+	if pid := readPID(i.cfg.DataDir); pid > 0 {
+		i.log.Info("removing stale postmaster.pid", "pid", pid)
+		if err := os.Remove(filepath.Join(i.cfg.DataDir, pidFile)); err != nil {
+			return fmt.Errorf("replicate: remove stale %s: %w", pidFile, err)
+		}
+	}
+	if err := i.writeNodeConfig(); err != nil {
+		return err
+	}
+	p, err := i.spawn()
+	if err != nil {
+		return err
+	}
+	i.mu.Lock()
+	i.proc = p
+	fenced := i.fenceGen != gen
+	i.mu.Unlock()
+	if fenced {
+		p.stopping.Store(true)
+		i.signal(p, syscall.SIGQUIT)
+		<-p.done
+		return ErrFenced
+	}
+	return i.waitReady(ctx, p, "start")
+}
+
+// spawn starts `postgres -D DataDir` as a child whose output goes to the log
+// file, and a goroutine that reaps it.
+func (i *Instance) spawn() (*process, error) {
+	lf, err := os.OpenFile(i.cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: open server log: %w", err)
+	}
+	if err := i.chown(i.cfg.LogFile); err != nil {
+		lf.Close()
+		return nil, err
+	}
+	path := i.bins.path("postgres")
+	args := []string{"-D", i.cfg.DataDir}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout = lf
+	cmd.Stderr = lf
+	cmd.Env = baseEnv()
+	cmd.Dir = i.cfg.DataDir
+	cmd.SysProcAttr = i.sysProcAttr()
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, &CommandError{Path: path, Args: args, ExitCode: -1, Err: err}
+	}
+	// The child has its own copy of the log file descriptor.
+	lf.Close()
+	p := &process{pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		if p.stopping.Load() {
+			p.err = fmt.Errorf("%w (pid %d)", ErrStopped, p.pid)
+		} else {
+			ee := &ExitError{PID: p.pid, ExitCode: exitCode(err), LogTail: i.logTail()}
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				ee.Signal = ws.Signal().String()
+			}
+			p.err = ee
+		}
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// waitReady waits until the postmaster reports "ready" or "standby" in its
+// pid file and accepts a connection.
+func (i *Instance) waitReady(ctx context.Context, p *process, op string) error {
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	for {
+		switch pidFileStatus(i.cfg.DataDir) {
+		case "ready", "standby":
+			return nil
+		}
+		select {
+		case <-p.done:
+			return &ServerError{Op: op, Err: p.err, LogTail: i.logTail()}
+		case <-ctx.Done():
+			return &ServerError{Op: op, Err: fmt.Errorf("server not ready: %w", ctx.Err()), LogTail: i.logTail()}
+		case <-t.C:
+		}
+	}
+}
+
+func (i *Instance) checkVersion() error {
+	b, err := os.ReadFile(filepath.Join(i.cfg.DataDir, "PG_VERSION"))
+	if err != nil {
+		return fmt.Errorf("replicate: %w", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v != strconv.Itoa(i.bins.major) {
+		return fmt.Errorf("%w: data directory %s was created by PostgreSQL %s, the binaries in %s are %s", ErrVersionMismatch, i.cfg.DataDir, v, i.bins.dir, i.bins.version)
+	}
+	return nil
+}
+
+// checkPort fails with ErrPortInUse when something listens on the port.
+func (i *Instance) checkPort() error {
+	for _, a := range strings.Split(i.cfg.ListenAddresses, ",") {
+		a = strings.TrimSpace(a)
+		if a == "*" {
+			a = ""
+		}
+		if a == "" && strings.TrimSpace(i.cfg.ListenAddresses) == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(a, strconv.Itoa(i.cfg.Port)))
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("%w: %s:%d is taken by another process (choose another Port or stop it)", ErrPortInUse, a, i.cfg.Port)
+			}
+			continue // e.g. an address of another host: postgres reports it
+		}
+		l.Close()
+	}
+	return nil
+}
+
+func (i *Instance) signal(p *process, sig syscall.Signal) {
+	if err := syscall.Kill(p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		i.log.Warn("signal postmaster", "pid", p.pid, "signal", sig.String(), "err", err)
+	}
+}
+
+// Stop shuts PostgreSQL down with mode and waits until the postmaster has
+// exited. It is a no-op when the server is not running. When ctx ends
+// first, the shutdown goes on and Stop returns a [*ServerError] wrapping
+// ctx.Err().
+func (i *Instance) Stop(ctx context.Context, mode StopMode) error {
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	return i.stop(ctx, mode)
+}
+
+func (i *Instance) stop(ctx context.Context, mode StopMode) error {
+	p := i.running()
+	if p == nil {
+		return nil
+	}
+	p.stopping.Store(true)
+	i.signal(p, mode.signal())
+	select {
+	case <-p.done:
+		i.log.Info("stopped", "mode", mode.String(), "pid", p.pid)
+		return nil
+	case <-ctx.Done():
+		return &ServerError{Op: "stop " + mode.String(), Err: ctx.Err(), LogTail: i.logTail()}
+	}
+}
+
+// Restart stops the server with mode (if it runs) and starts it again.
+func (i *Instance) Restart(ctx context.Context, mode StopMode) error {
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	if err := i.stop(ctx, mode); err != nil {
+		return err
+	}
+	return i.start(ctx)
+}
+
+// Fence stops the server accepting writes now, for a primary that may have
+// lost its lease. It does not wait for other operations. It sends a fast
+// shutdown (open transactions are rolled back and their clients
+// disconnected, so nothing more commits), waits up to Config.FenceTimeout,
+// then an immediate shutdown, waits up to FenceTimeout again, and then kills
+// the postmaster's whole process group with SIGKILL. It returns once the
+// postmaster has exited; a Start racing with it fails with [ErrFenced]. It
+// is a no-op when the server is not running. If ctx ends before the
+// postmaster is gone, Fence kills the process group and returns a
+// [*ServerError] wrapping ctx.Err().
+func (i *Instance) Fence(ctx context.Context) (err error) {
+	ctx, span := i.tracer.Start(ctx, "replicate.Fence")
+	defer func() { endSpan(span, err) }()
+	start := time.Now()
+	i.mu.Lock()
+	i.fenceGen++
+	p := i.runningLocked()
+	i.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.stopping.Store(true)
+	steps := []struct {
+		sig  syscall.Signal
+		wait time.Duration
+	}{{syscall.SIGINT, i.cfg.FenceTimeout}, {syscall.SIGQUIT, i.cfg.FenceTimeout}}
+	for _, s := range steps {
+		i.signal(p, s.sig)
+		t := time.NewTimer(s.wait)
+		select {
+		case <-p.done:
+			t.Stop()
+			i.log.Info("fenced", "signal", s.sig.String(), "took", time.Since(start))
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			i.killGroup(p)
+			return &ServerError{Op: "fence", Err: ctx.Err(), LogTail: i.logTail()}
+		case <-t.C:
+		}
+	}
+	i.killGroup(p)
+	select {
+	case <-p.done:
+		i.log.Warn("fenced with SIGKILL", "took", time.Since(start))
+		return nil
+	case <-ctx.Done():
+		return &ServerError{Op: "fence", Err: ctx.Err(), LogTail: i.logTail()}
+	}
+}
+
+// killGroup sends SIGKILL to the postmaster's process group (its backends
+// included), or to the postmaster alone if it leads no group.
+func (i *Instance) killGroup(p *process) {
+	if pgid, err := syscall.Getpgid(p.pid); err == nil && pgid == p.pid {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		return
+	}
+	i.signal(p, syscall.SIGKILL)
+}
+
+// Connect opens a connection to the local server as the superuser over the
+// unix socket, to database "postgres". The caller closes it. Errors wrap
+// [ErrAuthentication] for a rejected password and [ErrNotRunning] when
+// nothing listens.
+func (i *Instance) Connect(ctx context.Context) (*pgx.Conn, error) {
+	return i.connect(ctx, "postgres")
+}
+
+func (i *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
+	return i.connectTo(ctx, i.cfg.SocketDir, i.cfg.Port, db)
+}
+
+// connectTo connects as the superuser to host (a socket directory or a
+// network host) and port.
+func (i *Instance) connectTo(ctx context.Context, host string, port int, db string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("replicate: %w", err)
+	}
+	cc.Host = host
+	cc.Port = uint16(port)
+	cc.User = i.cfg.Superuser
+	cc.Password = i.cfg.SuperuserPassword
+	cc.Database = db
+	cc.ConnectTimeout = 5 * time.Second
+	cc.RuntimeParams = map[string]string{"application_name": "pgha-replicate"}
+	cc.Fallbacks = nil
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		where := net.JoinHostPort(host, strconv.Itoa(port))
+		if strings.HasPrefix(host, "/") {
+			where = filepath.Join(host, fmt.Sprintf(".s.PGSQL.%d", port))
+		}
+		return nil, connError(err, where+" as "+i.cfg.Superuser)
+	}
+	return conn, nil
+}
+
+// connError classifies a connection error without leaking the password
+// (pgconn's errors never contain it).
+func connError(err error, where string) error {
+	switch {
+	case isAuthError(err):
+		return fmt.Errorf("%w: connect to %s: %v", ErrAuthentication, where, err)
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: connect to %s: %v", ErrNotRunning, where, err)
+	}
+	return fmt.Errorf("replicate: connect to %s: %w", where, err)
+}

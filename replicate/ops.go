@@ -1,0 +1,510 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+func (i *Instance) startSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	attrs = append(attrs, attribute.String("pgha.node", i.cfg.Name))
+	return i.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+}
+
+func sourceAttrs(src Source) []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("pgha.source", src.String())}
+}
+
+// Init creates a new cluster in DataDir with initdb: data checksums on (so
+// pg_rewind works), SCRAM authentication, the superuser with
+// SuperuserPassword and the replication role with ReplicationPassword. It
+// leaves the server stopped; call [Instance.Start]. DataDir may exist but
+// must be empty: otherwise Init changes nothing and returns an error
+// wrapping [ErrDataDirNotEmpty]. When running as root, DataDir is made
+// owned by OSUser, and every parent directory must let OSUser through
+// ([ErrWrongOwner] otherwise).
+func (i *Instance) Init(ctx context.Context) (err error) {
+	ctx, span := i.startSpan(ctx, "replicate.Init")
+	defer func() { endSpan(span, err) }()
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	start := time.Now()
+	if i.initialized() {
+		return fmt.Errorf("%w: %s already holds a PostgreSQL cluster", ErrDataDirNotEmpty, i.cfg.DataDir)
+	}
+	if err := i.prepareEmptyDir(i.cfg.DataDir, false); err != nil {
+		return err
+	}
+	pwDir, err := os.MkdirTemp("", "pgha-initdb-")
+	if err != nil {
+		return fmt.Errorf("replicate: %w", err)
+	}
+	defer os.RemoveAll(pwDir)
+	if err := i.chown(pwDir); err != nil {
+		return err
+	}
+	pw := filepath.Join(pwDir, "pw")
+	if err := i.writeFile(pw, []byte(i.cfg.SuperuserPassword+"\n"), 0o600); err != nil {
+		return err
+	}
+	args := []string{"-D", i.cfg.DataDir, "-U", i.cfg.Superuser, "--auth=scram-sha-256", "--pwfile=" + pw,
+		"--encoding=UTF8", "--locale=C", "--data-checksums"}
+	if i.cfg.UnsafeNoSync {
+		args = append(args, "--no-sync")
+	}
+	if _, err := i.run(ctx, "initdb", args, runOpts{}); err != nil {
+		return fmt.Errorf("init %s: %w", i.cfg.Name, err)
+	}
+	if err := i.writeNodeConfig(); err != nil {
+		return err
+	}
+	// Create the replication role in single-user mode: no port, no
+	// connection, and the password goes in as its SCRAM verifier only.
+	ver, err := scramVerifier(i.cfg.ReplicationPassword)
+	if err != nil {
+		return fmt.Errorf("replicate: %w", err)
+	}
+	sql := fmt.Sprintf("CREATE ROLE %s WITH LOGIN REPLICATION PASSWORD %s;\n", quoteIdent(i.cfg.ReplicationUser), quoteLiteral(ver))
+	sargs := []string{"--single", "-D", i.cfg.DataDir, "-c", "listen_addresses=", "-c", "log_min_messages=error", "postgres"}
+	out, err := i.run(ctx, "postgres", sargs, runOpts{stdin: strings.NewReader(sql)})
+	if err == nil && strings.Contains(out, "ERROR:") {
+		err = &CommandError{Path: i.bins.path("postgres"), Args: sargs, ExitCode: 0, Stderr: tail(out), Err: errors.New("CREATE ROLE reported an error")}
+	}
+	if err != nil {
+		return fmt.Errorf("init %s: create replication role: %w", i.cfg.Name, err)
+	}
+	i.log.Info("initialized data directory", "dir", i.cfg.DataDir, "took", time.Since(start))
+	return nil
+}
+
+// Clone makes DataDir a copy of the running server src with pg_basebackup
+// (WAL streamed through src.Slot, which is created on src if missing),
+// configures it as a standby streaming from src with application_name
+// Config.Name, and starts it. It returns once the standby accepts
+// connections. The server must not be running ([ErrRunning]). DataDir must
+// be empty or absent ([ErrDataDirNotEmpty]) unless Config.ReplaceDataDir is
+// set, which moves the old directory aside (it is never deleted). A source
+// of another cluster than Config.SystemID gives [ErrSystemIDMismatch]; a
+// rejected replication password [ErrAuthentication]; a failed
+// pg_basebackup a [*CommandError] (pg_basebackup removes what it wrote).
+func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
+	ctx, span := i.startSpan(ctx, "replicate.Clone", sourceAttrs(src)...)
+	defer func() { endSpan(span, err) }()
+	if err := src.validate(); err != nil {
+		return err
+	}
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	start := time.Now()
+	if p := i.running(); p != nil {
+		return fmt.Errorf("%w: clone %s into %s (pid %d): stop it first", ErrRunning, src, i.cfg.DataDir, p.pid)
+	}
+	sysID, _, err := i.identifySource(ctx, src)
+	if err != nil {
+		return fmt.Errorf("clone %s: %w", i.cfg.Name, err)
+	}
+	if i.cfg.SystemID != 0 && sysID != i.cfg.SystemID {
+		return fmt.Errorf("%w: clone source %s belongs to system %d, Config.SystemID is %d", ErrSystemIDMismatch, src, sysID, i.cfg.SystemID)
+	}
+	if err := i.prepareEmptyDir(i.cfg.DataDir, i.cfg.ReplaceDataDir); err != nil {
+		return err
+	}
+	args := []string{"-D", i.cfg.DataDir, "-h", src.Host, "-p", strconv.Itoa(src.Port), "-U", i.cfg.ReplicationUser,
+		"--no-password", "--wal-method=stream", "--checkpoint=fast"}
+	if src.Slot != "" {
+		args = append(args, "--slot="+src.Slot)
+	}
+	if i.cfg.UnsafeNoSync {
+		args = append(args, "--no-sync")
+	}
+	env := []string{"PGPASSWORD=" + i.cfg.ReplicationPassword, "PGAPPNAME=" + i.cfg.Name, "PGCONNECT_TIMEOUT=5"}
+	if _, err := i.run(ctx, "pg_basebackup", args, runOpts{env: env}); err != nil {
+		var ce *CommandError
+		if errors.As(err, &ce) && strings.Contains(ce.Stderr, "password authentication failed") {
+			err = fmt.Errorf("%w: %w", ErrAuthentication, err)
+		}
+		return fmt.Errorf("clone %s from %s: %w", i.cfg.Name, src, err)
+	}
+	if err := i.writeStandbyConfig(src); err != nil {
+		return err
+	}
+	i.setSource(src)
+	if err := i.start(ctx); err != nil {
+		return fmt.Errorf("clone %s: %w", i.cfg.Name, err)
+	}
+	i.log.Info("cloned", "source", src.String(), "took", time.Since(start))
+	return nil
+}
+
+func (i *Instance) setSource(src Source) {
+	i.mu.Lock()
+	i.src = &src
+	i.mu.Unlock()
+}
+
+// Follow makes this server a standby streaming from src. On a running
+// standby it changes primary_conninfo and primary_slot_name with ALTER
+// SYSTEM and a reload (no restart; PostgreSQL 13+) and returns once the
+// new settings are in effect; on a stopped server (a standby, or an
+// ex-primary that did not diverge) it writes standby.signal and the
+// settings, and starts it. It does not wait for streaming to start: use
+// [Instance.WaitStreaming]. src.Slot is created on src if missing.
+//
+// Follow refuses a running primary with [ErrNotStandby] (Fence or Stop it
+// first), and a source of another cluster with [ErrSystemIDMismatch]. It
+// does not check for divergence: PostgreSQL refuses to stream from a
+// source whose timeline forked before this server's position, and then
+// WaitStreaming times out with the log line that says so; use
+// [Instance.Rewind] for an ex-primary.
+func (i *Instance) Follow(ctx context.Context, src Source) (err error) {
+	ctx, span := i.startSpan(ctx, "replicate.Follow", sourceAttrs(src)...)
+	defer func() { endSpan(span, err) }()
+	if err := src.validate(); err != nil {
+		return err
+	}
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	start := time.Now()
+	if !i.initialized() {
+		return fmt.Errorf("%w: %s (Clone it instead)", ErrNotInitialized, i.cfg.DataDir)
+	}
+	srcID, _, err := i.identifySource(ctx, src)
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", src, err)
+	}
+	ourID, err := i.systemID(ctx)
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", src, err)
+	}
+	if srcID != ourID {
+		return fmt.Errorf("%w: follow %s: the source is system %d, this data directory is system %d", ErrSystemIDMismatch, src, srcID, ourID)
+	}
+	p := i.running()
+	if p == nil {
+		if err := i.writeStandbyConfig(src); err != nil {
+			return err
+		}
+		i.setSource(src)
+		if err := i.start(ctx); err != nil {
+			return fmt.Errorf("follow %s: %w", src, err)
+		}
+		i.log.Info("following", "source", src.String(), "restarted", true, "took", time.Since(start))
+		return nil
+	}
+	conn, err := i.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", src, err)
+	}
+	defer conn.Close(context.Background())
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return fmt.Errorf("replicate: follow %s: %w", src, err)
+	}
+	if !inRecovery {
+		return fmt.Errorf("%w: follow %s", ErrNotStandby, src)
+	}
+	ci := i.primaryConninfo(src)
+	stmts := []string{"ALTER SYSTEM SET primary_conninfo = " + quoteLiteral(ci)}
+	if src.Slot != "" {
+		stmts = append(stmts, "ALTER SYSTEM SET primary_slot_name = "+quoteLiteral(src.Slot))
+	} else {
+		stmts = append(stmts, "ALTER SYSTEM RESET primary_slot_name")
+	}
+	stmts = append(stmts, "SELECT pg_reload_conf()")
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("replicate: follow %s: %s: %w", src, strings.SplitN(s, "=", 2)[0], err)
+		}
+	}
+	i.setSource(src)
+	err = pollCtx(ctx, func() (bool, error) {
+		var got, slot string
+		err := conn.QueryRow(ctx, "SELECT current_setting('primary_conninfo'), current_setting('primary_slot_name')").Scan(&got, &slot)
+		return err == nil && got == ci && slot == src.Slot, err
+	})
+	if err != nil {
+		return &ServerError{Op: "follow " + src.String() + ": wait for reload", Err: err, LogTail: i.logTail()}
+	}
+	i.log.Info("following", "source", src.String(), "restarted", false, "took", time.Since(start))
+	return nil
+}
+
+// WaitStreaming waits until the standby's WAL receiver streams from the
+// source given to the last Clone, Follow or Rewind (pg_stat_wal_receiver
+// status "streaming" with that sender host and port). When ctx ends first
+// it returns a [*ServerError] with the server log's tail, which says why
+// (e.g. a diverged timeline, a missing slot, a rejected password).
+func (i *Instance) WaitStreaming(ctx context.Context) error {
+	i.mu.Lock()
+	src := i.src
+	i.mu.Unlock()
+	if src == nil {
+		return errors.New("replicate: wait for streaming: no source: call Clone, Follow or Rewind first")
+	}
+	var last string
+	err := pollCtx(ctx, func() (bool, error) {
+		conn, err := i.Connect(ctx)
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		defer conn.Close(context.Background())
+		var status, host string
+		var port int32
+		err = conn.QueryRow(ctx, "SELECT status, coalesce(sender_host, ''), coalesce(sender_port, 0) FROM pg_stat_wal_receiver").Scan(&status, &host, &port)
+		if err != nil {
+			last = "no WAL receiver"
+			return false, nil
+		}
+		last = fmt.Sprintf("WAL receiver %s from %s:%d", status, host, port)
+		return status == "streaming" && host == src.Host && int(port) == src.Port, nil
+	})
+	if err != nil {
+		return &ServerError{Op: "wait for streaming from " + src.String(), Err: fmt.Errorf("%w (last seen: %s)", err, last), LogTail: i.logTail()}
+	}
+	return nil
+}
+
+// pollCtx calls cond every pollEvery until it returns true, or ctx ends (then
+// it returns ctx.Err() joined with cond's last error).
+func pollCtx(ctx context.Context, cond func() (bool, error)) error {
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return errors.Join(ctx.Err(), err)
+			}
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Promote turns the running standby into a primary with pg_promote and
+// returns the new timeline once the server accepts writes
+// (pg_is_in_recovery() is false). On a server that is already a primary it
+// returns its timeline and no error. It does not checkpoint: Rewind
+// checkpoints its source itself. Errors: [ErrNotRunning], or a
+// [*ServerError] with the log's tail when the promotion did not finish
+// before ctx ended.
+func (i *Instance) Promote(ctx context.Context) (timeline uint32, err error) {
+	ctx, span := i.startSpan(ctx, "replicate.Promote")
+	defer func() {
+		span.SetAttributes(attribute.Int64("pgha.timeline", int64(timeline)))
+		endSpan(span, err)
+	}()
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	start := time.Now()
+	conn, err := i.Connect(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("promote %s: %w", i.cfg.Name, err)
+	}
+	defer conn.Close(context.Background())
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return 0, fmt.Errorf("replicate: promote %s: %w", i.cfg.Name, err)
+	}
+	if inRecovery {
+		var sent bool
+		if err := conn.QueryRow(ctx, "SELECT pg_promote(false)").Scan(&sent); err != nil {
+			return 0, &ServerError{Op: "promote", Err: err, LogTail: i.logTail()}
+		}
+		if !sent {
+			return 0, &ServerError{Op: "promote", Err: errors.New("pg_promote could not signal the postmaster"), LogTail: i.logTail()}
+		}
+		err = pollCtx(ctx, func() (bool, error) {
+			err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery)
+			return err == nil && !inRecovery, err
+		})
+		if err != nil {
+			return 0, &ServerError{Op: "promote: wait for end of recovery", Err: err, LogTail: i.logTail()}
+		}
+	}
+	var tliHex string
+	if err := conn.QueryRow(ctx, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)").Scan(&tliHex); err != nil {
+		return 0, fmt.Errorf("replicate: promote %s: read timeline: %w", i.cfg.Name, err)
+	}
+	t, err := strconv.ParseUint(tliHex, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("replicate: promote %s: timeline %q: %w", i.cfg.Name, tliHex, err)
+	}
+	if inRecovery {
+		return 0, errors.New("replicate: promote: still in recovery") // unreachable
+	}
+	i.log.Info("promoted", "timeline", t, "took", time.Since(start))
+	return uint32(t), nil
+}
+
+// Rewind brings a stopped ex-primary that diverged from src back in line
+// with pg_rewind (after a CHECKPOINT on src, so that src's control file
+// shows its new timeline), configures it as a standby of src and starts
+// it. When nothing diverged, pg_rewind changes nothing and Rewind only
+// configures and starts: so an ex-primary can always rejoin through Rewind.
+// A server that crashed is recovered by pg_rewind first (PostgreSQL 13+).
+//
+// The server must be stopped ([ErrRunning]: Fence or Stop it first). Errors
+// are a [*RewindError]; errors.Is(err, [ErrRewindImpossible]) when only a
+// fresh Clone can help (another cluster, WAL gone, no checksums).
+func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
+	ctx, span := i.startSpan(ctx, "replicate.Rewind", sourceAttrs(src)...)
+	defer func() { endSpan(span, err) }()
+	if err := src.validate(); err != nil {
+		return err
+	}
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	start := time.Now()
+	if p := i.running(); p != nil {
+		return fmt.Errorf("%w: rewind %s (pid %d): Fence or Stop it first", ErrRunning, i.cfg.Name, p.pid)
+	}
+	if !i.initialized() {
+		return fmt.Errorf("%w: %s (Clone it instead)", ErrNotInitialized, i.cfg.DataDir)
+	}
+	srcID, _, err := i.identifySource(ctx, src)
+	if err != nil {
+		return &RewindError{Reason: "source unreachable", Err: err}
+	}
+	ourID, err := i.controlSystemID(ctx)
+	if err != nil {
+		return &RewindError{Reason: "read control data", Err: err}
+	}
+	if srcID != ourID {
+		return &RewindError{Impossible: true, Reason: "the source belongs to another cluster",
+			Err: fmt.Errorf("%w: source %s is system %d, this data directory is system %d", ErrSystemIDMismatch, src, srcID, ourID)}
+	}
+	if err := i.checkpointSource(ctx, src); err != nil {
+		return &RewindError{Reason: "checkpoint on the source", Err: err}
+	}
+	conninfo := strings.Join([]string{
+		"host=" + quoteConninfo(src.Host), fmt.Sprintf("port=%d", src.Port),
+		"user=" + quoteConninfo(i.cfg.Superuser), "dbname=postgres",
+		"application_name=" + quoteConninfo(i.cfg.Name+"-rewind"), "connect_timeout=5",
+	}, " ")
+	args := []string{"--target-pgdata=" + i.cfg.DataDir, "--source-server=" + conninfo}
+	if i.cfg.UnsafeNoSync {
+		args = append(args, "--no-sync")
+	}
+	out, err := i.run(ctx, "pg_rewind", args, runOpts{env: []string{"PGPASSWORD=" + i.cfg.SuperuserPassword}})
+	if err != nil {
+		return classifyRewind(err)
+	}
+	rewound := !strings.Contains(out, "no rewind required")
+	if err := i.writeStandbyConfig(src); err != nil {
+		return &RewindError{Reason: "configure as standby", Err: err}
+	}
+	i.setSource(src)
+	if err := i.start(ctx); err != nil {
+		return &RewindError{Reason: "start as standby", Err: err}
+	}
+	i.log.Info("rewound", "source", src.String(), "changed", rewound, "took", time.Since(start))
+	return nil
+}
+
+// rewindImpossible are pg_rewind messages after which only a new clone helps.
+var rewindImpossible = []string{
+	"source and target clusters are from different systems",
+	"could not find common ancestor",
+	"could not find previous WAL record",
+	"could not open file",
+	"needs to use either data checksums",
+	"clusters are not compatible",
+	"could not find WAL",
+}
+
+func classifyRewind(err error) error {
+	var ce *CommandError
+	if !errors.As(err, &ce) {
+		return &RewindError{Reason: "pg_rewind", Err: err}
+	}
+	for _, m := range rewindImpossible {
+		if strings.Contains(ce.Stderr, m) {
+			return &RewindError{Impossible: true, Reason: m, Err: err}
+		}
+	}
+	reason := "pg_rewind"
+	if strings.Contains(ce.Stderr, "password authentication failed") {
+		reason = "source rejected the superuser password"
+		err = fmt.Errorf("%w: %w", ErrAuthentication, err)
+	}
+	return &RewindError{Reason: reason, Err: err}
+}
+
+// checkpointSource runs CHECKPOINT on src as the superuser, so that a newly
+// promoted source's control file names its new timeline (pg_rewind reads
+// it).
+func (i *Instance) checkpointSource(ctx context.Context, src Source) error {
+	conn, err := i.connectTo(ctx, src.Host, src.Port, "postgres")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "CHECKPOINT")
+	return err
+}
+
+// controlData runs pg_controldata and returns its fields.
+func (i *Instance) controlData(ctx context.Context) (map[string]string, error) {
+	out, err := i.run(ctx, "pg_controldata", []string{"-D", i.cfg.DataDir}, runOpts{})
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string)
+	for _, l := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if ok {
+			m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return m, nil
+}
+
+func (i *Instance) controlSystemID(ctx context.Context) (uint64, error) {
+	m, err := i.controlData(ctx)
+	if err != nil {
+		return 0, err
+	}
+	id, err := strconv.ParseUint(m["Database system identifier"], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("replicate: pg_controldata %s: system identifier: %w", i.cfg.DataDir, err)
+	}
+	return id, nil
+}
+
+// systemID returns the data directory's system identifier, from the
+// running server or from pg_controldata.
+func (i *Instance) systemID(ctx context.Context) (uint64, error) {
+	if i.running() != nil {
+		if conn, err := i.Connect(ctx); err == nil {
+			defer conn.Close(context.Background())
+			var s string
+			if err := conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&s); err == nil {
+				return strconv.ParseUint(s, 10, 64)
+			}
+		}
+	}
+	return i.controlSystemID(ctx)
+}
