@@ -1,0 +1,198 @@
+package ha
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/replicate"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// SyncMode is the cluster's replication durability mode.
+type SyncMode string
+
+// Synchronous modes.
+const (
+	// SyncOff: asynchronous replication. Fast; a failover may lose the
+	// commits the promoted standby had not received, at most
+	// MaxLagOnFailover bytes.
+	SyncOff SyncMode = "off"
+	// SyncOn: commits wait for SyncStandbys standbys while enough are
+	// connected; with none left, the primary falls back to asynchronous so
+	// that writes continue (and the sync set is emptied first, so no
+	// standby can then be promoted automatically).
+	SyncOn SyncMode = "on"
+	// SyncStrict: commits always wait for SyncStandbys standbys; writes
+	// stop when none is connected. No acknowledged commit is ever lost.
+	SyncStrict SyncMode = "strict"
+)
+
+// Defaults for zero fields of [Config].
+const (
+	DefaultLeaseTTL            = 5 * time.Second
+	DefaultLoopInterval        = 500 * time.Millisecond
+	DefaultMaxLagOnFailover    = 1 << 20 // 1 MiB
+	DefaultPrimaryStartTimeout = 30 * time.Second
+)
+
+// Config configures a [Manager]. Zero optional fields take the documented
+// defaults; [Config.Validate] rejects invalid values with a *[ConfigError]
+// naming the field. Config holds no context.
+type Config struct {
+	// Cluster is the cluster name: keys live under KeyRoot/Cluster/.
+	// Required; 1-63 letters, digits, '_', '.', '-'.
+	Cluster string
+	// Node is this node's name, unique in the cluster. Required; same
+	// alphabet as Cluster. It must equal Instance's Config().Name, which is
+	// the application_name this node streams with.
+	Node string
+	// Client is the etcd client. Required. The Manager does not close it.
+	Client *clientv3.Client
+	// KeyRoot is the etcd key root. Default "/pgha".
+	KeyRoot string
+	// Instance is this node's PostgreSQL. Required.
+	Instance *replicate.Instance
+	// Host and Port are the address other nodes and clients use to reach
+	// this node's PostgreSQL. Default Host "127.0.0.1"; default Port the
+	// Instance's port.
+	Host string
+	Port int
+
+	// LeaseTTL is the leader and member lease TTL. Whole seconds, at least
+	// 2 s. Default 5 s. A dead primary is replaced within about LeaseTTL +
+	// LoopInterval.
+	LeaseTTL time.Duration
+	// LoopInterval is how often the loop observes and acts. Default 500 ms;
+	// must be below LeaseTTL/2.
+	LoopInterval time.Duration
+	// FenceBudget is how long before the leader's [election.Term.ValidUntil]
+	// it fences its PostgreSQL when renewals have not succeeded, so that the
+	// fence completes before any other node can be elected. Default
+	// min(LeaseTTL/4, 1 s); must be below LeaseTTL/2.
+	FenceBudget time.Duration
+	// MaxLagOnFailover is the most WAL (bytes) a standby may lack, against
+	// the last position the leader published, and still be promoted
+	// automatically. Default 1 MiB. Zero means the default; use 1 for "no
+	// lag at all".
+	MaxLagOnFailover int64
+	// SyncMode is off (default), on or strict.
+	SyncMode SyncMode
+	// SyncStandbys is how many standbys confirm each commit in synchronous
+	// mode. Default 1.
+	SyncStandbys int
+	// NoFailover keeps this node from ever being promoted automatically.
+	NoFailover bool
+	// Priority breaks ties between equally advanced candidates: higher
+	// wins. Default 0.
+	Priority int
+	// PrimaryStartTimeout bounds how long, in asynchronous mode, the leader
+	// tries to restart its crashed PostgreSQL in place before it gives up
+	// leadership. Default 30 s. In synchronous modes the leader fails over
+	// at once.
+	PrimaryStartTimeout time.Duration
+
+	// Logger receives the manager's log lines, with cluster and node
+	// attributes. Nil means slog.Default().
+	Logger *slog.Logger
+	// TracerProvider and MeterProvider receive spans and metrics. Nil means
+	// no-op.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+
+	now func() time.Time // tests may replace the clock
+}
+
+// DefaultConfig returns a Config with the defaults filled in; set Cluster,
+// Node, Client and Instance.
+func DefaultConfig() Config {
+	var c Config
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	if c.KeyRoot == "" {
+		c.KeyRoot = keyspace.DefaultRoot
+	}
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.Port == 0 && c.Instance != nil {
+		c.Port = c.Instance.Config().Port
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.LoopInterval == 0 {
+		c.LoopInterval = DefaultLoopInterval
+	}
+	if c.FenceBudget == 0 {
+		c.FenceBudget = min(c.LeaseTTL/4, time.Second)
+	}
+	if c.MaxLagOnFailover == 0 {
+		c.MaxLagOnFailover = DefaultMaxLagOnFailover
+	}
+	if c.SyncMode == "" {
+		c.SyncMode = SyncOff
+	}
+	if c.SyncStandbys == 0 {
+		c.SyncStandbys = 1
+	}
+	if c.PrimaryStartTimeout == 0 {
+		c.PrimaryStartTimeout = DefaultPrimaryStartTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+}
+
+// ConfigError reports an invalid [Config] field, its value and the fix.
+type ConfigError struct {
+	Field  string
+	Value  any
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("ha: %s %v %s", e.Field, e.Value, e.Reason) }
+
+// Validate reports the first invalid field, after applying defaults to a
+// copy of c.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case keyspace.ValidName(c.Cluster) != nil:
+		return &ConfigError{"Cluster", fmt.Sprintf("%q", c.Cluster), "is invalid: use 1-63 letters, digits, '_', '.', '-'"}
+	case keyspace.ValidName(c.Node) != nil:
+		return &ConfigError{"Node", fmt.Sprintf("%q", c.Node), "is invalid: use 1-63 letters, digits, '_', '.', '-'"}
+	case c.Client == nil:
+		return &ConfigError{"Client", "<nil>", "is required: pass a *clientv3.Client connected to etcd"}
+	case c.Instance == nil:
+		return &ConfigError{"Instance", "<nil>", "is required: pass the *replicate.Instance of this node's PostgreSQL"}
+	case c.Instance.Config().Name != c.Node:
+		return &ConfigError{"Node", fmt.Sprintf("%q", c.Node), fmt.Sprintf("must equal the Instance's Name %q (the application_name it streams with)", c.Instance.Config().Name)}
+	case c.Port <= 0 || c.Port > 65535:
+		return &ConfigError{"Port", c.Port, "must be in 1..65535"}
+	case c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0:
+		return &ConfigError{"LeaseTTL", c.LeaseTTL, "must be a whole number of seconds, at least 2s"}
+	case c.LoopInterval <= 0 || c.LoopInterval >= c.LeaseTTL/2:
+		return &ConfigError{"LoopInterval", c.LoopInterval, fmt.Sprintf("must be in (0, LeaseTTL/2 (%v))", c.LeaseTTL/2)}
+	case c.FenceBudget <= 0 || c.FenceBudget >= c.LeaseTTL/2:
+		return &ConfigError{"FenceBudget", c.FenceBudget, fmt.Sprintf("must be in (0, LeaseTTL/2 (%v))", c.LeaseTTL/2)}
+	case c.MaxLagOnFailover < 0:
+		return &ConfigError{"MaxLagOnFailover", c.MaxLagOnFailover, "must not be negative"}
+	case c.SyncMode != SyncOff && c.SyncMode != SyncOn && c.SyncMode != SyncStrict:
+		return &ConfigError{"SyncMode", fmt.Sprintf("%q", c.SyncMode), `must be "off", "on" or "strict"`}
+	case c.SyncStandbys < 1:
+		return &ConfigError{"SyncStandbys", c.SyncStandbys, "must be at least 1"}
+	case c.PrimaryStartTimeout < 0:
+		return &ConfigError{"PrimaryStartTimeout", c.PrimaryStartTimeout, "must not be negative"}
+	}
+	return nil
+}

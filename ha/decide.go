@@ -1,0 +1,325 @@
+package ha
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/pgha/pgha/internal/keyspace"
+)
+
+// This file is the pure half of the HA loop: observe → decide → act.
+// decide takes plain values and returns one action; the executor in
+// loop.go carries it out. Nothing here does I/O or reads a clock.
+
+// local is what this node knows of its own PostgreSQL.
+type local struct {
+	Initialized bool // the data directory holds a cluster
+	Running     bool // the postmaster runs and answers
+	InRecovery  bool // standby (or starting up)
+	Timeline    uint32
+	SystemID    uint64
+	// WriteLSN on a primary; ReceiveLSN/ReplayLSN on a standby.
+	WriteLSN, ReceiveLSN, ReplayLSN uint64
+	// Streaming: the WAL receiver streams from Upstream.
+	Streaming bool
+	// Following is the leader node this standby was last pointed at.
+	Following string
+	// WasPrimary: this data directory ran as a primary since it was last
+	// cloned or rewound, so it may hold WAL no other node has.
+	WasPrimary bool
+	// CrashedAt is when the postmaster exited unexpectedly while this node
+	// led; zero otherwise.
+	CrashedAt time.Time
+}
+
+// position returns the WAL position used to rank candidates.
+func (l local) position() uint64 { return max(l.ReceiveLSN, l.ReplayLSN, l.WriteLSN) }
+
+// member is a member record with the etcd revision it was written at.
+type member struct {
+	Rec    keyspace.MemberRecord
+	ModRev int64
+}
+
+// observation is everything decide looks at.
+type observation struct {
+	Now  time.Time
+	Node string
+	Cfg  Config
+
+	Local local
+
+	// Leader is the leader record, nil when there is no leader.
+	Leader *keyspace.LeaderRecord
+	// Leading: this node holds a live term; ValidUntil is its deadline.
+	Leading    bool
+	ValidUntil time.Time
+
+	Members map[string]member
+	// LeaderGoneRev is the etcd revision at which the leader key was
+	// deleted (0 while there is a leader). Only member records written
+	// after it are fresh enough to choose a candidate.
+	LeaderGoneRev int64
+	// LeaderGoneAt is when this node saw the leader go (local clock).
+	LeaderGoneAt time.Time
+	// LastLeaderLSN is the last write position the leader published, 0 if
+	// never seen.
+	LastLeaderLSN uint64
+
+	Initialized bool   // the initialize key exists
+	SystemID    uint64 // from the initialize key; 0 if absent
+	History     []keyspace.HistoryEntry
+	SyncSet     []string // from the sync key
+	SyncPresent bool
+	Paused      bool
+	// Switchover is a pending planned switchover, nil if none.
+	Switchover *keyspace.SwitchoverRecord
+}
+
+type actionKind int
+
+const (
+	actWait actionKind = iota
+	actBootstrap
+	actClone
+	actStart
+	actFollow
+	actRewind
+	actCampaign
+	actPromote
+	actLead // leader heartbeat: publish writable, keep slots and sync set
+	actRestartPrimary
+	actFence
+	actResign
+	actRefuse
+)
+
+var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse"}
+
+func (k actionKind) String() string { return actionNames[k] }
+
+// action is decide's output: what to do and why.
+type action struct {
+	Kind   actionKind
+	Reason string
+	// Leader is the node to clone, follow or rewind from.
+	Leader *keyspace.LeaderRecord
+}
+
+func (a action) String() string { return a.Kind.String() + ": " + a.Reason }
+
+func act(k actionKind, format string, args ...any) action {
+	return action{Kind: k, Reason: fmt.Sprintf(format, args...)}
+}
+
+// decide returns the one action this node should take now.
+func decide(o observation) action {
+	l := o.Local
+
+	// Safety first: a node that is not leading must never accept writes.
+	if !o.Leading && l.Running && !l.InRecovery && l.Initialized {
+		return act(actFence, "PostgreSQL is a writable primary but this node holds no leadership")
+	}
+
+	if o.Leading {
+		return decideLeader(o)
+	}
+
+	if !l.Initialized {
+		switch {
+		case !o.Initialized:
+			return act(actBootstrap, "the cluster is not initialized")
+		case o.Leader != nil && o.Leader.Writable && o.Leader.Node != o.Node:
+			a := act(actClone, "empty data directory; cloning from leader %s", o.Leader.Node)
+			a.Leader = o.Leader
+			return a
+		default:
+			return act(actWait, "empty data directory; waiting for a writable leader to clone from")
+		}
+	}
+	if o.SystemID != 0 && l.SystemID != 0 && l.SystemID != o.SystemID {
+		return act(actRefuse, "data directory has system identifier %d but the cluster's is %d: it belongs to another cluster", l.SystemID, o.SystemID)
+	}
+
+	if o.Leader != nil && o.Leader.Node != o.Node {
+		return decideFollower(o)
+	}
+	if o.Leader != nil && o.Leader.Node == o.Node {
+		// Our own key without a live term: a previous run of this node
+		// led; its lease has not expired yet. Wait for it.
+		return act(actWait, "a leader key of this node from an earlier term is still held; waiting for it to expire")
+	}
+	return decideCandidate(o)
+}
+
+func decideLeader(o observation) action {
+	l := o.Local
+	if !o.Now.Before(o.ValidUntil.Add(-o.Cfg.FenceBudget)) {
+		return act(actFence, "lease not renewed in time: %v left before ValidUntil", o.ValidUntil.Sub(o.Now))
+	}
+	if o.Switchover != nil && o.Switchover.From == o.Node {
+		if c := switchoverTarget(o); c != "" {
+			return act(actResign, "planned switchover to %s", c)
+		}
+	}
+	if !l.Running {
+		if o.Cfg.SyncMode != SyncOff {
+			return act(actResign, "PostgreSQL is down on the leader in synchronous mode: failing over at once")
+		}
+		if !l.CrashedAt.IsZero() && o.Now.Sub(l.CrashedAt) >= o.Cfg.PrimaryStartTimeout {
+			return act(actResign, "PostgreSQL did not restart within PrimaryStartTimeout (%v)", o.Cfg.PrimaryStartTimeout)
+		}
+		return act(actRestartPrimary, "PostgreSQL is down on the leader: restarting it in place")
+	}
+	if l.InRecovery {
+		return act(actPromote, "this node leads and its PostgreSQL is a standby")
+	}
+	return act(actLead, "leading")
+}
+
+func decideFollower(o observation) action {
+	l := o.Local
+	ld := o.Leader
+	follow := func(k actionKind, format string, args ...any) action {
+		a := act(k, format, args...)
+		a.Leader = ld
+		return a
+	}
+	if l.WasPrimary {
+		return follow(actRewind, "this data directory ran as a primary; rewinding from leader %s before following", ld.Node)
+	}
+	if !ld.Writable {
+		return act(actWait, "leader %s is not writable yet", ld.Node)
+	}
+	if l.Running && l.InRecovery && ld.Timeline > l.Timeline && !l.Streaming && l.Following == ld.Node {
+		return follow(actRewind, "stuck on timeline %d while leader %s is on %d: rewinding", l.Timeline, ld.Node, ld.Timeline)
+	}
+	if l.Following != ld.Node || !l.Running {
+		return follow(actFollow, "following leader %s", ld.Node)
+	}
+	return act(actWait, "streaming from leader %s", ld.Node)
+}
+
+// decideCandidate: there is no leader. Campaign only if this node is
+// eligible and the best candidate among fresh member records.
+func decideCandidate(o observation) action {
+	if o.Paused {
+		return act(actWait, "no leader, but the cluster is paused: no automatic failover")
+	}
+	if ok, why := eligible(o, o.Node, o.Local); !ok {
+		return act(actWait, "no leader; not eligible: %s", why)
+	}
+	if best, why := bestCandidate(o); best != o.Node {
+		return act(actWait, "no leader; %s", why)
+	}
+	return act(actCampaign, "no leader; this node is the best eligible candidate")
+}
+
+// latestTimeline is the cluster's newest timeline from the history.
+func latestTimeline(o observation) uint32 {
+	if n := len(o.History); n > 0 {
+		return o.History[n-1].Timeline
+	}
+	return 0
+}
+
+// eligible reports whether node (with local state l) may be promoted.
+func eligible(o observation, node string, l local) (bool, string) {
+	switch {
+	case node == o.Node && o.Cfg.NoFailover:
+		return false, "nofailover is set"
+	case !l.Initialized:
+		return false, "no data"
+	case l.WasPrimary && o.Initialized && len(o.History) > 0 && l.Timeline < latestTimeline(o):
+		return false, fmt.Sprintf("former primary on timeline %d, behind the cluster's timeline %d", l.Timeline, latestTimeline(o))
+	case l.Timeline < latestTimeline(o):
+		return false, fmt.Sprintf("on timeline %d, behind the cluster's timeline %d", l.Timeline, latestTimeline(o))
+	case o.Cfg.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, node):
+		return false, "not in the synchronous standby set"
+	case o.Cfg.SyncMode == SyncStrict && !o.SyncPresent && o.Initialized && len(o.History) > 0:
+		return false, "strict synchronous mode and no sync record"
+	case o.LastLeaderLSN > 0 && l.position() < o.LastLeaderLSN && o.LastLeaderLSN-l.position() > uint64(o.Cfg.MaxLagOnFailover):
+		return false, fmt.Sprintf("lag %d bytes exceeds MaxLagOnFailover %d", o.LastLeaderLSN-l.position(), o.Cfg.MaxLagOnFailover)
+	}
+	return true, ""
+}
+
+// candidate is one node's bid, as seen in its fresh member record (or, for
+// this node, its own local state).
+type candidate struct {
+	Node     string
+	Timeline uint32
+	LSN      uint64
+	Priority int
+}
+
+// bestCandidate ranks this node and every member whose record is fresh
+// (written after the leader was lost): highest (timeline, LSN), then
+// priority, then name. Members that are not eligible by their own record
+// are skipped. It returns the winner and, when it is not this node, why.
+func bestCandidate(o observation) (string, string) {
+	self := candidate{Node: o.Node, Timeline: o.Local.Timeline, LSN: o.Local.position(), Priority: o.Cfg.Priority}
+	cands := []candidate{self}
+	for name, m := range o.Members {
+		if name == o.Node {
+			continue
+		}
+		r := m.Rec
+		if m.ModRev <= o.LeaderGoneRev {
+			continue // stale: written before the leader was lost
+		}
+		if r.NoFailover || !r.Healthy || r.Role != keyspace.RoleReplica {
+			continue
+		}
+		ml := local{Initialized: true, Timeline: r.Timeline, ReceiveLSN: r.ReceiveLSN, ReplayLSN: r.ReplayLSN}
+		if ok, _ := eligible(o, name, ml); !ok {
+			continue
+		}
+		cands = append(cands, candidate{Node: name, Timeline: r.Timeline, LSN: ml.position(), Priority: r.Priority})
+	}
+	slices.SortFunc(cands, func(a, b candidate) int {
+		return cmp.Or(
+			cmp.Compare(b.Timeline, a.Timeline),
+			cmp.Compare(b.LSN, a.LSN),
+			cmp.Compare(b.Priority, a.Priority),
+			cmp.Compare(a.Node, b.Node),
+		)
+	})
+	best := cands[0]
+	if best.Node == o.Node {
+		return o.Node, ""
+	}
+	return best.Node, fmt.Sprintf("%s is a better candidate (timeline %d, LSN %d, priority %d) than this node (timeline %d, LSN %d, priority %d)",
+		best.Node, best.Timeline, best.LSN, best.Priority, self.Timeline, self.LSN, self.Priority)
+}
+
+// switchoverTarget returns the node a pending switchover hands over to, or
+// "" if no standby qualifies: the named one if it is a healthy streaming
+// replica, else the most advanced healthy replica.
+func switchoverTarget(o observation) string {
+	var best *keyspace.MemberRecord
+	for name, m := range o.Members {
+		r := m.Rec
+		if name == o.Node || !r.Healthy || r.Role != keyspace.RoleReplica || r.NoFailover {
+			continue
+		}
+		if o.Cfg.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, name) {
+			continue
+		}
+		if o.Switchover.To != "" {
+			if name == o.Switchover.To {
+				return name
+			}
+			continue
+		}
+		if best == nil || max(r.ReceiveLSN, r.ReplayLSN) > max(best.ReceiveLSN, best.ReplayLSN) {
+			best = &r
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.Node
+}

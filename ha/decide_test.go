@@ -1,0 +1,184 @@
+package ha
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgha/pgha/internal/keyspace"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func baseObs() observation {
+	cfg := Config{LeaseTTL: 5 * time.Second, LoopInterval: 500 * time.Millisecond, FenceBudget: time.Second,
+		MaxLagOnFailover: 1 << 20, SyncMode: SyncOff, SyncStandbys: 1, PrimaryStartTimeout: 30 * time.Second}
+	return observation{
+		Now:  t0,
+		Node: "n1",
+		Cfg:  cfg,
+		Local: local{Initialized: true, Running: true, InRecovery: true, Timeline: 1, SystemID: 42,
+			ReceiveLSN: 1000, ReplayLSN: 1000, Streaming: true, Following: "n2"},
+		Members:     map[string]member{},
+		Initialized: true,
+		SystemID:    42,
+	}
+}
+
+func leader(node string, tl uint32) *keyspace.LeaderRecord {
+	return &keyspace.LeaderRecord{Node: node, Host: "h", Port: 1, Timeline: tl, Writable: true}
+}
+
+func replica(node string, tl uint32, lsn uint64, rev int64) member {
+	return member{Rec: keyspace.MemberRecord{Node: node, Role: keyspace.RoleReplica, Host: "h", Port: 1, Timeline: tl,
+		ReceiveLSN: lsn, ReplayLSN: lsn, Healthy: true}, ModRev: rev}
+}
+
+func TestDecide(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mod    func(o *observation)
+		want   actionKind
+		reason string // substring of the reason
+	}{
+		// Safety.
+		{"writable primary without leadership fences", func(o *observation) {
+			o.Local.InRecovery = false
+			o.Leader = leader("n2", 2)
+		}, actFence, "no leadership"},
+		{"writable primary, no leader at all, fences before anything", func(o *observation) {
+			o.Local.InRecovery = false
+		}, actFence, "no leadership"},
+		{"leader past fence point fences", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(900*time.Millisecond)
+			o.Local.InRecovery = false
+		}, actFence, "not renewed"},
+		{"leader well before fence point leads", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+		}, actLead, "leading"},
+		{"leader whose PostgreSQL is a standby promotes", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+		}, actPromote, "standby"},
+		// Leader with PostgreSQL down.
+		{"async leader restarts crashed primary in place", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.Running, o.Local.CrashedAt = false, t0.Add(-time.Second)
+		}, actRestartPrimary, "restarting"},
+		{"async leader gives up after PrimaryStartTimeout", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.Running, o.Local.CrashedAt = false, t0.Add(-31*time.Second)
+		}, actResign, "PrimaryStartTimeout"},
+		{"sync leader fails over at once", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Cfg.SyncMode = SyncOn
+			o.Local.Running, o.Local.CrashedAt = false, t0
+		}, actResign, "at once"},
+		// Bootstrap and join.
+		{"uninitialized cluster bootstraps", func(o *observation) {
+			o.Local = local{}
+			o.Initialized, o.SystemID = false, 0
+		}, actBootstrap, "not initialized"},
+		{"empty node clones from writable leader", func(o *observation) {
+			o.Local = local{}
+			o.Leader = leader("n2", 1)
+		}, actClone, "n2"},
+		{"empty node waits for a writable leader", func(o *observation) {
+			o.Local = local{}
+			o.Leader = leader("n2", 1)
+			o.Leader.Writable = false
+		}, actWait, "clone"},
+		{"foreign data directory is refused", func(o *observation) {
+			o.Local.SystemID = 7
+			o.Leader = leader("n2", 1)
+		}, actRefuse, "another cluster"},
+		// Followers.
+		{"streaming follower waits", func(o *observation) { o.Leader = leader("n2", 1) }, actWait, "streaming"},
+		{"follower repoints to a new leader", func(o *observation) { o.Leader = leader("n3", 2) }, actFollow, "n3"},
+		{"stopped standby starts by following", func(o *observation) {
+			o.Leader = leader("n2", 1)
+			o.Local.Running = false
+		}, actFollow, "n2"},
+		{"former primary rewinds before following", func(o *observation) {
+			o.Leader = leader("n2", 2)
+			o.Local.Running, o.Local.WasPrimary = false, true
+		}, actRewind, "ran as a primary"},
+		{"standby stuck on an old timeline rewinds", func(o *observation) {
+			o.Leader = leader("n2", 3)
+			o.Local.Streaming = false
+		}, actRewind, "stuck"},
+		{"our own stale leader key: wait", func(o *observation) { o.Leader = leader("n1", 1) }, actWait, "earlier term"},
+		// Candidates.
+		{"sole eligible standby campaigns", func(o *observation) {}, actCampaign, "best"},
+		{"paused cluster does not fail over", func(o *observation) { o.Paused = true }, actWait, "paused"},
+		{"nofailover node does not campaign", func(o *observation) { o.Cfg.NoFailover = true }, actWait, "nofailover"},
+		{"lagging standby does not campaign", func(o *observation) { o.LastLeaderLSN = 1000 + 2<<20 }, actWait, "exceeds MaxLagOnFailover"},
+		{"standby within max lag campaigns", func(o *observation) { o.LastLeaderLSN = 1000 + 1<<19 }, actCampaign, "best"},
+		{"more advanced fresh member wins", func(o *observation) {
+			o.LeaderGoneRev = 10
+			o.Members["n3"] = replica("n3", 1, 2000, 11)
+		}, actWait, "n3 is a better candidate"},
+		{"stale record of a more advanced member is ignored", func(o *observation) {
+			o.LeaderGoneRev = 10
+			o.Members["n3"] = replica("n3", 1, 2000, 9)
+		}, actCampaign, "best"},
+		{"higher timeline beats higher LSN", func(o *observation) {
+			o.Local.Timeline, o.Local.ReceiveLSN, o.Local.ReplayLSN = 1, 9000, 9000
+			o.History = nil
+			o.Members["n3"] = replica("n3", 2, 100, 11)
+		}, actWait, "n3 is a better candidate"},
+		{"node behind the history's timeline is not eligible", func(o *observation) {
+			o.History = []keyspace.HistoryEntry{{Timeline: 2, SwitchLSN: 500, Leader: "n2"}}
+		}, actWait, "behind the cluster's timeline"},
+		{"priority breaks LSN ties", func(o *observation) {
+			o.Members["n3"] = replica("n3", 1, 1000, 11)
+			m := o.Members["n3"]
+			m.Rec.Priority = 5
+			o.Members["n3"] = m
+		}, actWait, "n3 is a better candidate"},
+		{"name breaks full ties", func(o *observation) {
+			o.Node = "n4"
+			o.Members["n3"] = replica("n3", 1, 1000, 11)
+		}, actWait, "n3 is a better candidate"},
+		{"unhealthy member is not a candidate", func(o *observation) {
+			m := replica("n3", 1, 5000, 11)
+			m.Rec.Healthy = false
+			o.Members["n3"] = m
+		}, actCampaign, "best"},
+		{"sync mode: standby outside the sync set does not campaign", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n3"}
+		}, actWait, "synchronous standby set"},
+		{"sync mode: standby in the sync set campaigns", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n1"}
+		}, actCampaign, "best"},
+		{"sync mode: a more advanced standby outside the set does not block", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n1"}
+			o.Members["n3"] = replica("n3", 1, 9000, 11)
+		}, actCampaign, "best"},
+		// Switchover.
+		{"leader resigns for a pending switchover", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n3"}
+			o.Members["n3"] = replica("n3", 1, 1000, 11)
+		}, actResign, "switchover to n3"},
+		{"switchover to an absent node is not done", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n9"}
+			o.Members["n3"] = replica("n3", 1, 1000, 11)
+		}, actLead, "leading"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := baseObs()
+			tc.mod(&o)
+			got := decide(o)
+			if got.Kind != tc.want || !strings.Contains(got.Reason, tc.reason) {
+				t.Fatalf("decide = %v; want %v with reason containing %q", got, tc.want, tc.reason)
+			}
+		})
+	}
+}
