@@ -6,17 +6,53 @@ import (
 	"testing"
 
 	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
 	"go.uber.org/goleak"
 )
 
+// exampleBase is a temp dir for the Examples' servers; "" when PostgreSQL
+// is not installed (then the Examples print their expected output without
+// running servers, and the tests skip, or fail under CI=true).
+var exampleBase string
+
+// exampleConfigs returns the configurations of the Example's primary and
+// standby: temp dirs, free loopback ports, test passwords.
+func exampleConfigs() (primary, standby replicate.Config, ok bool) {
+	if exampleBase == "" {
+		return primary, standby, false
+	}
+	var err error
+	if primary, err = testutil.PostgresConfigMain("primary", exampleBase); err != nil {
+		panic(err)
+	}
+	if standby, err = testutil.PostgresConfigMain("standby", exampleBase); err != nil {
+		panic(err)
+	}
+	return primary, standby, true
+}
+
 func TestMain(m *testing.M) {
+	if _, err := testutil.FindPostgresBinDir(); err == nil {
+		dir, err := os.MkdirTemp("", "pgha-replicate-example-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "replicate tests:", err)
+			os.Exit(1)
+		}
+		exampleBase = dir
+	} else if os.Getenv("CI") == "true" {
+		fmt.Fprintln(os.Stderr, "replicate tests: PostgreSQL is required under CI=true:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	if exampleBase != "" {
+		os.RemoveAll(exampleBase)
+	}
 	if code == 0 {
 		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}
-		if procs, err := testutil.PostgresProcesses(os.TempDir()); err == nil && len(procs) > 0 {
+		if procs, err := testutil.ChildPostgresProcesses(); err == nil && len(procs) > 0 {
 			fmt.Fprintf(os.Stderr, "leaked postgres processes:\n%v\n", procs)
 			code = 1
 		}

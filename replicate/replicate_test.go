@@ -379,6 +379,11 @@ func TestAdoptRunningPostmaster(t *testing.T) {
 	if err != nil || len(procs) != 1 {
 		t.Fatalf("postmasters for the data dir: %v, %v; want exactly one", procs, err)
 	}
+	// It is this process's child (TestMain's leak check relies on that).
+	children, err := testutil.ChildPostgresProcesses()
+	if err != nil || !slices.ContainsFunc(children, func(s string) bool { return strings.HasPrefix(s, fmt.Sprint(p.PID())+" ") }) {
+		t.Fatalf("child postmasters %v, %v; want one with pid %d", children, err, p.PID())
+	}
 	if st := mustStatus(t, ctx, q); !st.Running || st.PID != p.PID() {
 		t.Fatalf("adopted Status: %+v", st)
 	}

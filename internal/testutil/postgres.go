@@ -272,9 +272,19 @@ func PostgresQueryInt(ctx context.Context, inst *replicate.Instance, sql string,
 }
 
 // PostgresProcesses returns the command lines of running `postgres -D`
-// processes whose data directory is under dir ("" for all): tests use it
-// to check that none leaked.
+// processes whose data directory is under dir ("" for all).
 func PostgresProcesses(dir string) ([]string, error) {
+	return postgresProcesses(dir, 0)
+}
+
+// ChildPostgresProcesses returns the command lines of running `postgres -D`
+// processes that are children of this process: a TestMain calls it after
+// m.Run to check that no test leaked a server.
+func ChildPostgresProcesses() ([]string, error) {
+	return postgresProcesses("", os.Getpid())
+}
+
+func postgresProcesses(dir string, ppid int) ([]string, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -291,7 +301,12 @@ func PostgresProcesses(dir string) ([]string, error) {
 		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 		if len(args) >= 3 && filepath.Base(args[0]) == "postgres" && args[1] == "-D" && strings.HasPrefix(args[2], dir) {
 			if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
-				if j := strings.LastIndexByte(string(st), ')'); j >= 0 && j+2 < len(st) && st[j+2] == 'Z' {
+				j := strings.LastIndexByte(string(st), ')')
+				if j >= 0 && j+2 < len(st) && st[j+2] == 'Z' {
+					continue
+				}
+				// Fields after the name: state, ppid, ...
+				if f := strings.Fields(string(st[j+1:])); ppid != 0 && (len(f) < 2 || f[1] != strconv.Itoa(ppid)) {
 					continue
 				}
 			}
