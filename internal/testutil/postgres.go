@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/pgha/pgha/replicate"
@@ -85,7 +86,12 @@ func PostgresConfig(t TB, name string) replicate.Config {
 	if err != nil {
 		t.Fatalf("testutil: %v", err)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if _, bench := t.(*testing.B); bench {
+		// Benchmarks always print their output: keep it to the figures.
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	} else {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return cfg
 }
 

@@ -1,0 +1,191 @@
+package replicate_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
+)
+
+// The benchmarks time role changes on an idle, small cluster of servers on
+// this machine and report the median, p90-free, in milliseconds (the ns/op
+// figure is the mean of the same timed sections). Run them with
+//
+//	go test -run '^$' -bench . -benchtime 20x ./replicate/
+
+// timings collects per-iteration durations and reports their median.
+type timings []time.Duration
+
+func (ts *timings) measure(b *testing.B, f func()) {
+	b.StartTimer()
+	start := time.Now()
+	f()
+	*ts = append(*ts, time.Since(start))
+	b.StopTimer()
+}
+
+func (ts timings) report(b *testing.B, unit string) {
+	if len(ts) == 0 {
+		return
+	}
+	s := slices.Clone(ts)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	b.ReportMetric(float64(med.Microseconds())/1000, "median-ms/"+unit)
+	b.ReportMetric(float64(s[len(s)-1].Microseconds())/1000, "max-ms/"+unit)
+}
+
+func benchCtx(b *testing.B) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	b.Cleanup(cancel)
+	return ctx
+}
+
+// BenchmarkPromote times Promote of a streaming standby until it returns
+// (the server accepts writes), and separately until a first INSERT on a new
+// connection has committed. Between iterations the old primary is fenced and
+// rewound to follow the new one, so the roles swap every time.
+func BenchmarkPromote(b *testing.B) {
+	ctx := benchCtx(b)
+	p := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bp1"})
+	s := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bp2", CloneFrom: p})
+	if err := testutil.PostgresExec(ctx, p, "CREATE TABLE t (v int)"); err != nil {
+		b.Fatal(err)
+	}
+	var promote, writable timings
+	b.StopTimer()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		if err := s.WaitStreaming(ctx); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		promote.measure(b, func() {
+			if _, err := s.Promote(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if err := testutil.PostgresExec(ctx, s, "INSERT INTO t VALUES (1)"); err != nil {
+			b.Fatal(err)
+		}
+		writable = append(writable, time.Since(start))
+		// Swap: the old primary rejoins as a standby of the new one.
+		if err := p.Fence(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Rewind(ctx, testutil.SourceOf(s, replicate.SlotName(p.Config().Name))); err != nil {
+			b.Fatal(err)
+		}
+		p, s = s, p
+	}
+	promote.report(b, "promote")
+	writable.report(b, "first-commit")
+}
+
+// BenchmarkFence times Fence of a primary with one streaming standby and an
+// open write transaction, until the postmaster has exited.
+func BenchmarkFence(b *testing.B) {
+	ctx := benchCtx(b)
+	p := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bf1"})
+	testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bf2", CloneFrom: p})
+	if err := testutil.PostgresExec(ctx, p, "CREATE TABLE t (v int)"); err != nil {
+		b.Fatal(err)
+	}
+	var fence timings
+	b.StopTimer()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		if err := p.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		conn, err := p.Connect(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+			b.Fatal(err)
+		}
+		fence.measure(b, func() {
+			if err := p.Fence(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if err := tx.Commit(ctx); err == nil {
+			b.Fatal("a transaction committed after Fence")
+		}
+		conn.Close(context.Background())
+	}
+	fence.report(b, "fence")
+}
+
+// BenchmarkFollow times Follow of a running standby to another source plus
+// the wait until its WAL receiver streams from it again. The standby
+// alternates between the primary (through its slot) and the other standby
+// (cascading).
+func BenchmarkFollow(b *testing.B) {
+	ctx := benchCtx(b)
+	p := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bw1"})
+	s1 := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bw2", CloneFrom: p})
+	s2 := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bw3", CloneFrom: p})
+	sources := []replicate.Source{testutil.SourceOf(s1, ""), testutil.SourceOf(p, "bw3")}
+	var follow timings
+	b.StopTimer()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		src := sources[n%2]
+		follow.measure(b, func() {
+			if err := s2.Follow(ctx, src); err != nil {
+				b.Fatal(err)
+			}
+			if err := s2.WaitStreaming(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	follow.report(b, "follow")
+}
+
+// BenchmarkClone times Clone of a small database (about 10 MB of table data
+// on top of an empty cluster's 30-odd MB) into an empty directory, until
+// the standby accepts connections.
+func BenchmarkClone(b *testing.B) {
+	ctx := benchCtx(b)
+	p := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bc1"})
+	if err := testutil.PostgresExec(ctx, p, "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g"); err != nil {
+		b.Fatal(err)
+	}
+	var clone timings
+	b.StopTimer()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		cfg := testutil.PostgresConfig(b, fmt.Sprintf("bc-clone%d", n))
+		inst, err := replicate.New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		testutil.StopPostgresAtCleanup(b, inst)
+		clone.measure(b, func() {
+			if err := inst.Clone(ctx, testutil.SourceOf(p, replicate.SlotName(cfg.Name))); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if err := testutil.StopPostgres(inst); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.DropSlot(ctx, replicate.SlotName(cfg.Name)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	clone.report(b, "clone")
+}
