@@ -165,8 +165,8 @@ func decideLeader(o observation) action {
 		}
 	}
 	if !l.Running {
-		if o.Cfg.SyncMode != SyncOff {
-			return act(actResign, "PostgreSQL is down on the leader in synchronous mode: failing over at once")
+		if o.Cfg.SyncMode != SyncOff && !l.CrashedAt.IsZero() {
+			return act(actResign, "PostgreSQL crashed on the leader in synchronous mode: failing over at once")
 		}
 		if !l.CrashedAt.IsZero() && o.Now.Sub(l.CrashedAt) >= o.Cfg.PrimaryStartTimeout {
 			return act(actResign, "PostgreSQL did not restart within PrimaryStartTimeout (%v)", o.Cfg.PrimaryStartTimeout)
@@ -213,6 +213,17 @@ func decideCandidate(o observation) action {
 	}
 	if best, why := bestCandidate(o); best != o.Node {
 		return act(actWait, "no leader; %s", why)
+	}
+	// Give every replica that was healthy when the leader went a short
+	// grace to publish a fresh record, so that the best candidate is
+	// chosen on fresh data rather than by the order of etcd's campaign
+	// queue. After the grace, silent members are taken for dead.
+	if o.LeaderGoneRev > 0 && o.Now.Sub(o.LeaderGoneAt) < 2*o.Cfg.LoopInterval {
+		for name, m := range o.Members {
+			if name != o.Node && m.ModRev <= o.LeaderGoneRev && m.Rec.Healthy && m.Rec.Role == keyspace.RoleReplica && !m.Rec.NoFailover {
+				return act(actWait, "no leader; waiting for a fresh record from %s", name)
+			}
+		}
 	}
 	return act(actCampaign, "no leader; this node is the best eligible candidate")
 }

@@ -140,6 +140,14 @@ func TestDecide(t *testing.T) {
 			o.Node = "n4"
 			o.Members["n3"] = replica("n3", 1, 1000, 11)
 		}, actWait, "n3 is a better candidate"},
+		{"a stale record of a healthy replica gets a grace to refresh", func(o *observation) {
+			o.LeaderGoneRev, o.LeaderGoneAt = 10, t0.Add(-100*time.Millisecond)
+			o.Members["n3"] = replica("n3", 1, 10, 9)
+		}, actWait, "waiting for a fresh record from n3"},
+		{"after the grace a silent member is taken for dead", func(o *observation) {
+			o.LeaderGoneRev, o.LeaderGoneAt = 10, t0.Add(-2*time.Second)
+			o.Members["n3"] = replica("n3", 1, 10, 9)
+		}, actCampaign, "best"},
 		{"unhealthy member is not a candidate", func(o *observation) {
 			m := replica("n3", 1, 5000, 11)
 			m.Rec.Healthy = false

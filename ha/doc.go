@@ -1,0 +1,75 @@
+// Package ha is the HA manager: one per PostgreSQL node, embedded in a
+// service beside its PostgreSQL, deciding with the other nodes through etcd
+// who is primary.
+//
+// Quick start:
+//
+//	pg, _ := replicate.New(pgConfig)
+//	mgr, err := ha.New(ha.Config{Cluster: "main", Node: "node1", Client: etcdClient, Instance: pg})
+//	go mgr.Run(ctx) // bootstraps or joins, fails over, rejoins; cancel ctx to leave
+//
+// # Lifecycle
+//
+// [Manager.Run] loops every [Config.LoopInterval] (and at once on any
+// change in etcd or a PostgreSQL exit): observe, decide, act. The decision
+// is a pure function of what was observed; one action runs per round.
+// The first node to find the cluster uninitialized wins the election,
+// runs initdb, and records the system identifier in the initialize key;
+// the others clone from it and follow. A node whose data directory has
+// another system identifier refuses to join: Run returns an error wrapping
+// [ErrRefused]. Cancelling Run's context leaves the cluster cleanly: a
+// leader stops its PostgreSQL with a fast shutdown (which sends its last
+// WAL to the standbys) and resigns, so a standby takes over at once.
+//
+// # Failover
+//
+// With no leader, a standby campaigns only after checking that it is
+// eligible (healthy, not nofailover, on the cluster's latest timeline,
+// within MaxLagOnFailover of the leader's last published position, and in
+// the sync set in synchronous mode) and that it is the best candidate:
+// highest (timeline, LSN), then priority, then name, judged on member
+// records written after the leader was lost. The order of etcd's campaign
+// queue never decides. The winner's leader record is visible before it
+// promotes, so driver pools stop writing to the old primary first.
+//
+// # Fencing and its limits
+//
+// A leader fences its PostgreSQL (fast shutdown, then immediate) FenceBudget
+// before its term's ValidUntil whenever renewals have not succeeded, so the
+// old primary has stopped accepting writes before any other node can be
+// elected. Every leader-only etcd write (leader record, sync, history,
+// initialize) is a transaction guarded by the term's create revision.
+//
+// A manager that is frozen (SIGSTOP) or dead cannot fence its own
+// PostgreSQL. Clients that use driver.Pool are still protected, because the
+// pool follows the leader record; other clients can keep writing to the old
+// primary until it is stopped. Synchronous mode bounds the damage (commits
+// on the old primary wait for a standby that follows the new one and so
+// never confirm). A watchdog is not implemented yet.
+//
+// # Synchronous mode
+//
+// In [SyncOn] and [SyncStrict] the leader keeps the sync key and
+// synchronous_standby_names in step: the sync key is widened before
+// synchronous_standby_names names a new standby, and narrowed only after a
+// standby has left it, so a standby that may lack an acknowledged commit
+// is never promoted automatically. A crashed primary fails over at once.
+//
+// # Asynchronous mode
+//
+// A crashed primary is restarted in place for up to PrimaryStartTimeout,
+// then abandoned. A failover can lose the commits the promoted standby had
+// not received: at most MaxLagOnFailover bytes of WAL, as measured against
+// the leader's last published position.
+//
+// # Errors and logs
+//
+// Invalid configuration is a *[ConfigError] naming the field. Every
+// decision is logged once with its reason when it changes; an action that
+// fails is logged and retried on the next round.
+//
+// # Concurrency
+//
+// A Manager is run by one call of Run. [Manager.Status] is safe from any
+// goroutine.
+package ha

@@ -1,0 +1,775 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pgha/pgha/election"
+	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/replicate"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrRefused: this node refuses to join the cluster (its data directory
+// belongs to another cluster). Run returns it wrapped with the reason.
+var ErrRefused = errors.New("ha: node refuses to join the cluster")
+
+// Status is a snapshot of the manager's view of its node.
+type Status struct {
+	Node     string
+	Role     keyspace.Role
+	Leading  bool
+	Leader   string // current leader node, "" if none
+	Timeline uint32
+	// LastAction is the loop's latest decision and its reason.
+	LastAction string
+	// LastError is the latest action's error, "" if it succeeded.
+	LastError string
+}
+
+// Manager runs the HA loop of one node. Create it with [New] and run it
+// with [Manager.Run]; [Manager.Status] may be called from any goroutine.
+type Manager struct {
+	cfg    Config
+	layout keyspace.Layout
+	inst   *replicate.Instance
+	el     *election.Elector
+	view   *view
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+
+	// Loop-owned state (only the Run goroutine touches it, except term,
+	// which the fencer also reads under termMu).
+	termMu     sync.Mutex
+	term       *election.Term
+	fencerStop chan struct{}
+	fencerDone chan struct{}
+
+	wasPrimary bool
+	following  string
+	// abandon makes Run return without leaving the cluster cleanly, like a
+	// crashed process (tests use it to lose a node).
+	abandon bool
+	crashedAt  time.Time
+	lastAction string
+	member     clientv3.LeaseID
+}
+
+// New validates cfg and returns a Manager. It contacts nothing.
+func New(cfg Config) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	layout, err := keyspace.NewLayout(cfg.KeyRoot, cfg.Cluster)
+	if err != nil {
+		return nil, &ConfigError{"KeyRoot", cfg.KeyRoot, err.Error()}
+	}
+	log := cfg.Logger.With("cluster", cfg.Cluster, "node", cfg.Node)
+	el, err := election.New(election.Config{
+		Client:         cfg.Client,
+		Prefix:         layout.Leader(),
+		LeaseTTL:       cfg.LeaseTTL,
+		Logger:         log,
+		TracerProvider: cfg.TracerProvider,
+		MeterProvider:  cfg.MeterProvider,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ha: election: %w", err)
+	}
+	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log,
+		view: newView(cfg.Client, layout, log)}
+	m.status.Node = cfg.Node
+	return m, nil
+}
+
+// Status returns the latest status snapshot. Safe for concurrent use.
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.status
+}
+
+// Run runs the HA loop until ctx is done or the node refuses to join
+// (an error wrapping [ErrRefused]). When ctx ends it leaves the cluster
+// cleanly: a leader stops its PostgreSQL (fast shutdown, which sends the
+// last WAL to the standbys) and resigns, so that a standby takes over at
+// once; a standby leaves its PostgreSQL running. Run returns nil after a
+// clean exit.
+func (m *Manager) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { m.view.run(gctx); return nil })
+	g.Go(func() error { return m.loop(gctx) })
+	err := g.Wait()
+	if !m.abandon {
+		m.leave()
+	} else {
+		m.stopFencer()
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (m *Manager) loop(ctx context.Context) error {
+	if st, err := m.inst.Status(ctx); err == nil && st.Initialized && !st.StandbyConfigured {
+		// A data directory configured as a primary may hold WAL that no
+		// other node has: it must be rewound before it follows anyone.
+		m.wasPrimary = true
+	}
+	tick := time.NewTicker(m.cfg.LoopInterval)
+	defer tick.Stop()
+	for {
+		if err := m.step(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		case <-m.view.changed:
+		case <-m.inst.Exited():
+			// Observe at once: step records the crash.
+		}
+	}
+}
+
+// step runs one observe → decide → act round.
+func (m *Manager) step(ctx context.Context) error {
+	o, ok := m.observe(ctx)
+	if !ok || ctx.Err() != nil {
+		return nil // no cluster view yet, or stopping
+	}
+	a := decide(o)
+	if s := a.String(); s != m.lastAction {
+		m.log.Info("decision", "action", a.Kind.String(), "reason", a.Reason)
+		m.lastAction = s
+	}
+	err := m.execute(ctx, a, o)
+	if err != nil && ctx.Err() == nil {
+		m.log.Warn("action did not complete", "action", a.Kind.String(), "err", err.Error())
+	}
+	if errors.Is(err, ErrRefused) {
+		return err
+	}
+	m.publish(ctx, o)
+	m.mu.Lock()
+	m.status.LastAction = a.String()
+	m.status.LastError = errString(err)
+	m.status.Leading = m.leading()
+	m.status.Leader = ""
+	if o.Leader != nil {
+		m.status.Leader = o.Leader.Node
+	}
+	m.status.Timeline = o.Local.Timeline
+	m.status.Role = roleOf(o, m.leading())
+	m.mu.Unlock()
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (m *Manager) leading() bool {
+	m.termMu.Lock()
+	defer m.termMu.Unlock()
+	return m.term != nil && m.term.Err() == nil
+}
+
+func (m *Manager) observe(ctx context.Context) (observation, bool) {
+	o := observation{Now: m.cfg.now(), Node: m.cfg.Node, Cfg: m.cfg}
+	if !m.view.fill(&o) {
+		return o, false
+	}
+	m.termMu.Lock()
+	if m.term != nil {
+		if m.term.Err() == nil {
+			o.Leading, o.ValidUntil = true, m.term.ValidUntil()
+		}
+	}
+	m.termMu.Unlock()
+
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	defer cancel()
+	st, err := m.inst.Status(sctx)
+	l := local{
+		Initialized: m.inst.Initialized(),
+		WasPrimary:  m.wasPrimary,
+		Following:   m.following,
+		CrashedAt:   m.crashedAt,
+	}
+	if err == nil {
+		l.Running = st.Running
+		l.InRecovery = st.InRecovery
+		l.Timeline = st.Timeline
+		l.SystemID = st.SystemID
+		l.WriteLSN = uint64(st.WriteLSN)
+		l.ReceiveLSN = uint64(st.ReceiveLSN)
+		l.ReplayLSN = uint64(st.ReplayLSN)
+		if !st.Running && st.CheckpointLSN != 0 {
+			l.ReplayLSN = uint64(st.CheckpointLSN)
+		}
+		l.Streaming = st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
+		switch {
+		case st.Running && !st.InRecovery && o.Leading:
+			m.crashedAt = time.Time{}
+		case !st.Running && o.Leading && m.crashedAt.IsZero() && m.inst.ExitErr() != nil:
+			// The postmaster died under the leader (not stopped by us).
+			m.crashedAt = o.Now
+			m.log.Warn("PostgreSQL exited on the leader", "err", errString(m.inst.ExitErr()))
+		}
+		l.CrashedAt = m.crashedAt
+	}
+	o.Local = l
+	return o, true
+}
+
+func roleOf(o observation, leading bool) keyspace.Role {
+	switch {
+	case !o.Local.Initialized:
+		return keyspace.RoleStarting
+	case !o.Local.Running:
+		if o.Local.WasPrimary {
+			return keyspace.RoleFenced
+		}
+		return keyspace.RoleStopped
+	case !o.Local.InRecovery && leading:
+		return keyspace.RolePrimary
+	case o.Local.InRecovery:
+		return keyspace.RoleReplica
+	}
+	return keyspace.RoleFenced
+}
+
+// publish writes this node's member record on its own lease.
+func (m *Manager) publish(ctx context.Context, o observation) {
+	pctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	defer cancel()
+	if m.member == 0 {
+		g, err := m.cfg.Client.Grant(pctx, int64(m.cfg.LeaseTTL/time.Second))
+		if err != nil {
+			return
+		}
+		ka, err := m.cfg.Client.KeepAlive(context.WithoutCancel(ctx), g.ID)
+		if err != nil {
+			return
+		}
+		go func() {
+			for range ka { // drain; the channel closes when the lease is lost or revoked
+			}
+		}()
+		m.member = g.ID
+	}
+	l := o.Local
+	lag := int64(-1)
+	if o.LastLeaderLSN > 0 && l.InRecovery {
+		lag = max(0, int64(o.LastLeaderLSN)-int64(max(l.ReplayLSN, l.ReceiveLSN)))
+	}
+	rec := keyspace.MemberRecord{
+		Node: m.cfg.Node, Role: roleOf(o, o.Leading), Host: m.cfg.Host, Port: m.cfg.Port,
+		Timeline: l.Timeline, SystemID: strconv.FormatUint(l.SystemID, 10),
+		WriteLSN: l.WriteLSN, ReceiveLSN: l.ReceiveLSN, ReplayLSN: l.ReplayLSN,
+		LagBytes: lag, Healthy: l.Running, Streaming: l.Streaming,
+		NoFailover: m.cfg.NoFailover, Priority: m.cfg.Priority, UpdatedAt: time.Now().UTC(),
+	}
+	b, err := keyspace.Encode(rec)
+	if err != nil {
+		m.log.Error("encode member record", "err", err)
+		return
+	}
+	if _, err := m.cfg.Client.Put(pctx, m.layout.Member(m.cfg.Node), string(b), clientv3.WithLease(m.member)); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return
+		}
+		m.log.Debug("publish member record", "err", err)
+		m.member = 0 // the lease may be gone: grant a new one next time
+	}
+}
+
+// leave is called when Run ends: a leader stops its PostgreSQL and resigns.
+func (m *Manager) leave() {
+	m.termMu.Lock()
+	term := m.term
+	m.termMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if term != nil {
+		m.stopFencer()
+		if term.Err() == nil {
+			if err := m.inst.Stop(ctx, replicate.Fast); err != nil {
+				m.log.Warn("stop PostgreSQL on leave", "err", err.Error())
+				if err := m.inst.Fence(ctx); err != nil {
+					m.log.Error("fence PostgreSQL on leave", "err", err.Error())
+				}
+			}
+		}
+		if err := term.Resign(ctx); err != nil {
+			m.log.Warn("resign on leave", "err", err.Error())
+		}
+	}
+	if m.member != 0 {
+		m.cfg.Client.Revoke(ctx, m.member)
+	}
+}
+
+// source returns the replication source for a leader.
+func (m *Manager) source(l *keyspace.LeaderRecord) replicate.Source {
+	return replicate.Source{Host: l.Host, Port: l.Port, Slot: replicate.SlotName(m.cfg.Node)}
+}
+
+func (m *Manager) execute(ctx context.Context, a action, o observation) error {
+	switch a.Kind {
+	case actWait:
+		return nil
+	case actRefuse:
+		return fmt.Errorf("%w: %s", ErrRefused, a.Reason)
+	case actFence:
+		return m.fence(ctx, a.Reason)
+	case actBootstrap:
+		return m.bootstrap(ctx, o)
+	case actClone:
+		if err := m.inst.Clone(ctx, m.source(a.Leader)); err != nil {
+			return fmt.Errorf("clone from %s: %w", a.Leader.Node, err)
+		}
+		m.wasPrimary, m.following = false, a.Leader.Node
+		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+			return fmt.Errorf("start after clone: %w", err)
+		}
+		return nil
+	case actFollow:
+		if err := m.inst.Follow(ctx, m.source(a.Leader)); err != nil {
+			return fmt.Errorf("follow %s: %w", a.Leader.Node, err)
+		}
+		m.following = a.Leader.Node
+		if !o.Local.Running {
+			if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+				return fmt.Errorf("start to follow %s: %w", a.Leader.Node, err)
+			}
+		}
+		return nil
+	case actRewind:
+		if o.Local.Running {
+			if err := m.inst.Stop(ctx, replicate.Fast); err != nil {
+				return fmt.Errorf("stop before rewind: %w", err)
+			}
+		}
+		if err := m.inst.Rewind(ctx, m.source(a.Leader)); err != nil {
+			return fmt.Errorf("rewind from %s: %w", a.Leader.Node, err)
+		}
+		m.wasPrimary, m.following = false, a.Leader.Node
+		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+			return fmt.Errorf("start after rewind: %w", err)
+		}
+		return nil
+	case actStart, actRestartPrimary:
+		if a.Kind == actRestartPrimary && m.crashedAt.IsZero() {
+			m.crashedAt = o.Now
+		}
+		sctx, cancel := context.WithTimeout(ctx, m.cfg.PrimaryStartTimeout)
+		defer cancel()
+		if err := m.inst.Start(sctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+			return fmt.Errorf("start: %w", err)
+		}
+		return nil
+	case actCampaign:
+		return m.campaign(ctx, o)
+	case actPromote:
+		return m.promote(ctx, o)
+	case actLead:
+		return m.lead(ctx, o)
+	case actResign:
+		return m.resign(ctx, o, a.Reason)
+	}
+	return fmt.Errorf("unknown action %v", a.Kind)
+}
+
+// fence stops PostgreSQL accepting writes now, then gives up leadership.
+func (m *Manager) fence(ctx context.Context, reason string) error {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.FenceBudget)
+	defer cancel()
+	err := m.inst.Fence(fctx)
+	m.wasPrimary = true
+	m.log.Warn("fenced PostgreSQL", "reason", reason, "err", errString(err))
+	m.dropTerm(ctx)
+	if err != nil {
+		return fmt.Errorf("fence: %w", err)
+	}
+	return nil
+}
+
+// dropTerm stops the fencer and resigns the term, best effort.
+func (m *Manager) dropTerm(ctx context.Context) {
+	m.termMu.Lock()
+	term := m.term
+	m.term = nil
+	m.termMu.Unlock()
+	if term == nil {
+		return
+	}
+	m.stopFencer()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if err := term.Resign(rctx); err != nil {
+		m.log.Debug("resign", "err", err.Error())
+	}
+}
+
+// campaign runs a bounded campaign and, on winning, re-checks that this
+// node is still the best candidate before it keeps the term.
+func (m *Manager) campaign(ctx context.Context, o observation) error {
+	rec := keyspace.LeaderRecord{Node: m.cfg.Node, Host: m.cfg.Host, Port: m.cfg.Port, Timeline: o.Local.Timeline}
+	b, err := keyspace.Encode(rec)
+	if err != nil {
+		return err
+	}
+	// Bounded: waiting in etcd's queue never decides who is promoted; a
+	// candidate that did not win quickly goes back to observing.
+	cctx, cancel := context.WithTimeout(ctx, 2*m.cfg.LoopInterval)
+	defer cancel()
+	term, err := m.el.Campaign(cctx, b)
+	if err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	m.setTerm(term)
+	// Re-check with the freshest view: another node may have published a
+	// better position while we campaigned.
+	o2, ok := m.observe(ctx)
+	if ok {
+		o2.Leading = false
+		o2.Leader = nil
+		if best, why := bestCandidate(o2); best != m.cfg.Node {
+			m.log.Info("won the election but is no longer the best candidate; resigning", "why", why)
+			m.dropTerm(ctx)
+			return nil
+		}
+	}
+	m.log.Info("leading", "token", term.Token())
+	return nil
+}
+
+func (m *Manager) setTerm(term *election.Term) {
+	m.termMu.Lock()
+	m.term = term
+	m.fencerStop = make(chan struct{})
+	m.fencerDone = make(chan struct{})
+	stop, done := m.fencerStop, m.fencerDone
+	m.termMu.Unlock()
+	go m.fencer(term, stop, done)
+}
+
+// fencer fences PostgreSQL FenceBudget before the term's ValidUntil unless
+// a renewal moved ValidUntil on, independently of the loop (which may be
+// busy in a long action).
+func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
+	defer close(done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		at := term.ValidUntil().Add(-m.cfg.FenceBudget)
+		d := time.Until(at)
+		if d <= 0 || term.Err() != nil && !errors.Is(term.Err(), election.ErrResigned) {
+			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.FenceBudget)
+			err := m.inst.Fence(ctx)
+			cancel()
+			m.log.Warn("fenced PostgreSQL: lease not renewed in time", "err", errString(err), "term_err", errString(term.Err()))
+			return
+		}
+		timer.Reset(min(d, m.cfg.LoopInterval))
+		select {
+		case <-stop:
+			return
+		case <-term.Done():
+			if errors.Is(term.Err(), election.ErrResigned) {
+				return
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+func (m *Manager) stopFencer() {
+	m.termMu.Lock()
+	stop, done := m.fencerStop, m.fencerDone
+	m.fencerStop, m.fencerDone = nil, nil
+	m.termMu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+}
+
+func (m *Manager) currentTerm() *election.Term {
+	m.termMu.Lock()
+	defer m.termMu.Unlock()
+	return m.term
+}
+
+// bootstrap: with no leader and no initialize key, win the election, then
+// initdb, start, and record the system identifier, all guarded by the term.
+func (m *Manager) bootstrap(ctx context.Context, o observation) error {
+	if o.Leader != nil {
+		return nil
+	}
+	if err := m.campaign(ctx, o); err != nil {
+		return err
+	}
+	term := m.currentTerm()
+	if term == nil {
+		return nil
+	}
+	resp, err := m.cfg.Client.Get(ctx, m.layout.Initialize())
+	if err != nil {
+		return fmt.Errorf("bootstrap: read initialize: %w", err)
+	}
+	if len(resp.Kvs) > 0 {
+		m.dropTerm(ctx) // someone else initialized the cluster meanwhile
+		return nil
+	}
+	if err := m.inst.Init(ctx); err != nil {
+		m.dropTerm(ctx)
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := m.inst.Start(ctx); err != nil {
+		m.dropTerm(ctx)
+		return fmt.Errorf("bootstrap: start: %w", err)
+	}
+	st, err := m.inst.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrap: status: %w", err)
+	}
+	m.wasPrimary = true
+	rec, err := keyspace.Encode(keyspace.InitializeRecord{SystemID: strconv.FormatUint(st.SystemID, 10), Node: m.cfg.Node})
+	if err != nil {
+		return err
+	}
+	hist, _ := keyspace.Encode(keyspace.HistoryRecord{Entries: []keyspace.HistoryEntry{{Timeline: st.Timeline, Leader: m.cfg.Node, Reason: "bootstrap", Token: term.Token(), Time: time.Now().UTC()}}})
+	tr, err := m.cfg.Client.Txn(ctx).
+		If(term.IsOwner(), clientv3.Compare(clientv3.CreateRevision(m.layout.Initialize()), "=", 0)).
+		Then(clientv3.OpPut(m.layout.Initialize(), string(rec)), clientv3.OpPut(m.layout.History(), string(hist))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("bootstrap: write initialize: %w", err)
+	}
+	if !tr.Succeeded {
+		return m.fence(ctx, "bootstrap: lost leadership or the cluster was initialized by another node")
+	}
+	m.log.Info("bootstrapped the cluster", "system_id", st.SystemID, "timeline", st.Timeline)
+	return m.proclaim(ctx, term, st.Timeline, true)
+}
+
+func (m *Manager) proclaim(ctx context.Context, term *election.Term, tl uint32, writable bool) error {
+	b, err := keyspace.Encode(keyspace.LeaderRecord{Node: m.cfg.Node, Host: m.cfg.Host, Port: m.cfg.Port, Timeline: tl, Writable: writable})
+	if err != nil {
+		return err
+	}
+	return term.Proclaim(ctx, b)
+}
+
+// promote promotes PostgreSQL while the term is live; the leader record
+// (not writable) has been visible since the campaign won, so pools have
+// already stopped writing to the old primary.
+func (m *Manager) promote(ctx context.Context, o observation) error {
+	term := m.currentTerm()
+	if term == nil || term.Err() != nil {
+		return nil
+	}
+	if time.Until(term.ValidUntil()) < m.cfg.FenceBudget {
+		return fmt.Errorf("promote: term too close to its deadline")
+	}
+	tl, err := m.inst.Promote(ctx)
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	m.wasPrimary, m.following, m.crashedAt = true, "", time.Time{}
+	if err := m.appendHistory(ctx, term, keyspace.HistoryEntry{Timeline: tl, SwitchLSN: o.Local.position(), Leader: m.cfg.Node, Reason: "failover", Token: term.Token(), Time: time.Now().UTC()}); err != nil {
+		m.log.Warn("append timeline history", "err", err.Error())
+	}
+	m.log.Info("promoted", "timeline", tl, "token", term.Token())
+	return m.proclaim(ctx, term, tl, true)
+}
+
+// appendHistory appends e to the history key, guarded by the term.
+func (m *Manager) appendHistory(ctx context.Context, term *election.Term, e keyspace.HistoryEntry) error {
+	for range 5 {
+		resp, err := m.cfg.Client.Get(ctx, m.layout.History())
+		if err != nil {
+			return err
+		}
+		var h keyspace.HistoryRecord
+		var modRev int64
+		if len(resp.Kvs) > 0 {
+			modRev = resp.Kvs[0].ModRevision
+			if d, err := keyspace.Decode[keyspace.HistoryRecord](resp.Kvs[0].Value); err == nil {
+				h = d
+			}
+		}
+		if n := len(h.Entries); n > 0 && h.Entries[n-1].Timeline >= e.Timeline {
+			return nil
+		}
+		h.Entries = append(h.Entries, e)
+		b, err := keyspace.Encode(h)
+		if err != nil {
+			return err
+		}
+		tr, err := m.cfg.Client.Txn(ctx).
+			If(term.IsOwner(), clientv3.Compare(clientv3.ModRevision(m.layout.History()), "=", modRev)).
+			Then(clientv3.OpPut(m.layout.History(), string(b))).Commit()
+		if err != nil {
+			return err
+		}
+		if tr.Succeeded {
+			return nil
+		}
+	}
+	return errors.New("history changed concurrently 5 times")
+}
+
+// lead is the leader's heartbeat: publish a writable leader record, keep a
+// replication slot per member, maintain the synchronous standby set.
+func (m *Manager) lead(ctx context.Context, o observation) error {
+	term := m.currentTerm()
+	if term == nil {
+		return nil
+	}
+	if o.Leader == nil || o.Leader.Node != m.cfg.Node || !o.Leader.Writable || o.Leader.Timeline != o.Local.Timeline {
+		if err := m.proclaim(ctx, term, o.Local.Timeline, true); err != nil {
+			return err
+		}
+	}
+	if o.Switchover != nil && o.Switchover.From != m.cfg.Node {
+		// A switchover record that names another node as the old leader
+		// is stale: remove it (guarded by our leadership).
+		m.cfg.Client.Txn(ctx).If(term.IsOwner()).Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
+	}
+	for name := range o.Members {
+		if name == m.cfg.Node {
+			continue
+		}
+		if err := m.inst.EnsureSlot(ctx, replicate.SlotName(name)); err != nil {
+			m.log.Debug("ensure slot", "member", name, "err", err.Error())
+		}
+	}
+	if m.cfg.SyncMode != SyncOff {
+		return m.maintainSync(ctx, term, o)
+	}
+	return nil
+}
+
+// maintainSync keeps synchronous_standby_names and the sync key in step so
+// that the sync key always contains every standby that may hold a commit
+// the others lack: it is widened before synchronous_standby_names names a
+// new standby, and narrowed only after a standby left it.
+func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o observation) error {
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	defer cancel()
+	st, err := m.inst.Status(sctx)
+	if err != nil {
+		return err
+	}
+	var streaming []string
+	for _, r := range st.Replicas {
+		if r.State == "streaming" {
+			streaming = append(streaming, r.Name)
+		}
+	}
+	// Keep current sync standbys that still stream, then add others by name.
+	var want []string
+	for _, n := range o.SyncSet {
+		if slices.Contains(streaming, n) && len(want) < m.cfg.SyncStandbys {
+			want = append(want, n)
+		}
+	}
+	slices.Sort(streaming)
+	for _, n := range streaming {
+		if len(want) < m.cfg.SyncStandbys && !slices.Contains(want, n) {
+			want = append(want, n)
+		}
+	}
+	if len(want) == 0 && m.cfg.SyncMode == SyncStrict {
+		// Strict: keep waiting for the current sync standbys; never drop
+		// to asynchronous.
+		return nil
+	}
+	slices.Sort(want)
+	union := slices.Clone(o.SyncSet)
+	for _, n := range want {
+		if !slices.Contains(union, n) {
+			union = append(union, n)
+		}
+	}
+	slices.Sort(union)
+	if !o.SyncPresent || !slices.Equal(union, sortedCopy(o.SyncSet)) {
+		if err := m.writeSync(ctx, term, union); err != nil {
+			return err
+		}
+	}
+	spec := replicate.SyncSpec{Method: replicate.SyncFirst, Num: len(want), Names: want}
+	if len(want) == 0 {
+		spec = replicate.SyncSpec{}
+	}
+	if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
+		return fmt.Errorf("set synchronous_standby_names: %w", err)
+	}
+	if !slices.Equal(union, want) {
+		return m.writeSync(ctx, term, want)
+	}
+	return nil
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
+func (m *Manager) writeSync(ctx context.Context, term *election.Term, standbys []string) error {
+	if standbys == nil {
+		standbys = []string{}
+	}
+	b, err := keyspace.Encode(keyspace.SyncRecord{Leader: m.cfg.Node, Standbys: standbys})
+	if err != nil {
+		return err
+	}
+	tr, err := m.cfg.Client.Txn(ctx).If(term.IsOwner()).Then(clientv3.OpPut(m.layout.Sync(), string(b))).Commit()
+	if err != nil {
+		return fmt.Errorf("write sync key: %w", err)
+	}
+	if !tr.Succeeded {
+		return election.ErrNotLeader
+	}
+	return nil
+}
+
+// resign gives up leadership: stop PostgreSQL first (a fast shutdown sends
+// the last WAL to connected standbys), then resign so a standby takes over.
+func (m *Manager) resign(ctx context.Context, o observation, reason string) error {
+	if o.Local.Running {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := m.inst.Stop(sctx, replicate.Fast)
+		cancel()
+		if err != nil {
+			if ferr := m.inst.Fence(ctx); ferr != nil {
+				return fmt.Errorf("stop before resign: %w; fence: %w", err, ferr)
+			}
+		}
+	}
+	m.wasPrimary = true
+	m.crashedAt = time.Time{}
+	m.log.Info("resigning leadership", "reason", reason)
+	m.dropTerm(ctx)
+	return nil
+}
