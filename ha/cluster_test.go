@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
-	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 

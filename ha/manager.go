@@ -58,7 +58,7 @@ type Manager struct {
 	following  string
 	// abandon makes Run return without leaving the cluster cleanly, like a
 	// crashed process (tests use it to lose a node).
-	abandon bool
+	abandon    bool
 	crashedAt  time.Time
 	lastAction string
 	member     clientv3.LeaseID
