@@ -120,6 +120,30 @@ func (i *Instance) checkDirs() error {
 			return err
 		}
 	}
+	return i.checkWritable(i.cfg.SocketDir, "SocketDir")
+}
+
+// checkWritable checks that the OS user may create files in dir (the
+// socket and its lock file).
+func (i *Instance) checkWritable(dir, field string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("replicate: %s: %w", field, err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	var ok bool
+	switch {
+	case st.Uid == i.cred.Uid:
+		ok = fi.Mode()&0o300 == 0o300
+	case i.inGroup(st.Gid):
+		ok = fi.Mode()&0o030 == 0o030
+	default:
+		ok = fi.Mode()&0o003 == 0o003
+	}
+	if !ok {
+		return fmt.Errorf("%w: OS user %q (uid %d) cannot create files in %s %s (mode %v, owner uid %d): chown it to %s or set %s to a directory it owns (e.g. /tmp)",
+			ErrWrongOwner, i.cfg.OSUser, i.cred.Uid, field, dir, fi.Mode(), st.Uid, i.cfg.OSUser, field)
+	}
 	return nil
 }
 

@@ -83,6 +83,7 @@ type Instance struct {
 
 	mu       sync.Mutex // guards the fields below
 	proc     *process   // the postmaster started or adopted last; nil if none
+	spawning bool       // Start is launching a postmaster: do not adopt it
 	fenceGen uint64     // incremented by every Fence
 	src      *Source    // the source of the last Clone, Follow or Rewind
 }
@@ -216,6 +217,7 @@ func (i *Instance) logTail() string { return i.LogTail(tailBytes) }
 func (i *Instance) Exited() <-chan struct{} {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	i.runningLocked() // adopt a running postmaster not seen yet
 	if i.proc == nil {
 		c := make(chan struct{})
 		close(c)
@@ -259,6 +261,9 @@ func (i *Instance) running() *process {
 func (i *Instance) runningLocked() *process {
 	if i.proc != nil && !i.proc.exited() {
 		return i.proc
+	}
+	if i.spawning {
+		return nil
 	}
 	pid := readPID(i.cfg.DataDir)
 	if pid <= 0 || !i.isOurPostmaster(pid) {
@@ -411,14 +416,20 @@ func (i *Instance) start(ctx context.Context) error {
 	if err := i.writeNodeConfig(); err != nil {
 		return err
 	}
+	i.mu.Lock()
+	i.spawning = true
+	i.mu.Unlock()
 	p, err := i.spawn()
+	i.mu.Lock()
+	i.spawning = false
+	if err == nil {
+		i.proc = p
+	}
+	fenced := i.fenceGen != gen
+	i.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	i.mu.Lock()
-	i.proc = p
-	fenced := i.fenceGen != gen
-	i.mu.Unlock()
 	if fenced {
 		p.stopping.Store(true)
 		i.signal(p, syscall.SIGQUIT)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -259,18 +260,32 @@ func (i *Instance) WaitStreaming(ctx context.Context) error {
 		return errors.New("replicate: wait for streaming: no source: call Clone, Follow or Rewind first")
 	}
 	var last string
-	err := pollCtx(ctx, func() (bool, error) {
-		conn, err := i.Connect(ctx)
-		if err != nil {
-			last = err.Error()
-			return false, nil
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
 		}
-		defer conn.Close(context.Background())
+	}()
+	err := pollCtx(ctx, func() (bool, error) {
+		if conn == nil {
+			c, err := i.Connect(ctx)
+			if err != nil {
+				last = err.Error()
+				return false, nil
+			}
+			conn = c
+		}
 		var status, host string
 		var port int32
-		err = conn.QueryRow(ctx, "SELECT status, coalesce(sender_host, ''), coalesce(sender_port, 0) FROM pg_stat_wal_receiver").Scan(&status, &host, &port)
-		if err != nil {
+		err := conn.QueryRow(ctx, "SELECT status, coalesce(sender_host, ''), coalesce(sender_port, 0) FROM pg_stat_wal_receiver").Scan(&status, &host, &port)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
 			last = "no WAL receiver"
+			return false, nil
+		case err != nil:
+			last = err.Error()
+			conn.Close(context.Background())
+			conn = nil
 			return false, nil
 		}
 		last = fmt.Sprintf("WAL receiver %s from %s:%d", status, host, port)
@@ -309,7 +324,7 @@ func pollCtx(ctx context.Context, cond func() (bool, error)) error {
 // returns its timeline and no error. It does not checkpoint: Rewind
 // checkpoints its source itself. Errors: [ErrNotRunning], or a
 // [*ServerError] with the log's tail when the promotion did not finish
-// before ctx ended.
+// before ctx ended (it may still finish: check Status).
 func (i *Instance) Promote(ctx context.Context) (timeline uint32, err error) {
 	ctx, span := i.startSpan(ctx, "replicate.Promote")
 	defer func() {
