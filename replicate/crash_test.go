@@ -2,6 +2,7 @@ package replicate_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -67,5 +68,37 @@ func TestRewindAfterCrash(t *testing.T) {
 		if !slices.Contains(names, want) {
 			t.Errorf("spans %v lack %s", names, want)
 		}
+	}
+}
+
+// TestRewindImpossibleWhenWALGone: an ex-primary that diverged and then
+// recycled the WAL around the fork point cannot be rewound; Rewind says so
+// with ErrRewindImpossible, so the HA manager knows to clone afresh.
+func TestRewindImpossibleWhenWALGone(t *testing.T) {
+	ctx := testutil.Ctx(t, 3*time.Minute)
+	small := map[string]string{"wal_keep_size": "0", "min_wal_size": "32MB", "max_wal_size": "32MB"}
+	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "wa", Parameters: small})
+	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "wb", CloneFrom: a, Parameters: small})
+	mustExec(t, ctx, a, "CREATE TABLE t (v text)")
+	waitRows(t, ctx, b, "t")
+	if _, err := b.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// b no longer streams from a: drop its slot so a keeps no old WAL.
+	testutil.Eventually(t, 30*time.Second, "drop b's slot on a", func() error { return a.DropSlot(ctx, "wb") })
+	for range 6 {
+		mustExec(t, ctx, a, "INSERT INTO t SELECT 'stray' FROM generate_series(1, 1000); SELECT pg_switch_wal(); CHECKPOINT")
+	}
+	if err := a.Fence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := a.Rewind(ctx, testutil.SourceOf(b, ""))
+	t.Logf("Rewind error: %v", err)
+	var re *replicate.RewindError
+	if !errors.Is(err, replicate.ErrRewindImpossible) || !errors.As(err, &re) || !re.Impossible {
+		t.Fatalf("Rewind with the fork point's WAL gone = %v, want a *RewindError with ErrRewindImpossible", err)
+	}
+	if !a.Initialized() {
+		t.Fatal("the data directory is gone after a failed rewind")
 	}
 }

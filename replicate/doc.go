@@ -56,8 +56,9 @@
 // Config.ReplicationNetworks, clients from Config.ClientNetworks) and
 // pgha.pgpass (the replication password, mode 0600, read by the WAL
 // receiver: primary_conninfo holds no password). They are rewritten at every
-// start. Nothing is ever deleted: Clone refuses a non-empty directory
-// unless Config.ReplaceDataDir is set, and then renames it aside.
+// start. No data is ever deleted (the one file removed is a stale
+// postmaster.pid): Clone refuses a non-empty directory unless
+// Config.ReplaceDataDir is set, and then renames it aside.
 // When this process runs as root, PostgreSQL runs as Config.OSUser, which
 // owns the directories it needs.
 //

@@ -75,6 +75,7 @@ type ConfigError struct {
 	Reason string
 }
 
+// Error returns "replicate: <Field> <Value> <Reason>".
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("replicate: %s %v %s", e.Field, e.Value, e.Reason)
 }
@@ -91,6 +92,7 @@ type CommandError struct {
 	Err      error    // the underlying error from os/exec or the context
 }
 
+// Error returns the command line, how it failed and its output's tail.
 func (e *CommandError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "replicate: %s %s: %v", e.Path, strings.Join(e.Args, " "), e.Err)
@@ -101,6 +103,7 @@ func (e *CommandError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns Err.
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // ExitError is what [Instance.ExitErr] returns when the postmaster exited
@@ -113,6 +116,7 @@ type ExitError struct {
 	LogTail  string
 }
 
+// Error says how the postmaster exited, followed by the server log's tail.
 func (e *ExitError) Error() string {
 	how := fmt.Sprintf("exit code %d", e.ExitCode)
 	if e.Signal != "" {
@@ -135,6 +139,8 @@ type ServerError struct {
 	LogTail string
 }
 
+// Error returns the operation and its error, followed by the server log's
+// tail.
 func (e *ServerError) Error() string {
 	s := fmt.Sprintf("replicate: %s: %v", e.Op, e.Err)
 	if e.LogTail != "" {
@@ -143,6 +149,7 @@ func (e *ServerError) Error() string {
 	return s
 }
 
+// Unwrap returns Err.
 func (e *ServerError) Unwrap() error { return e.Err }
 
 // RewindError reports a pg_rewind that did not succeed. When Impossible is
@@ -155,6 +162,7 @@ type RewindError struct {
 	Err        error  // usually a *CommandError
 }
 
+// Error returns the reason and the underlying error.
 func (e *RewindError) Error() string {
 	if e.Impossible {
 		return fmt.Sprintf("replicate: rewind impossible: %s: %v", e.Reason, e.Err)
@@ -162,6 +170,7 @@ func (e *RewindError) Error() string {
 	return fmt.Sprintf("replicate: rewind: %s: %v", e.Reason, e.Err)
 }
 
+// Unwrap returns Err.
 func (e *RewindError) Unwrap() error { return e.Err }
 
 // Is reports ErrRewindImpossible for impossible rewinds.

@@ -44,6 +44,7 @@ const (
 	Immediate
 )
 
+// String returns "fast", "smart" or "immediate".
 func (m StopMode) String() string {
 	switch m {
 	case Fast:

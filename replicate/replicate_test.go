@@ -327,6 +327,13 @@ func TestFenceStopsOpenTransaction(t *testing.T) {
 	if got, err := rows(ctx, p, "t"); err != nil || len(got) != 0 {
 		t.Fatalf("rows after fence and restart = %v, %v; want none", got, err)
 	}
+	pid := p.PID()
+	if err := p.Restart(ctx, replicate.Fast); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if p.PID() == pid || p.PID() == 0 {
+		t.Fatalf("Restart kept pid %d (now %d)", pid, p.PID())
+	}
 }
 
 // TestCrashIsSeenAndReaped kills the postmaster with SIGKILL: Exited fires,

@@ -35,6 +35,7 @@ type Source struct {
 	Slot string
 }
 
+// String returns "host:port", followed by " slot <name>" when Slot is set.
 func (s Source) String() string {
 	a := net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
 	if s.Slot != "" {

@@ -18,6 +18,7 @@ const (
 	SyncFirst
 )
 
+// String returns "ANY" or "FIRST", as in synchronous_standby_names.
 func (m SyncMethod) String() string {
 	if m == SyncFirst {
 		return "FIRST"
