@@ -47,6 +47,7 @@ type clusterOpts struct {
 	n        int
 	ttl      time.Duration
 	syncMode SyncMode
+	maxLag   int64
 }
 
 func startCluster(t *testing.T, opts clusterOpts) *testCluster {
@@ -81,14 +82,15 @@ func (c *testCluster) startManager(n *testNode) {
 	t := c.t
 	n.cli = testutil.NewEtcdClient(t, n.proxy.URL())
 	mgr, err := New(Config{
-		Cluster:      "test",
-		Node:         n.name,
-		Client:       n.cli,
-		Instance:     n.inst,
-		LeaseTTL:     c.opts.ttl,
-		LoopInterval: 200 * time.Millisecond,
-		SyncMode:     c.opts.syncMode,
-		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Cluster:          "test",
+		Node:             n.name,
+		Client:           n.cli,
+		Instance:         n.inst,
+		LeaseTTL:         c.opts.ttl,
+		LoopInterval:     200 * time.Millisecond,
+		SyncMode:         c.opts.syncMode,
+		MaxLagOnFailover: c.opts.maxLag,
+		Logger:           slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		t.Fatalf("ha.New(%s): %v", n.name, err)
@@ -260,9 +262,23 @@ func contains(s []string, x string) bool {
 // writer inserts rows into the current leader until stopped, and records
 // every acknowledged id.
 type writer struct {
-	mu    sync.Mutex
-	acked []int64
-	stop  func()
+	mu      sync.Mutex
+	acked   []int64
+	ackedAt []time.Time
+	stop    func()
+}
+
+// maxPause is the longest gap between two acknowledged writes after since.
+func (w *writer) maxPause(since time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var worst time.Duration
+	for i := 1; i < len(w.ackedAt); i++ {
+		if w.ackedAt[i].After(since) {
+			worst = max(worst, w.ackedAt[i].Sub(w.ackedAt[i-1]))
+		}
+	}
+	return worst
 }
 
 func (c *testCluster) startWriter() *writer {
@@ -320,6 +336,7 @@ func (c *testCluster) startWriter() *writer {
 			}
 			w.mu.Lock()
 			w.acked = append(w.acked, id)
+			w.ackedAt = append(w.ackedAt, time.Now())
 			w.mu.Unlock()
 		}
 	}()

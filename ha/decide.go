@@ -76,6 +76,8 @@ type observation struct {
 	Paused      bool
 	// Switchover is a pending planned switchover, nil if none.
 	Switchover *keyspace.SwitchoverRecord
+
+	ignored []string // records that did not decode (ClusterStatus)
 }
 
 type actionKind int
@@ -205,6 +207,22 @@ func decideFollower(o observation) action {
 // decideCandidate: there is no leader. Campaign only if this node is
 // eligible and the best candidate among fresh member records.
 func decideCandidate(o observation) action {
+	if sw := o.Switchover; sw != nil && (o.LeaderGoneRev == 0 || o.Now.Sub(o.LeaderGoneAt) < switchoverTimeout) {
+		// A planned switchover (the leader resigned for it) or a manual
+		// failover names the node to promote.
+		if sw.To != "" && sw.To != o.Node {
+			return act(actWait, "no leader; %s to %s pending", switchoverKind(sw), sw.To)
+		}
+		if sw.To == o.Node {
+			if sw.Force {
+				return act(actCampaign, "no leader; forced manual failover to this node")
+			}
+			if ok, why := eligible(o, o.Node, o.Local); !ok {
+				return act(actWait, "no leader; %s to this node, but not eligible: %s", switchoverKind(sw), why)
+			}
+			return act(actCampaign, "no leader; %s to this node", switchoverKind(sw))
+		}
+	}
 	if o.Paused {
 		return act(actWait, "no leader, but the cluster is paused: no automatic failover")
 	}
@@ -226,6 +244,17 @@ func decideCandidate(o observation) action {
 		}
 	}
 	return act(actCampaign, "no leader; this node is the best eligible candidate")
+}
+
+// switchoverTimeout bounds how long, after the leader went, candidates
+// defer to a switchover or manual failover target that does not take over.
+const switchoverTimeout = 10 * time.Second
+
+func switchoverKind(sw *keyspace.SwitchoverRecord) string {
+	if sw.From == "" {
+		return "manual failover"
+	}
+	return "switchover"
 }
 
 // latestTimeline is the cluster's newest timeline from the history.

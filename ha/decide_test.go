@@ -173,6 +173,29 @@ func TestDecide(t *testing.T) {
 			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n3"}
 			o.Members["n3"] = replica("n3", 1, 1000, 11)
 		}, actResign, "switchover to n3"},
+		{"switchover target campaigns after the leader resigned", func(o *observation) {
+			o.LeaderGoneRev, o.LeaderGoneAt = 10, t0.Add(-100*time.Millisecond)
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n2", To: "n1"}
+			o.Members["n3"] = replica("n3", 1, 9000, 11)
+		}, actCampaign, "switchover to this node"},
+		{"other nodes defer to the switchover target", func(o *observation) {
+			o.LeaderGoneRev, o.LeaderGoneAt = 10, t0.Add(-100*time.Millisecond)
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n2", To: "n3"}
+		}, actWait, "switchover to n3 pending"},
+		{"a switchover target that never takes over is ignored after the timeout", func(o *observation) {
+			o.LeaderGoneRev, o.LeaderGoneAt = 10, t0.Add(-time.Minute)
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n2", To: "n3"}
+		}, actCampaign, "best"},
+		{"manual failover target outside the sync set waits", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n3"}
+			o.Switchover = &keyspace.SwitchoverRecord{To: "n1"}
+		}, actWait, "not in the synchronous standby set"},
+		{"forced manual failover campaigns anyway", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n3"}
+			o.Switchover = &keyspace.SwitchoverRecord{To: "n1", Force: true}
+		}, actCampaign, "forced"},
 		{"switchover to an absent node is not done", func(o *observation) {
 			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
 			o.Local.InRecovery = false

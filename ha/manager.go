@@ -46,6 +46,7 @@ type Manager struct {
 
 	mu     sync.Mutex
 	status Status
+	hs     handlerStatus
 
 	// Loop-owned state (only the Run goroutine touches it, except term,
 	// which the fencer also reads under termMu).
@@ -173,6 +174,11 @@ func (m *Manager) step(ctx context.Context) error {
 	}
 	m.status.Timeline = o.Local.Timeline
 	m.status.Role = roleOf(o, m.leading())
+	m.hs = handlerStatus{Status: m.status, LagBytes: lagBytes(o), pgRunning: o.Local.Running,
+		streaming: o.Local.Streaming, lastStep: time.Now()}
+	if t := m.currentTerm(); t != nil && t.Err() == nil {
+		m.hs.validUntil = t.ValidUntil()
+	}
 	m.mu.Unlock()
 	return nil
 }
@@ -238,6 +244,16 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	return o, true
 }
 
+// lagBytes is how far a standby's replay is behind the leader's last
+// published write position; -1 when unknown or not a standby.
+func lagBytes(o observation) int64 {
+	l := o.Local
+	if o.LastLeaderLSN == 0 || !l.InRecovery || !l.Running {
+		return -1
+	}
+	return max(0, int64(o.LastLeaderLSN)-int64(l.ReplayLSN))
+}
+
 func roleOf(o observation, leading bool) keyspace.Role {
 	switch {
 	case !o.Local.Initialized:
@@ -275,10 +291,7 @@ func (m *Manager) publish(ctx context.Context, o observation) {
 		m.member = g.ID
 	}
 	l := o.Local
-	lag := int64(-1)
-	if o.LastLeaderLSN > 0 && l.InRecovery {
-		lag = max(0, int64(o.LastLeaderLSN)-int64(max(l.ReplayLSN, l.ReceiveLSN)))
-	}
+	lag := lagBytes(o)
 	rec := keyspace.MemberRecord{
 		Node: m.cfg.Node, Role: roleOf(o, o.Leading), Host: m.cfg.Host, Port: m.cfg.Port,
 		Timeline: l.Timeline, SystemID: strconv.FormatUint(l.SystemID, 10),

@@ -35,6 +35,9 @@ type view struct {
 	ready          bool
 	changed        chan struct{} // signalled (non-blocking) on every change
 	warned         map[string]bool
+	// logIgnored, when set, receives records that do not decode instead
+	// of the log (ClusterStatus reports them).
+	logIgnored func(key string, err error)
 }
 
 func newView(cli *clientv3.Client, layout keyspace.Layout, log *slog.Logger) *view {
@@ -144,6 +147,10 @@ func (v *view) leaderLocked() (*keyspace.LeaderRecord, string) {
 }
 
 func (v *view) warnLocked(key string, err error) {
+	if v.logIgnored != nil {
+		v.logIgnored(key, err)
+		return
+	}
 	if v.warned[key] {
 		return
 	}

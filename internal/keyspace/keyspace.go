@@ -260,19 +260,28 @@ func (r HistoryRecord) Validate() error {
 	return nil
 }
 
-// SwitchoverRecord is a pending planned switchover written by an operator.
+// SwitchoverRecord is a pending planned switchover, or with no From a
+// manual failover, written by an operator.
 type SwitchoverRecord struct {
 	V int `json:"v"`
 	// From is the current leader; the switchover is ignored if it has
-	// changed.
-	From string `json:"from"`
-	// To is the candidate; empty means the best eligible standby.
+	// changed. Empty for a manual failover (no leader).
+	From string `json:"from,omitempty"`
+	// To is the candidate; empty means the best eligible standby. Required
+	// for a manual failover.
 	To string `json:"to,omitempty"`
+	// Force lets a manual failover promote To even when it is not the best
+	// candidate or is outside the synchronous set (acknowledged commits
+	// may be lost).
+	Force bool `json:"force,omitempty"`
 }
 
 // Validate reports the first missing or invalid field.
 func (r SwitchoverRecord) Validate() error {
-	if ValidName(r.From) != nil {
+	if r.From == "" && r.To == "" {
+		return fieldErr("switchover", "to", errors.New("is required when from is empty (manual failover)"))
+	}
+	if r.From != "" && ValidName(r.From) != nil {
 		return fieldErr("switchover", "from", ValidName(r.From))
 	}
 	if r.To != "" && ValidName(r.To) != nil {

@@ -85,7 +85,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"history not increasing", `{"v":1,"entries":[{"timeline":2},{"timeline":2}]}`, "entries[1].timeline", decodeAs[keyspace.HistoryRecord]},
 		{"config bad mode", `{"v":1,"synchronous_mode":"maybe"}`, "synchronous_mode", decodeAs[keyspace.ConfigRecord]},
 		{"initialize empty", `{"v":1}`, "system_id", decodeAs[keyspace.InitializeRecord]},
-		{"switchover no from", `{"v":1,"to":"b"}`, "from", decodeAs[keyspace.SwitchoverRecord]},
+		{"switchover bad from", `{"v":1,"from":"a b","to":"b"}`, "from", decodeAs[keyspace.SwitchoverRecord]},
+		{"failover without target", `{"v":1}`, "to", decodeAs[keyspace.SwitchoverRecord]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.decode([]byte(tc.in))
