@@ -13,7 +13,7 @@ require (
 )
 
 require (
-	github.com/exaring/otelpgx v0.13.0 // indirect
+	github.com/exaring/otelpgx v0.13.0
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )

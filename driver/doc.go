@@ -1,0 +1,134 @@
+// Package driver is a drop-in replacement for pgxpool.Pool that always
+// writes to the cluster's current primary and follows promotions.
+//
+// Quick start:
+//
+//	pool, err := driver.New(ctx, "postgres://app:secret@/app?pgha_cluster=main&pgha_etcd=http://10.0.0.1:2379")
+//	defer pool.Close()
+//	_, err = pool.Exec(ctx, "insert into t values ($1)", 42) // goes to the primary
+//	err = pool.Reader().QueryRow(ctx, "select count(*) from t").Scan(&n)
+//
+// [Pool] has every method of [pgxpool.Pool] with the same signature
+// ([Pool.Exec], [Pool.Query], [Pool.QueryRow], [Pool.SendBatch],
+// [Pool.Begin], [Pool.BeginTx], [Pool.CopyFrom], [Pool.Acquire], ...), so it
+// satisfies the interfaces code already uses, sqlc's DBTX included.
+//
+// # Topology
+//
+// The pool learns who the primary is from one of two sources:
+//
+//   - etcd ([Config.Etcd] or [Config.EtcdEndpoints], plus [Config.Cluster]):
+//     it watches the leader record and the member records that pgha's HA
+//     manager keeps under /pgha/<cluster>/. Changes are pushed, so the pool
+//     switches as soon as a new leader is published.
+//   - a host list ([Config.Hosts], or a multi-host connection string): the
+//     pool probes each host with pg_is_in_recovery() every
+//     [Config.ProbeInterval]; the one writable host is the primary. This
+//     serves clusters run by Patroni, CloudNativePG or by hand.
+//
+// With both, etcd decides; the hosts are probed only until etcd first
+// answers. Either way every node is probed for its role and WAL position
+// (for replica lag), every 25 ms while there is no primary.
+//
+// # Lifecycle
+//
+// [New] or [NewWithConfig] validate the configuration and start the
+// topology watch; like pgxpool they do not wait for a connection. The pool
+// keeps one pgxpool per node, created on first use, with the
+// [Config.PoolConfig] template's settings (sizes apply per node). [Pool.Close]
+// stops the background goroutines and closes every connection; it waits for
+// acquired connections to be released.
+//
+// # Writes and failover
+//
+// Every operation of [Pool] goes to the primary. A new connection used for
+// writes is checked with one query to be out of recovery and not read-only
+// before use. When the primary changes, new operations go to the new one at
+// once, idle connections to the old one are closed, and connections in use
+// are destroyed when released. An operation issued while there is no
+// primary waits up to [Config.FailoverTimeout] for one.
+//
+// # Errors
+//
+// Outside a transaction, an operation that failed before anything was sent
+// (see [SafeToRetry]), or that the node refused because it is read-only, is
+// retried once on the primary. One whose connection broke after it was
+// sent fails with [ErrOutcomeUnknown], unless its context was marked with
+// [WithIdempotent]: then it is retried once. In a transaction, a statement
+// broken by a failover fails with [ErrFailover], and so does the COMMIT of
+// such a transaction; a COMMIT whose connection broke after it was sent
+// fails with [ErrOutcomeUnknown]. No primary within FailoverTimeout is
+// [ErrNoPrimary]. All are returned as an [*Error] that wraps the pgx error:
+// errors.Is matches the sentinel, errors.As finds the *pgconn.PgError.
+// A caller's cancelled or expired context is returned as the caller's error;
+// it never counts against a node.
+//
+// # Reads
+//
+// Reads are opt-in: [Pool.Reader] routes Query, QueryRow, SendBatch and a
+// read-only Begin by [Config.ReadMode] to replicas within
+// [Config.MaxReplicaLag], balanced by [Config.ReadBalance], falling back to
+// the primary in [ReadPreferReplicas] mode. For read-your-writes, take
+// [Pool.CausalToken] after writing and read with [WithCausalToken]: a
+// replica serves the read only once it has replayed past the token.
+//
+// # Concurrency
+//
+// [Pool] and [Reader] are safe for concurrent use. The pool owns one
+// goroutine that probes the nodes (one more per node during a probe round)
+// and, with etcd, two that watch the leader and member records; Close stops
+// and joins them. The query path takes no lock: the primary is an atomic
+// pointer.
+//
+// # Failure behaviour
+//
+//   - Primary dies, a standby is promoted: operations wait (up to
+//     FailoverTimeout) and resume on the new primary; at most the operations
+//     in flight fail, with the typed errors above.
+//   - etcd unreachable from the client: the pool keeps the last known
+//     primary while it accepts writes. Once that primary fences itself (it
+//     stops, or turns read-only), its refusal (SQLSTATE 25006, or recovery
+//     on a new connection) withdraws it and writes wait for a primary.
+//   - Leader or member record that does not parse: logged and treated as
+//     absent; the pool never panics on what it reads from etcd.
+//   - The pool never writes to a standby: a connection used for writes is
+//     to the current leader and reported pg_is_in_recovery() = false and
+//     transaction_read_only = off when it was opened.
+//
+// The pool protects its own writes. A primary that is frozen or cut off
+// cannot fence itself in time for clients that do not follow the leader
+// record (anything but this pool); see the pgha package documentation on
+// watchdogs and synchronous mode.
+//
+// # Connection string
+//
+// Everything [pgxpool.ParseConfig] accepts, plus these keys, removed before
+// the parameters are sent to the server:
+//
+//	pgha_cluster           cluster name (with pgha_etcd)
+//	pgha_etcd              comma-separated etcd endpoints, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379
+//	pgha_root              etcd key root (default /pgha)
+//	pgha_failover_timeout  how long to wait for a primary (default 15s)
+//	pgha_probe_interval    how often to probe nodes (default 1s, at least 10ms)
+//	pgha_probe_timeout     bound on one probe (default 2s)
+//	pgha_read_mode         primary (default), replicas or prefer-replicas
+//	pgha_read_balance      round-robin (default) or least-busy
+//	pgha_max_replica_lag   bytes, e.g. 16MB (default), 65536, or -1 for no limit
+//
+// Without pgha_etcd, the hosts of a multi-host string are the host list:
+//
+//	postgres://app:secret@pg1:5432,pg2:5432,pg3:5432/app?pgha_read_mode=prefer-replicas
+//
+// With pgha_etcd the hosts in the string are ignored: the leader and member
+// records give each node's address. An unknown pgha_ key or a bad value is a
+// *pgconn.ParseConfigError naming the key.
+//
+// # Telemetry
+//
+// With [Config.TracerProvider] set (and no tracer in the template), queries
+// are traced by otelpgx, one span per query, batch and copy. With
+// [Config.MeterProvider] set, the pool reports pgha.driver.operations
+// (by node and role), pgha.driver.failovers,
+// pgha.driver.primary_wait.duration (seconds) and pgha.driver.replica.lag
+// (bytes). Logs go to [Config.Logger].
+package driver

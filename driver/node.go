@@ -1,0 +1,213 @@
+package driver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// wstate is the latest evidence about whether a node accepts writes.
+type wstate int32
+
+const (
+	wUnknown  wstate = iota
+	wWritable        // a probe, a new connection or the leader record said so
+	wReadOnly        // in recovery, read-only, or it refused a write
+)
+
+// probeResult is one probe of a node.
+type probeResult struct {
+	at         time.Time // when the probe was sent (monotonic)
+	err        error
+	inRecovery bool
+	readOnly   bool
+	lsn        uint64 // pg_current_wal_lsn() on a primary, pg_last_wal_replay_lsn() on a replica
+}
+
+func (r *probeResult) writable() bool {
+	return r != nil && r.err == nil && !r.inRecovery && !r.readOnly
+}
+
+// node is one PostgreSQL server of the cluster.
+type node struct {
+	key  string // node name (etcd) or host:port
+	addr string // host:port
+	host string
+	port uint16
+
+	wp atomic.Pointer[pgxpool.Pool] // write pool: used only while the node is the primary
+	rp atomic.Pointer[pgxpool.Pool] // read pool: used while the node is a replica
+
+	ws    atomic.Int32 // wstate
+	probe atomic.Pointer[probeResult]
+	// replay is the highest WAL position this replica is known to have
+	// replayed (from probes and causal checks).
+	replay atomic.Uint64
+	// lag is the replica's replay lag in bytes; -1 unknown.
+	lag atomic.Int64
+	// recordLag is the lag its member record reports; -1 unknown.
+	recordLag atomic.Int64
+
+	// Operations routed here, by role at routing time (metrics).
+	routedPrimary atomic.Int64
+	routedReplica atomic.Int64
+
+	probeConn *pgx.Conn // owned by the prober goroutine
+}
+
+func newNode(key, host string, port uint16) *node {
+	n := &node{key: key, addr: joinHostPort(host, port), host: host, port: port}
+	n.lag.Store(-1)
+	n.recordLag.Store(-1)
+	return n
+}
+
+func (n *node) state() wstate { return wstate(n.ws.Load()) }
+
+// connConfig returns the template's connection config pointed at n, with the
+// template's TLS settings (and sslmode=prefer fallback) for n's host.
+func (n *node) connConfig(tmpl *pgx.ConnConfig) *pgx.ConnConfig {
+	cc := tmpl.Copy()
+	// The TLS attempts the template makes for one host: the main config,
+	// then fallbacks for the same host (sslmode=prefer/allow).
+	type attempt struct{ tls *tls.Config }
+	attempts := []attempt{{cc.TLSConfig}}
+	for _, f := range cc.Fallbacks {
+		if f.Host == cc.Host && f.Port == cc.Port {
+			attempts = append(attempts, attempt{f.TLSConfig})
+		}
+	}
+	// Prefer the exact TLS settings the connection string gave this host.
+	var own []*pgconn.FallbackConfig
+	if cc.Host == n.host && cc.Port == n.port {
+		own = append(own, &pgconn.FallbackConfig{Host: n.host, Port: n.port, TLSConfig: cc.TLSConfig})
+	}
+	for _, f := range cc.Fallbacks {
+		if f.Host == n.host && f.Port == n.port {
+			own = append(own, f)
+		}
+	}
+	if len(own) == 0 {
+		for _, a := range attempts {
+			t := a.tls
+			if t != nil {
+				t = t.Clone()
+				if !t.InsecureSkipVerify || t.ServerName != "" {
+					t.ServerName = n.host
+				}
+			}
+			own = append(own, &pgconn.FallbackConfig{Host: n.host, Port: n.port, TLSConfig: t})
+		}
+	}
+	cc.Host, cc.Port, cc.TLSConfig = own[0].Host, own[0].Port, own[0].TLSConfig
+	cc.Fallbacks = own[1:]
+	// Our own checks replace target_session_attrs.
+	cc.ValidateConnect = nil
+	return cc
+}
+
+// errReadOnlyConn: a new write connection found the server in recovery or
+// read-only. Nothing was sent.
+var errReadOnlyConn = errors.New("driver: server is read-only or in recovery")
+
+// writePool returns n's write pool, creating it. Called under p.mu.
+func (p *Pool) writePool(n *node) *pgxpool.Pool {
+	if wp := n.wp.Load(); wp != nil {
+		return wp
+	}
+	pc := p.cfg.PoolConfig.Copy()
+	pc.ConnConfig = n.connConfig(pc.ConnConfig)
+	userAfterConnect := pc.AfterConnect
+	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		var ro bool
+		// One round trip: a write connection must be to a server out of
+		// recovery whose sessions are not read-only (a fenced primary).
+		err := c.QueryRow(ctx, "select pg_is_in_recovery() or current_setting('transaction_read_only')::bool",
+			pgx.QueryExecModeSimpleProtocol).Scan(&ro)
+		if err != nil {
+			return err
+		}
+		if ro {
+			return errReadOnlyConn
+		}
+		if userAfterConnect != nil {
+			return userAfterConnect(ctx, c)
+		}
+		return nil
+	}
+	userPrepare := pc.PrepareConn
+	if userPrepare == nil && pc.BeforeAcquire != nil {
+		ba := pc.BeforeAcquire
+		userPrepare = func(ctx context.Context, c *pgx.Conn) (bool, error) { return ba(ctx, c), nil }
+	}
+	pc.BeforeAcquire = nil
+	pc.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
+		if p.primary.Load() != n {
+			return false, errNotPrimary
+		}
+		if userPrepare != nil {
+			return userPrepare(ctx, c)
+		}
+		return true, nil
+	}
+	userRelease := pc.AfterRelease
+	pc.AfterRelease = func(c *pgx.Conn) bool {
+		if p.primary.Load() != n {
+			return false
+		}
+		if userRelease != nil {
+			return userRelease(c)
+		}
+		return true
+	}
+	wp, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil { // pgxpool fails only on invalid pool sizes, checked by Validate
+		p.log.Error("create write pool", "node", n.key, "err", err)
+		return nil
+	}
+	n.wp.Store(wp)
+	return wp
+}
+
+// readPool returns n's read pool, creating it. Safe for concurrent use.
+func (p *Pool) readPool(n *node) *pgxpool.Pool {
+	if rp := n.rp.Load(); rp != nil {
+		return rp
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rp := n.rp.Load(); rp != nil {
+		return rp
+	}
+	if p.closed {
+		return nil
+	}
+	pc := p.cfg.PoolConfig.Copy()
+	pc.ConnConfig = n.connConfig(pc.ConnConfig)
+	rp, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		p.log.Error("create read pool", "node", n.key, "err", err)
+		return nil
+	}
+	n.rp.Store(rp)
+	return rp
+}
+
+// closePools closes n's pools. It blocks until their connections are
+// released, like [pgxpool.Pool.Close].
+func (n *node) closePools() {
+	var wg sync.WaitGroup
+	for _, pp := range []*pgxpool.Pool{n.wp.Load(), n.rp.Load()} {
+		if pp != nil {
+			wg.Go(pp.Close)
+		}
+	}
+	wg.Wait()
+}

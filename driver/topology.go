@@ -1,0 +1,163 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// fastProbeInterval is how often nodes are probed while there is no
+// writable primary or an operation waits for one.
+const fastProbeInterval = 25 * time.Millisecond
+
+// probeLoop probes the known nodes every ProbeInterval (every 25 ms while
+// there is no primary or someone waits), until the pool closes. It owns the
+// nodes' probe connections.
+func (p *Pool) probeLoop() {
+	var probed []*node
+	defer func() {
+		for _, n := range probed {
+			if n.probeConn != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				n.probeConn.Close(ctx)
+				cancel()
+				n.probeConn = nil
+			}
+		}
+	}()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-timer.C:
+		case <-p.kick:
+		}
+		p.mu.Lock()
+		nodes := p.candidatesLocked()
+		p.mu.Unlock()
+		for _, n := range nodes {
+			if !containsNode(probed, n) {
+				probed = append(probed, n)
+			}
+		}
+		// Close the probe connections of nodes that left the topology.
+		kept := probed[:0]
+		for _, n := range probed {
+			if containsNode(nodes, n) {
+				kept = append(kept, n)
+			} else if n.probeConn != nil {
+				n.probeConn.Close(context.Background())
+				n.probeConn = nil
+			}
+		}
+		probed = kept
+		p.probeRound(nodes)
+		d := p.cfg.ProbeInterval
+		if p.primary.Load() == nil || p.waiters.Load() > 0 {
+			d = min(d, fastProbeInterval)
+		}
+		timer.Reset(d)
+	}
+}
+
+func containsNode(ns []*node, n *node) bool {
+	for _, m := range ns {
+		if m == n {
+			return true
+		}
+	}
+	return false
+}
+
+// probeRound probes nodes concurrently and applies the results.
+func (p *Pool) probeRound(nodes []*node) {
+	var wg sync.WaitGroup
+	results := make([]*probeResult, len(nodes))
+	for i, n := range nodes {
+		wg.Go(func() { results[i] = p.probeNode(n) })
+	}
+	wg.Wait()
+	if p.ctx.Err() != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var primaryLSN uint64
+	for i, n := range nodes {
+		r := results[i]
+		n.probe.Store(r)
+		switch {
+		case r.writable():
+			n.ws.Store(int32(wWritable))
+			primaryLSN = max(primaryLSN, r.lsn)
+		case r.err == nil:
+			n.ws.Store(int32(wReadOnly))
+			if r.inRecovery && r.lsn > n.replay.Load() {
+				n.replay.Store(r.lsn)
+			}
+		case !p.etcdMode || !p.etcdAnswered:
+			// Host mode: a node that cannot be reached is not a primary.
+			// In etcd mode the leader record decides, not a failed probe.
+			n.ws.Store(int32(wUnknown))
+			p.lastErr = r.err
+		}
+	}
+	for i, n := range nodes {
+		r := results[i]
+		if r.err != nil || !r.inRecovery {
+			n.lag.Store(-1)
+			continue
+		}
+		if primaryLSN == 0 {
+			n.lag.Store(n.recordLag.Load())
+			continue
+		}
+		lag := int64(0)
+		if primaryLSN > r.lsn {
+			lag = int64(primaryLSN - r.lsn)
+		}
+		n.lag.Store(lag)
+	}
+	p.publishLocked("probe")
+}
+
+const probeSQL = `select pg_is_in_recovery(), current_setting('transaction_read_only')::bool,
+ coalesce((case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end - '0/0'::pg_lsn)::int8, 0)`
+
+// probeNode checks n's role and WAL position on its probe connection,
+// connecting first if needed. Called by the prober goroutine only.
+func (p *Pool) probeNode(n *node) *probeResult {
+	r := &probeResult{at: time.Now()}
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ProbeTimeout)
+	defer cancel()
+	if n.probeConn == nil || n.probeConn.IsClosed() {
+		cc := n.connConfig(p.cfg.PoolConfig.ConnConfig)
+		cc.Tracer = nil
+		c, err := pgx.ConnectConfig(ctx, cc)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		n.probeConn = c
+	}
+	var lsn int64
+	err := n.probeConn.QueryRow(ctx, probeSQL, pgx.QueryExecModeSimpleProtocol).Scan(&r.inRecovery, &r.readOnly, &lsn)
+	if err != nil {
+		r.err = err
+		cctx, ccancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		n.probeConn.Close(cctx)
+		ccancel()
+		n.probeConn = nil
+		if errors.Is(err, context.DeadlineExceeded) {
+			r.err = errors.New("probe timed out after " + p.cfg.ProbeTimeout.String())
+		}
+		return r
+	}
+	r.lsn = uint64(lsn)
+	return r
+}

@@ -1,0 +1,181 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pgha/pgha/election"
+	"github.com/pgha/pgha/internal/keyspace"
+)
+
+// startEtcd starts the goroutines that follow the leader record and the
+// member records.
+func (p *Pool) startEtcd(cli *clientv3.Client) error {
+	el, err := election.New(election.Config{Client: cli, Prefix: p.layout.Leader(), Logger: p.log})
+	if err != nil {
+		return fmt.Errorf("driver: watch leader: %w", err)
+	}
+	leaders := el.Observe(p.ctx)
+	p.wg.Go(func() {
+		for l := range leaders {
+			p.applyLeader(l)
+		}
+	})
+	p.wg.Go(func() { p.watchMembers(cli) })
+	return nil
+}
+
+// nodeLocked returns the node called name at host:port, replacing a node
+// of that name whose address changed. Called under p.mu.
+func (p *Pool) nodeLocked(name, host string, port int) *node {
+	addr := joinHostPort(host, uint16(port))
+	if n := p.nodes[name]; n != nil {
+		if n.addr == addr {
+			return n
+		}
+		p.log.Info("node address changed", "node", name, "from", n.addr, "to", addr)
+		p.dropNodeLocked(n)
+	}
+	n := newNode(name, host, uint16(port))
+	p.nodes[name] = n
+	return n
+}
+
+// dropNodeLocked removes n and closes its pools in the background (closing
+// waits for acquired connections). Called under p.mu.
+func (p *Pool) dropNodeLocked(n *node) {
+	delete(p.nodes, n.key)
+	if p.primary.Load() == n {
+		p.primary.Store(nil)
+	}
+	p.wg.Go(n.closePools)
+}
+
+// applyLeader applies a leader observation.
+func (p *Pool) applyLeader(l election.Leader) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.etcdAnswered = true
+	if l.IsZero() {
+		p.leader = ""
+		p.lastErr = errors.New("no leader in etcd")
+		p.publishLocked("no leader record")
+		return
+	}
+	rec, err := keyspace.Decode[keyspace.LeaderRecord](l.Value)
+	if err != nil {
+		// A record that does not parse is treated as absent.
+		p.log.Error("leader record does not parse: treating as no leader", "key", l.Key, "err", err)
+		p.leader = ""
+		p.lastErr = fmt.Errorf("leader record %s: %w", l.Key, err)
+		p.publishLocked("leader record does not parse")
+		return
+	}
+	n := p.nodeLocked(rec.Node, rec.Host, rec.Port)
+	changed := p.leader != rec.Node
+	p.leader = rec.Node
+	switch {
+	case rec.Writable:
+		n.ws.Store(int32(wWritable))
+	case changed:
+		// A new leader that is not yet promoted: the probes will see when it
+		// is writable, before the manager updates its record.
+		n.ws.Store(int32(wUnknown))
+		p.lastErr = fmt.Errorf("leader %s is not writable yet", rec.Node)
+	}
+	p.publishLocked("leader record")
+	p.kickProber()
+}
+
+// watchMembers follows the member records until the pool closes.
+func (p *Pool) watchMembers(cli *clientv3.Client) {
+	pfx := p.layout.Members()
+	delay := 50 * time.Millisecond
+	for p.ctx.Err() == nil {
+		resp, err := cli.Get(p.ctx, pfx, clientv3.WithPrefix())
+		if err != nil {
+			if !sleepCtx(p.ctx, delay) {
+				return
+			}
+			delay = min(2*delay, 2*time.Second)
+			continue
+		}
+		delay = 50 * time.Millisecond
+		recs := map[string][]byte{}
+		for _, kv := range resp.Kvs {
+			recs[string(kv.Key)] = kv.Value
+		}
+		p.applyMembers(recs)
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(p.ctx))
+		wch := cli.Watch(wctx, pfx, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		for wr := range wch {
+			if wr.Err() != nil || wr.Canceled {
+				break
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					delete(recs, string(ev.Kv.Key))
+				} else {
+					recs[string(ev.Kv.Key)] = ev.Kv.Value
+				}
+			}
+			p.applyMembers(recs)
+		}
+		cancel()
+	}
+}
+
+// applyMembers replaces the member records with recs (key → value).
+func (p *Pool) applyMembers(recs map[string][]byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	members := map[string]keyspace.MemberRecord{}
+	for k, v := range recs {
+		name := p.layout.MemberName(k)
+		if name == "" {
+			continue
+		}
+		m, err := keyspace.Decode[keyspace.MemberRecord](v)
+		if err != nil || m.Node != name {
+			if err == nil {
+				err = fmt.Errorf("record names node %q", m.Node)
+			}
+			p.log.Warn("member record does not parse: ignoring it", "key", k, "err", err)
+			continue
+		}
+		members[name] = m
+	}
+	p.members = members
+	for name, m := range members {
+		n := p.nodeLocked(name, m.Host, m.Port)
+		n.recordLag.Store(m.LagBytes)
+	}
+	// Drop nodes that are neither members nor the leader.
+	for name, n := range p.nodes {
+		if _, ok := members[name]; !ok && name != p.leader {
+			p.dropNodeLocked(n)
+		}
+	}
+	p.publishLocked("member records")
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,139 @@
+package driver
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// tx is a transaction on the primary. It maps failover errors: a
+// statement broken by a failover fails with ErrFailover, a COMMIT whose
+// outcome cannot be known with ErrOutcomeUnknown.
+type tx struct {
+	p      *Pool
+	n      *node
+	t      pgx.Tx
+	nested bool // a savepoint: its "commit" is RELEASE, not a real commit
+	// broken is the failover error that broke the transaction, if any.
+	broken error
+}
+
+// stmtErr maps a statement's error.
+func (t *tx) stmtErr(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch classify(ctx, err) {
+	case classReadOnly:
+		t.p.markReadOnly(t.n, err)
+	case classConn:
+		t.p.connFailed(t.n, err)
+	case classUnsent:
+		if c := t.t.Conn(); c != nil && !c.IsClosed() {
+			return err // e.g. a busy connection: not a failover
+		}
+		t.p.connFailed(t.n, err)
+	default:
+		return err
+	}
+	e := &Error{Kind: ErrFailover, Op: op, Node: t.n.key, Err: err}
+	t.broken = e
+	return e
+}
+
+func (t *tx) Begin(ctx context.Context) (pgx.Tx, error) {
+	nt, err := t.t.Begin(ctx)
+	if err != nil {
+		return nil, t.stmtErr(ctx, "savepoint", err)
+	}
+	return &tx{p: t.p, n: t.n, t: nt, nested: true}, nil
+}
+
+func (t *tx) Commit(ctx context.Context) error {
+	err := t.t.Commit(ctx)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrTxClosed) || errors.Is(err, pgx.ErrTxCommitRollback) {
+		if t.broken != nil {
+			return &Error{Kind: ErrFailover, Op: "commit", Node: t.n.key, Err: err}
+		}
+		return err
+	}
+	c := classify(ctx, err)
+	switch {
+	case c == classCaller || c == classOther:
+		return err
+	case t.nested || c == classUnsent || c == classReadOnly || t.broken != nil:
+		// The COMMIT was not sent, or the transaction was already lost:
+		// nothing was committed.
+		if c == classReadOnly {
+			t.p.markReadOnly(t.n, err)
+		} else {
+			t.p.connFailed(t.n, err)
+		}
+		return &Error{Kind: ErrFailover, Op: "commit", Node: t.n.key, Err: err}
+	}
+	t.p.connFailed(t.n, err)
+	return &Error{Kind: ErrOutcomeUnknown, Op: "commit", Node: t.n.key, Err: err}
+}
+
+func (t *tx) Rollback(ctx context.Context) error {
+	err := t.t.Rollback(ctx)
+	if err != nil && !errors.Is(err, pgx.ErrTxClosed) && t.broken != nil {
+		// Rolling back a transaction that a failover broke: it is gone anyway.
+		return &Error{Kind: ErrFailover, Op: "rollback", Node: t.n.key, Err: err}
+	}
+	return err
+}
+
+func (t *tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	n, err := t.t.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	return n, t.stmtErr(ctx, "copy", err)
+}
+
+func (t *tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return t.t.SendBatch(ctx, b)
+}
+
+func (t *tx) LargeObjects() pgx.LargeObjects { return t.t.LargeObjects() }
+
+func (t *tx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	sd, err := t.t.Prepare(ctx, name, sql)
+	return sd, t.stmtErr(ctx, "prepare", err)
+}
+
+func (t *tx) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.CommandTag, error) {
+	tag, err := t.t.Exec(ctx, sql, arguments...)
+	return tag, t.stmtErr(ctx, "exec", err)
+}
+
+func (t *tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := t.t.Query(ctx, sql, args...)
+	if err != nil {
+		err = t.stmtErr(ctx, "query", err)
+	}
+	return rows, err
+}
+
+func (t *tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return txRow{t: t, ctx: ctx, r: t.t.QueryRow(ctx, sql, args...)}
+}
+
+func (t *tx) Conn() *pgx.Conn { return t.t.Conn() }
+
+type txRow struct {
+	t   *tx
+	ctx context.Context
+	r   pgx.Row
+}
+
+func (r txRow) Scan(dest ...any) error {
+	err := r.r.Scan(dest...)
+	if err == nil || errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	return r.t.stmtErr(r.ctx, "query row", err)
+}
