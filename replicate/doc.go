@@ -34,7 +34,7 @@
 //   - [Instance.Promote]: standby to primary; returns the new timeline once
 //     the server accepts writes.
 //   - [Instance.Fence]: a primary stops accepting writes now: fast shutdown,
-//     then immediate, then SIGKILL of its process group, each bounded by
+//     then immediate, then SIGKILL of all its processes, each bounded by
 //     Config.FenceTimeout. Never a smart shutdown.
 //   - [Instance.Follow]: a running standby streams from another [Source]
 //     after a reload (no restart); a stopped server is configured as a
@@ -98,6 +98,6 @@
 //     when the check fails before pg_rewind runs, and pg_rewind leaves it
 //     usable for a new Clone (with Config.ReplaceDataDir).
 //   - Fence is bounded: at most about 2×FenceTimeout plus the time to reap
-//     the process group after SIGKILL. A fenced primary's open transactions
+//     the processes after SIGKILL. A fenced primary's open transactions
 //     never commit; a commit in flight at the instant of the fence may.
 package replicate

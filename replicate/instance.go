@@ -583,11 +583,11 @@ func (i *Instance) Restart(ctx context.Context, mode StopMode) error {
 // lost its lease. It does not wait for other operations. It sends a fast
 // shutdown (open transactions are rolled back and their clients
 // disconnected, so nothing more commits), waits up to Config.FenceTimeout,
-// then an immediate shutdown, waits up to FenceTimeout again, and then kills
-// the postmaster's whole process group with SIGKILL. It returns once the
-// postmaster has exited; a Start racing with it fails with [ErrFenced]. It
-// is a no-op when the server is not running. If ctx ends before the
-// postmaster is gone, Fence kills the process group and returns a
+// then an immediate shutdown, waits up to FenceTimeout again, and then
+// sends SIGKILL to the postmaster's children and the postmaster. It returns
+// once the postmaster has exited; a Start racing with it fails with
+// [ErrFenced]. It is a no-op when the server is not running. If ctx ends
+// before the postmaster is gone, Fence kills them at once and returns a
 // [*ServerError] wrapping ctx.Err().
 func (i *Instance) Fence(ctx context.Context) (err error) {
 	ctx, span := i.tracer.Start(ctx, "replicate.Fence")
@@ -615,12 +615,12 @@ func (i *Instance) Fence(ctx context.Context) (err error) {
 			return nil
 		case <-ctx.Done():
 			t.Stop()
-			i.killGroup(p)
+			i.killAll(ctx, p)
 			return &ServerError{Op: "fence", Err: ctx.Err(), LogTail: i.logTail()}
 		case <-t.C:
 		}
 	}
-	i.killGroup(p)
+	i.killAll(ctx, p)
 	select {
 	case <-p.done:
 		i.log.Warn("fenced with SIGKILL", "took", time.Since(start))
@@ -630,14 +630,54 @@ func (i *Instance) Fence(ctx context.Context) (err error) {
 	}
 }
 
-// killGroup sends SIGKILL to the postmaster's process group (its backends
-// included), or to the postmaster alone if it leads no group.
-func (i *Instance) killGroup(p *process) {
-	if pgid, err := syscall.Getpgid(p.pid); err == nil && pgid == p.pid {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		return
+// killAll sends SIGKILL to the postmaster's children (backends, WAL
+// senders, checkpointer: each leads its own session, so no process group
+// holds them all), gives the postmaster, which is in immediate shutdown and
+// reaps them, a moment to exit on its own, then kills it too. Killing the
+// children first leaves no orphan for a PID 1 that does not reap.
+func (i *Instance) killAll(ctx context.Context, p *process) {
+	kids := childPIDs(p.pid)
+	for _, k := range kids {
+		syscall.Kill(k, syscall.SIGKILL)
+	}
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	case <-t.C:
 	}
 	i.signal(p, syscall.SIGKILL)
+	i.log.Warn("fence: killed the postmaster and its children", "pid", p.pid, "children", len(kids))
+}
+
+// childPIDs returns the PIDs of the live children of pid, from /proc.
+func childPIDs(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var kids []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		j := strings.LastIndexByte(s, ')')
+		if j < 0 {
+			continue
+		}
+		f := strings.Fields(s[j+1:]) // state, ppid, ...
+		if len(f) >= 2 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
+			kids = append(kids, n)
+		}
+	}
+	return kids
 }
 
 // Connect opens a connection to the local server as the superuser over the

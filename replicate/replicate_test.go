@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -524,4 +525,48 @@ func TestFollowRepoint(t *testing.T) {
 	}
 	mustExec(t, ctx, p, "INSERT INTO t VALUES ('3')")
 	waitRows(t, ctx, s2, "t", "1", "2", "3")
+}
+
+// TestFenceEscalates: when a fast shutdown cannot finish (the checkpointer
+// is frozen with SIGSTOP, so no shutdown checkpoint is written), Fence
+// escalates to an immediate shutdown and then SIGKILL of the whole process
+// group, within its bound, and leaves no process behind.
+func TestFenceEscalates(t *testing.T) {
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	const bound = 200 * time.Millisecond
+	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "frozen", Configure: func(c *replicate.Config) { c.FenceTimeout = bound }})
+	mustExec(t, ctx, p, "CREATE TABLE t (v text)")
+	ckpt, err := testutil.PostgresQueryInt(ctx, p, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kids := testutil.PostgresChildren(p.PID())
+	if len(kids) < 3 {
+		t.Fatalf("postmaster %d has children %v, want at least 3", p.PID(), kids)
+	}
+	if err := syscall.Kill(int(ckpt), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.Fence(ctx); err != nil {
+		t.Fatalf("Fence: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("Fence with a frozen checkpointer took %v", took)
+	if took < bound {
+		t.Fatalf("Fence took %v: the fast shutdown cannot have finished with a frozen checkpointer", took)
+	}
+	// None of the server's processes survives.
+	testutil.Eventually(t, 10*time.Second, "the server's processes are gone", func() error {
+		for _, k := range kids {
+			if testutil.ProcessAlive(k) {
+				return fmt.Errorf("process %d (child of the postmaster) is alive", k)
+			}
+		}
+		return nil
+	})
+	if err := p.Start(ctx); err != nil {
+		t.Fatalf("Start after an escalated Fence: %v", err)
+	}
+	mustExec(t, ctx, p, "INSERT INTO t VALUES ('after')")
 }

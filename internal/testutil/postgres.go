@@ -321,3 +321,34 @@ func postgresProcesses(dir string, ppid int) ([]string, error) {
 	}
 	return out, nil
 }
+
+// PostgresChildren returns the PIDs of the live children of a postmaster.
+func PostgresChildren(postmaster int) []int {
+	var kids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		j := strings.LastIndexByte(string(b), ')')
+		if f := strings.Fields(string(b[j+1:])); len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(postmaster) {
+			kids = append(kids, n)
+		}
+	}
+	return kids
+}
+
+// ProcessAlive reports whether pid is a live process (not a zombie).
+func ProcessAlive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	j := strings.LastIndexByte(string(b), ')')
+	return j >= 0 && j+2 < len(b) && b[j+2] != 'Z' && b[j+2] != 'X'
+}
