@@ -23,6 +23,9 @@ func TestConfigValidate(t *testing.T) {
 	if err := base().Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
+	if err := replicate.LocalConfig("n1", "/tmp/pgha/n1", 5555).Validate(); err != nil {
+		t.Fatalf("LocalConfig: %v", err)
+	}
 	tests := []struct {
 		edit func(*replicate.Config)
 		want string

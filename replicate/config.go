@@ -143,6 +143,24 @@ func DefaultConfig() Config {
 	return c
 }
 
+// LocalConfig returns a Config for a node of a cluster that runs entirely on
+// this machine (the demo, tests): listening on 127.0.0.1:port only, sockets
+// in DataDir's parent directory, fixed well-known passwords (LocalPassword
+// for both roles) and every other field at its default. Never use it for a
+// server reachable from other machines.
+func LocalConfig(name, dataDir string, port int) Config {
+	c := DefaultConfig()
+	c.Name, c.DataDir, c.Port = name, dataDir, port
+	c.ListenAddresses = "127.0.0.1"
+	c.SuperuserPassword, c.ReplicationPassword = LocalPassword, LocalPassword
+	c.SocketDir = filepath.Dir(filepath.Clean(dataDir))
+	c.LogFile = filepath.Clean(dataDir) + ".log"
+	return c
+}
+
+// LocalPassword is the password [LocalConfig] gives both roles.
+const LocalPassword = "pgha-local"
+
 func (c *Config) setDefaults() {
 	if c.ListenAddresses == "" {
 		c.ListenAddresses = DefaultListenAddresses
