@@ -158,7 +158,15 @@ func (e *Elector) campaign(ctx context.Context, value []byte) (*Term, error) {
 		ttl = ka.TTL
 	}
 	t := newTerm(e, g.ID, sent.Add(time.Duration(ttl)*time.Second-e.margin))
+	// Every call below must also stop when the candidate's own term ends
+	// (its lease expired while it waited): a linearizable read without a
+	// quorum blocks until its context ends.
+	ctx, cancel := t.bind(ctx)
+	defer cancel()
 	fail := func(what string, err error) (*Term, error) {
+		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
+			err = cause
+		}
 		err = fmt.Errorf("election: campaign %s: %s: %w", e.pfx, what, err)
 		t.abort(err)
 		return nil, err

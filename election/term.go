@@ -238,6 +238,25 @@ func (t *Term) doRelease() {
 	}
 }
 
+// bind returns a context that is also cancelled, with the term's error as
+// its cause, when the term ends.
+func (t *Term) bind(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-t.done:
+			cancel(t.Err())
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		cancel(context.Canceled)
+		<-done
+	}
+}
+
 // pause waits d, and returns an error if ctx is done or the term ended.
 func (t *Term) pause(ctx context.Context, d time.Duration) error {
 	timer := time.NewTimer(d)
