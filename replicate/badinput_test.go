@@ -183,6 +183,30 @@ func TestBadInputs(t *testing.T) {
 		}
 	})
 
+	t.Run("bad-parameter", func(t *testing.T) {
+		cfg := testutil.PostgresConfig(t, "badparam")
+		good, err := replicate.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := good.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Parameters = map[string]string{"shared_buffers": "lots"}
+		inst, err := replicate.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.StopPostgresAtCleanup(t, inst)
+		err = inst.Start(ctx)
+		t.Logf("Start error: %v", err)
+		var se *replicate.ServerError
+		var ee *replicate.ExitError
+		if !errors.As(err, &se) || !errors.As(err, &ee) || !strings.Contains(se.LogTail, "shared_buffers") || strings.Count(err.Error(), "shared_buffers") != 1 {
+			t.Fatalf("Start with a bad setting = %v; want a *ServerError wrapping an *ExitError, with the log line naming shared_buffers once", err)
+		}
+	})
+
 	t.Run("wrong-password", func(t *testing.T) {
 		const bad = "not-the-password-42"
 		cfg := p.Config()

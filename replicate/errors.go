@@ -142,7 +142,7 @@ type ServerError struct {
 // Error returns the operation and its error, followed by the server log's
 // tail.
 func (e *ServerError) Error() string {
-	s := fmt.Sprintf("replicate: %s: %v", e.Op, e.Err)
+	s := fmt.Sprintf("replicate: %s: %s", e.Op, strings.TrimPrefix(fmt.Sprint(e.Err), "replicate: "))
 	if e.LogTail != "" {
 		s += "\nserver log:\n" + e.LogTail
 	}

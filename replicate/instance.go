@@ -495,7 +495,14 @@ func (i *Instance) waitReady(ctx context.Context, p *process, op string) error {
 		}
 		select {
 		case <-p.done:
-			return &ServerError{Op: op, Err: p.err, LogTail: i.logTail()}
+			err := p.err
+			var ee *ExitError
+			if errors.As(err, &ee) {
+				c := *ee
+				c.LogTail = "" // the ServerError carries it
+				err = &c
+			}
+			return &ServerError{Op: op, Err: err, LogTail: i.logTail()}
 		case <-ctx.Done():
 			return &ServerError{Op: op, Err: fmt.Errorf("server not ready: %w", ctx.Err()), LogTail: i.logTail()}
 		case <-t.C:
