@@ -38,6 +38,8 @@ type sharedEnv struct {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// Examples log to slog.Default: keep their output quiet.
+	slog.SetDefault(discardLogger)
 	if _, err := testutil.FindPostgresBinDir(); err != nil {
 		if os.Getenv("CI") == "true" {
 			fmt.Fprintln(os.Stderr, "driver tests: PostgreSQL is required under CI=true:", err)

@@ -1,0 +1,102 @@
+package driver_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/pgha/pgha/driver"
+)
+
+// exampleEtcdConnString is the connection string of the Examples' cluster
+// "ex" in etcd mode, e.g.
+//
+//	postgres://postgres:secret@127.0.0.1/postgres?pgha_cluster=ex&pgha_etcd=http://127.0.0.1:2379
+func exampleEtcdConnString() string {
+	return connString("pgha_cluster=ex&pgha_etcd=" + shared.etcd.Endpoints()[0])
+}
+
+// exampleHostsConnString lists the cluster's two servers, e.g.
+//
+//	postgres://postgres:secret@127.0.0.1:5432,127.0.0.1:5433/postgres?pgha_read_mode=prefer-replicas
+func exampleHostsConnString(extra string) string {
+	return connString(extra, shared.primary, shared.standby)
+}
+
+// The drop-in swap: replace pgxpool.New with driver.New. Writes go to the
+// primary named by the leader record in etcd, and follow it when it moves.
+func ExampleNew() {
+	ctx := context.Background()
+	// Was: pool, err := pgxpool.New(ctx, connString)
+	pool, err := driver.New(ctx, exampleEtcdConnString())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	if _, err := pool.Exec(ctx, "create table if not exists accounts(id int primary key, balance int)"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "insert into accounts values (1, 100) on conflict (id) do update set balance = 100"); err != nil {
+		log.Fatal(err)
+	}
+	var balance int
+	if err := pool.QueryRow(ctx, "select balance from accounts where id = $1", 1).Scan(&balance); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("balance:", balance)
+	// Output: balance: 100
+}
+
+// Reads opt in through Reader: with pgha_read_mode=prefer-replicas they go
+// to a replica within pgha_max_replica_lag, else to the primary.
+func ExamplePool_Reader() {
+	ctx := context.Background()
+	pool, err := driver.New(ctx, exampleHostsConnString("pgha_read_mode=prefer-replicas"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil { // waits for the first probe of the hosts
+		log.Fatal(err)
+	}
+
+	var inRecovery bool
+	if err := pool.Reader().QueryRow(ctx, "select pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("read served by a replica:", inRecovery)
+	// Output: read served by a replica: true
+}
+
+// Read-your-writes: take a causal token after writing; a read with the
+// token is served by a replica only once it has replayed the write, and by
+// the primary until then.
+func ExamplePool_CausalToken() {
+	ctx := context.Background()
+	pool, err := driver.New(ctx, exampleHostsConnString("pgha_read_mode=prefer-replicas"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	if _, err := pool.Exec(ctx, "create table if not exists events(msg text)"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "insert into events values ('signed up')"); err != nil {
+		log.Fatal(err)
+	}
+	tok, err := pool.CausalToken(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The token can travel to another process as tok.String().
+	var n int
+	err = pool.Reader().QueryRow(driver.WithCausalToken(ctx, tok),
+		"select count(*) from events where msg = 'signed up'").Scan(&n)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("sees its own write:", n > 0)
+	// Output: sees its own write: true
+}

@@ -1,0 +1,119 @@
+package driver_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgha/pgha/driver"
+	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
+)
+
+// TestGarbageRecords: a leader record that does not parse is treated as no
+// leader (ErrNoPrimary naming the record), garbage member records are
+// ignored, and a valid record brings the pool back; nothing panics.
+func TestGarbageRecords(t *testing.T) {
+	primary := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "gr1"})
+	etcd := testutil.StartEtcd(t, 1)
+	cli := etcd.Client(t)
+	ctx := testutil.Ctx(t, time.Minute)
+	layout, _ := keyspace.NewLayout("", "gr")
+	for k, v := range map[string]string{
+		layout.Member("bad"):   "{not json",
+		layout.Member("gr9"):   `{"v":1,"node":"gr9","role":"replica","host":"127.0.0.1","port":0}`,
+		layout.Member("gr8"):   `{"v":99,"node":"gr8"}`,
+		layout.Member("a/b/c"): `{"v":1}`,
+		layout.Prefix() + "x":  "stray",
+	} {
+		if _, err := cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	term, err := campaignT(ctx, etcd.Endpoints(), "gr", "gr1", primary, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { term.Resign(ctx); term.Close() }()
+	if err := term.Proclaim(ctx, []byte(`{"v":1,"node":"gr1","host":"127.0.0.1","port":"five"}`)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := parse(t, connString("pgha_cluster=gr&pgha_failover_timeout=300ms&pgha_etcd="+etcd.Endpoints()[0]))
+	p := newPool(t, cfg)
+	_, err = p.Exec(ctx, "select 1")
+	if !errors.Is(err, driver.ErrNoPrimary) || !strings.Contains(err.Error(), "leader record") {
+		t.Fatalf("exec with a garbage leader record: %v; want ErrNoPrimary naming the leader record", err)
+	}
+	for _, v := range []string{"", "null", "[]", `{"v":1}`, `{"v":2,"node":"gr1","host":"h","port":1}`} {
+		if err := term.Proclaim(ctx, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Exec(ctx, "select 1"); !errors.Is(err, driver.ErrNoPrimary) {
+			t.Errorf("exec with leader record %q: %v; want ErrNoPrimary", v, err)
+		}
+	}
+	if err := term.Proclaim(ctx, leaderRecord("gr1", primary, true)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "writes once the leader record is valid", func() error {
+		_, err := p.Exec(ctx, "select 1")
+		return err
+	})
+}
+
+// TestCloseLeaksNothing: after Close no connection of the pool (pools,
+// probes, reads) remains on the server. Goroutines are checked by goleak in
+// TestMain.
+func TestCloseLeaksNothing(t *testing.T) {
+	primary, standby := asyncPair(t, "lk")
+	ctx := testutil.Ctx(t, time.Minute)
+	cfg := parse(t, connString("application_name=leakcheck&pgha_read_mode=replicas&pgha_max_replica_lag=-1&pgha_probe_interval=20ms", primary, standby))
+	cfg.Logger = testLogger(t)
+	p, err := driver.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func() (int64, error) {
+		var total int64
+		for _, srv := range []*replicate.Instance{primary, standby} {
+			n, err := testutil.PostgresQueryInt(ctx, srv, "select count(*) from pg_stat_activity where application_name = 'leakcheck'")
+			if err != nil {
+				return 0, err
+			}
+			total += n
+		}
+		return total, nil
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := p.Exec(ctx, "select 1"); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := p.Reader().Query(ctx, "select 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+	}
+	testutil.Eventually(t, 10*time.Second, "read served", func() error {
+		var one int
+		return p.Reader().QueryRow(ctx, "select 1").Scan(&one)
+	})
+	if n, err := count(); err != nil || n == 0 {
+		t.Fatalf("pool connections on the servers before Close: %d (err %v); want some", n, err)
+	}
+	p.Close()
+	p.Close() // idempotent
+	testutil.Eventually(t, 10*time.Second, "no pool connection left after Close", func() error {
+		n, err := count()
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d connections with application_name=leakcheck", n)
+		}
+		return err
+	})
+	if _, err := p.Exec(ctx, "select 1"); !errors.Is(err, driver.ErrClosed) {
+		t.Errorf("Exec after Close: %v; want ErrClosed", err)
+	}
+}
