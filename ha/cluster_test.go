@@ -17,11 +17,17 @@ import (
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // testNode is one node of a test cluster: PostgreSQL, its manager and the
 // manager's own etcd client (through a fault proxy).
 type testNode struct {
+	spans  *tracetest.SpanRecorder
+	reader *sdkmetric.ManualReader
 	name   string
 	inst   *replicate.Instance
 	proxy  *testutil.Proxy
@@ -32,7 +38,7 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	etcd  *testutil.EtcdCluster
 	cli   *clientv3.Client // the test's own client, direct
 	nodes []*testNode
@@ -48,9 +54,11 @@ type clusterOpts struct {
 	ttl      time.Duration
 	syncMode SyncMode
 	maxLag   int64
+	// telemetry gives each manager an SDK tracer and meter provider.
+	telemetry bool
 }
 
-func startCluster(t *testing.T, opts clusterOpts) *testCluster {
+func startCluster(t testing.TB, opts clusterOpts) *testCluster {
 	t.Helper()
 	if opts.n == 0 {
 		opts.n = 3
@@ -81,7 +89,15 @@ func startCluster(t *testing.T, opts clusterOpts) *testCluster {
 func (c *testCluster) startManager(n *testNode) {
 	t := c.t
 	n.cli = testutil.NewEtcdClient(t, n.proxy.URL())
-	mgr, err := New(Config{
+	var tp *sdktrace.TracerProvider
+	var mp *sdkmetric.MeterProvider
+	if c.opts.telemetry {
+		n.spans = tracetest.NewSpanRecorder()
+		tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(n.spans))
+		n.reader = sdkmetric.NewManualReader()
+		mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(n.reader))
+	}
+	cfg := Config{
 		Cluster:          "test",
 		Node:             n.name,
 		Client:           n.cli,
@@ -91,7 +107,11 @@ func (c *testCluster) startManager(n *testNode) {
 		SyncMode:         c.opts.syncMode,
 		MaxLagOnFailover: c.opts.maxLag,
 		Logger:           slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	}
+	if tp != nil {
+		cfg.TracerProvider, cfg.MeterProvider = tp, mp
+	}
+	mgr, err := New(cfg)
 	if err != nil {
 		t.Fatalf("ha.New(%s): %v", n.name, err)
 	}
@@ -351,7 +371,7 @@ func (w *writer) ackedCount() int {
 }
 
 // waitAcked waits until n more writes are acknowledged.
-func (w *writer) waitMore(t *testing.T, n int, timeout time.Duration, what string) {
+func (w *writer) waitMore(t testing.TB, n int, timeout time.Duration, what string) {
 	t.Helper()
 	start := w.ackedCount()
 	testutil.Eventually(t, timeout, what, func() error {
@@ -363,7 +383,7 @@ func (w *writer) waitMore(t *testing.T, n int, timeout time.Duration, what strin
 }
 
 // lost returns acknowledged ids missing on node n.
-func (w *writer) lost(t *testing.T, n *testNode) []int64 {
+func (w *writer) lost(t testing.TB, n *testNode) []int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -394,7 +414,7 @@ func (w *writer) lost(t *testing.T, n *testNode) []int64 {
 	return lost
 }
 
-func kill9(t *testing.T, n *testNode) {
+func kill9(t testing.TB, n *testNode) {
 	t.Helper()
 	pid := n.inst.PID()
 	if pid <= 0 {
@@ -457,8 +477,32 @@ func TestKillPrimaryAsync(t *testing.T) {
 // TestKillPrimarySync: in synchronous mode a crashed primary fails over at
 // once to its synchronous standby; no acknowledged write is lost, and the
 // old primary rejoins as a standby.
+// promotions returns the pgha.ha.promotions sum and the names of the ended
+// spans recorded by n.
+func (n *testNode) telemetry(t testing.TB) (int64, []string) {
+	var rm metricdata.ResourceMetrics
+	if err := n.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var promotions int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "pgha.ha.promotions" {
+				for _, dp := range sum.DataPoints {
+					promotions += dp.Value
+				}
+			}
+		}
+	}
+	var names []string
+	for _, s := range n.spans.Ended() {
+		names = append(names, s.Name())
+	}
+	return promotions, names
+}
+
 func TestKillPrimarySync(t *testing.T) {
-	c := startCluster(t, clusterOpts{syncMode: SyncOn})
+	c := startCluster(t, clusterOpts{syncMode: SyncOn, telemetry: true})
 	c.sample()
 	old := c.waitHealthy(90 * time.Second)
 	w := c.startWriter()
@@ -482,6 +526,9 @@ func TestKillPrimarySync(t *testing.T) {
 	w.stop()
 	if lost := w.lost(t, lead); len(lost) > 0 {
 		t.Fatalf("synchronous mode lost %d acknowledged writes: %v", len(lost), lost)
+	}
+	if p, spans := lead.telemetry(t); p != 1 || !contains(spans, "ha.promote") {
+		t.Fatalf("new leader's telemetry: promotions %d, spans %v; want 1 promotion and a ha.promote span", p, spans)
 	}
 	for _, n := range c.nodes {
 		if lost := w.lost(t, n); n != lead && len(lost) > 0 {

@@ -43,6 +43,7 @@ type Manager struct {
 	el     *election.Elector
 	view   *view
 	log    *slog.Logger
+	tel    *telemetry
 
 	mu     sync.Mutex
 	status Status
@@ -87,7 +88,11 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ha: election: %w", err)
 	}
-	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log,
+	tel, err := newTelemetry(cfg.TracerProvider, cfg.MeterProvider, cfg.Node)
+	if err != nil {
+		return nil, fmt.Errorf("ha: telemetry: %w", err)
+	}
+	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log, tel: tel,
 		view: newView(cfg.Client, layout, log)}
 	m.status.Node = cfg.Node
 	return m, nil
@@ -156,7 +161,20 @@ func (m *Manager) step(ctx context.Context) error {
 		m.log.Info("decision", "action", a.Kind.String(), "reason", a.Reason)
 		m.lastAction = s
 	}
-	err := m.execute(ctx, a, o)
+	started := time.Now()
+	var err error
+	switch a.Kind {
+	case actWait, actLead:
+		err = m.execute(ctx, a, o)
+	default: // a role change: one span each
+		sctx, span := m.span(ctx, a.Kind.String(), o)
+		err = m.execute(sctx, a, o)
+		endSpan(span, err)
+		if a.Kind == actFence {
+			m.tel.fences.Add(ctx, 1)
+		}
+	}
+	m.tel.loop.Record(ctx, time.Since(started).Seconds())
 	if err != nil && ctx.Err() == nil {
 		m.log.Warn("action did not complete", "action", a.Kind.String(), "err", err.Error())
 	}
@@ -174,6 +192,8 @@ func (m *Manager) step(ctx context.Context) error {
 	}
 	m.status.Timeline = o.Local.Timeline
 	m.status.Role = roleOf(o, m.leading())
+	m.tel.role.Store(m.status.Role)
+	m.tel.lag.Store(lagBytes(o))
 	m.hs = handlerStatus{Status: m.status, LagBytes: lagBytes(o), pgRunning: o.Local.Running,
 		streaming: o.Local.Streaming, lastStep: time.Now()}
 	if t := m.currentTerm(); t != nil && t.Err() == nil {
@@ -498,6 +518,7 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.FenceBudget)
 			err := m.inst.Fence(ctx)
 			cancel()
+			m.tel.fences.Add(ctx, 1)
 			m.log.Warn("fenced PostgreSQL: lease not renewed in time", "err", errString(err), "term_err", errString(term.Err()))
 			return
 		}
@@ -611,6 +632,7 @@ func (m *Manager) promote(ctx context.Context, o observation) error {
 	if err := m.appendHistory(ctx, term, keyspace.HistoryEntry{Timeline: tl, SwitchLSN: o.Local.position(), Leader: m.cfg.Node, Reason: "failover", Token: term.Token(), Time: time.Now().UTC()}); err != nil {
 		m.log.Warn("append timeline history", "err", err.Error())
 	}
+	m.tel.promotions.Add(ctx, 1)
 	m.log.Info("promoted", "timeline", tl, "token", term.Token())
 	return m.proclaim(ctx, term, tl, true)
 }
