@@ -570,3 +570,46 @@ func TestFenceEscalates(t *testing.T) {
 	}
 	mustExec(t, ctx, p, "INSERT INTO t VALUES ('after')")
 }
+
+// TestPlannedSwitchover: the primary stops cleanly, the standby replays up
+// to the primary's last record and is promoted, and the old primary
+// follows it without a rewind. Nothing committed is lost.
+func TestPlannedSwitchover(t *testing.T) {
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "swa"})
+	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "swb", CloneFrom: a})
+	mustExec(t, ctx, a, "CREATE TABLE t (v text); INSERT INTO t SELECT 'r' || g FROM generate_series(1, 500) g")
+	if err := a.WaitReplayed(ctx, 1); !errors.Is(err, replicate.ErrNotStandby) {
+		t.Fatalf("WaitReplayed on a primary = %v, want ErrNotStandby", err)
+	}
+	if err := a.Stop(ctx, replicate.Fast); err != nil {
+		t.Fatal(err)
+	}
+	st := mustStatus(t, ctx, a)
+	if st.ClusterState != "shut down" || st.CheckpointLSN == 0 {
+		t.Fatalf("a after a fast stop: %+v", st)
+	}
+	if err := b.WaitReplayed(ctx, st.CheckpointLSN); err != nil {
+		t.Fatalf("b replays a's last record %v: %v", st.CheckpointLSN, err)
+	}
+	if _, err := b.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Follow(ctx, testutil.SourceOf(b, "swa")); err != nil {
+		t.Fatalf("Follow of the cleanly stopped ex-primary: %v", err)
+	}
+	if err := a.WaitStreaming(ctx); err != nil {
+		t.Fatalf("a streaming from b without a rewind: %v", err)
+	}
+	if n, err := testutil.PostgresQueryInt(ctx, b, "SELECT count(*) FROM t"); err != nil || n != 500 {
+		t.Fatalf("b has %d rows (%v), want all 500", n, err)
+	}
+	mustExec(t, ctx, b, "INSERT INTO t VALUES ('on-b')")
+	testutil.Eventually(t, 30*time.Second, "a receives b's writes", func() error {
+		n, err := testutil.PostgresQueryInt(ctx, a, "SELECT count(*) FROM t")
+		if err != nil || n != 501 {
+			return fmt.Errorf("a has %d rows (%v)", n, err)
+		}
+		return nil
+	})
+}

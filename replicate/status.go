@@ -36,7 +36,11 @@ type Status struct {
 	// server is stopped, e.g. "shut down", "shut down in recovery", or "in
 	// production" after a crash. Empty when running.
 	ClusterState string
-	// CheckpointLSN is the latest checkpoint's REDO location, when stopped.
+	// CheckpointLSN is the latest checkpoint record's location, when
+	// stopped. After a clean shutdown ("shut down") it is the last record
+	// the server wrote: a standby whose ReplayLSN has passed it has every
+	// transaction of this server (see [Instance.WaitReplayed]), and this
+	// server can then Follow the standby once promoted, without a rewind.
 	CheckpointLSN LSN
 
 	// WriteLSN is pg_current_wal_lsn() and FlushLSN
@@ -106,7 +110,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		t, _ := strconv.ParseUint(m["Latest checkpoint's TimeLineID"], 10, 32)
 		st.Timeline = uint32(t)
 		st.ClusterState = m["Database cluster state"]
-		st.CheckpointLSN, _ = ParseLSN(m["Latest checkpoint's REDO location"])
+		st.CheckpointLSN, _ = ParseLSN(m["Latest checkpoint location"])
 		return st, nil
 	}
 	st.PID = p.pid
@@ -203,4 +207,38 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		return st, fmt.Errorf("replicate: status %s: %w", i.cfg.Name, perr)
 	}
 	return st, nil
+}
+
+// WaitReplayed waits until this running standby has replayed WAL up to lsn
+// or beyond (pg_last_wal_replay_lsn() >= lsn), e.g. the last LSN of a
+// primary stopped for a switchover, before promoting it. It returns
+// [ErrNotStandby] on a primary, and when ctx ends first a [*ServerError]
+// with the position reached.
+func (i *Instance) WaitReplayed(ctx context.Context, lsn LSN) error {
+	conn, err := i.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for replay of %v: %w", lsn, err)
+	}
+	defer conn.Close(context.Background())
+	var replayed *string
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return fmt.Errorf("replicate: wait for replay of %v: %w", lsn, err)
+	}
+	if !inRecovery {
+		return fmt.Errorf("%w: wait for replay of %v", ErrNotStandby, lsn)
+	}
+	var last LSN
+	err = pollCtx(ctx, func() (bool, error) {
+		if err := conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&replayed); err != nil {
+			return false, err
+		}
+		l, err := parseLSNOrZero(replayed)
+		last = l
+		return err == nil && l >= lsn, err
+	})
+	if err != nil {
+		return &ServerError{Op: fmt.Sprintf("wait for replay of %v (replayed %v)", lsn, last), Err: err, LogTail: i.logTail()}
+	}
+	return nil
 }
