@@ -2,6 +2,7 @@ package replicate_test
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -128,7 +129,7 @@ func TestBadInputs(t *testing.T) {
 		st := mustStatus(t, ctx, p)
 		cfg := p.Config()
 		cfg.SystemID = st.SystemID + 1
-		cfg.Logger = nil
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 		inst, err := replicate.New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -211,7 +212,7 @@ func TestBadInputs(t *testing.T) {
 		const bad = "not-the-password-42"
 		cfg := p.Config()
 		cfg.SuperuserPassword = bad
-		cfg.Logger = nil
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 		inst, err := replicate.New(cfg)
 		if err != nil {
 			t.Fatal(err)
