@@ -38,7 +38,7 @@ func pair(t *testing.T, prefix string) (primary, standby *replicate.Instance) {
 }
 
 // kill sends SIGKILL to inst's postmaster and waits for it to exit.
-func kill(t *testing.T, inst *replicate.Instance) {
+func kill(t testing.TB, inst *replicate.Instance) {
 	t.Helper()
 	pid := inst.PID()
 	if pid == 0 {

@@ -157,16 +157,10 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		}
 		return true, nil
 	}
-	userRelease := pc.AfterRelease
-	pc.AfterRelease = func(c *pgx.Conn) bool {
-		if p.primary.Load() != n {
-			return false
-		}
-		if userRelease != nil {
-			return userRelease(c)
-		}
-		return true
-	}
+	// No AfterRelease hook: pgxpool runs it on a new goroutine per release,
+	// which costs more than the whole query path. Connections in use when
+	// the node stops being the primary are destroyed on release by the
+	// Reset in publishLocked, and PrepareConn refuses any left idle.
 	wp, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil { // pgxpool fails only on invalid pool sizes, checked by Validate
 		p.log.Error("create write pool", "node", n.key, "err", err)

@@ -242,7 +242,7 @@ func (p *Pool) publishLocked(reason string) {
 		p.primary.Store(next)
 		if old != nil {
 			// Idle connections close now; in-use ones are destroyed on
-			// release (AfterRelease sees they are not the primary's).
+			// release; PrepareConn refuses any acquired from now on.
 			if wp := old.wp.Load(); wp != nil {
 				wp.Reset()
 			}
@@ -512,11 +512,11 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 		}
 	}
 	p.tel.routed(n, true)
-	at := time.Now()
 	tag, err := n.wp.Load().Exec(ctx, sql, arguments...)
 	if err == nil {
 		return tag, nil
 	}
+	at := time.Now()
 	retry, err := p.afterErr(ctx, n, "exec", err, false)
 	if !retry {
 		return tag, err
@@ -543,11 +543,11 @@ func (p *Pool) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, er
 		}
 	}
 	p.tel.routed(n, true)
-	at := time.Now()
 	rows, err := n.wp.Load().Query(ctx, sql, args...)
 	if err == nil {
 		return rows, nil
 	}
+	at := time.Now()
 	retry, err := p.afterErr(ctx, n, "query", err, false)
 	if !retry {
 		return errRows{err}, err
@@ -589,11 +589,11 @@ func (r *poolRow) Scan(dest ...any) error {
 		}
 	}
 	p.tel.routed(n, true)
-	at := time.Now()
 	err := n.wp.Load().QueryRow(ctx, r.sql, r.args...).Scan(dest...)
 	if err == nil || errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
+	at := time.Now()
 	retry, err := p.afterErr(ctx, n, "query row", err, false)
 	if !retry {
 		return err
@@ -636,11 +636,11 @@ func (p *Pool) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, er
 		return nil, err
 	}
 	p.tel.routed(n, true)
-	at := time.Now()
 	t, err := n.wp.Load().BeginTx(ctx, txOptions)
 	if err == nil {
 		return &tx{p: p, n: n, t: t}, nil
 	}
+	at := time.Now()
 	// BEGIN has no effect of its own: repeat it after any failover error.
 	if retry, rerr := p.afterErr(ctx, n, "begin", err, true); !retry {
 		return nil, rerr

@@ -1,0 +1,221 @@
+package driver_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgha/pgha/driver"
+	"github.com/pgha/pgha/internal/testutil"
+)
+
+// BenchmarkQuery runs the same statements through pgxpool.Pool and
+// driver.Pool (etcd mode) on the same server, side by side:
+//
+//	simple:   Exec("select 1") with the simple protocol
+//	prepared: QueryRow("select $1::int + 1", i).Scan (cached prepared statement)
+//	tx:       Begin; Exec("select 1"); Commit
+func BenchmarkQuery(b *testing.B) {
+	if shared == nil {
+		b.Skip("no shared cluster")
+	}
+	ctx := context.Background()
+	raw, err := pgxpool.New(ctx, connString("", shared.primary))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	cfg, err := driver.ParseConfig(exampleEtcdConnString())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Logger = discardLogger
+	ours, err := driver.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ours.Close()
+	if err := ours.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := raw.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(b *testing.B, exec func(context.Context, string, ...any) error, row func(context.Context, string, ...any) pgx.Row, begin func(context.Context) (pgx.Tx, error))
+	}{
+		{"simple", func(b *testing.B, exec func(context.Context, string, ...any) error, _ func(context.Context, string, ...any) pgx.Row, _ func(context.Context) (pgx.Tx, error)) {
+			for b.Loop() {
+				if err := exec(ctx, "select 1", pgx.QueryExecModeSimpleProtocol); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}},
+		{"prepared", func(b *testing.B, _ func(context.Context, string, ...any) error, row func(context.Context, string, ...any) pgx.Row, _ func(context.Context) (pgx.Tx, error)) {
+			var n, i int
+			for b.Loop() {
+				i++
+				if err := row(ctx, "select $1::int + 1", i).Scan(&n); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}},
+		{"tx", func(b *testing.B, _ func(context.Context, string, ...any) error, _ func(context.Context, string, ...any) pgx.Row, begin func(context.Context) (pgx.Tx, error)) {
+			for b.Loop() {
+				tx, err := begin(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := tx.Exec(ctx, "select 1"); err != nil {
+					b.Fatal(err)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}},
+	} {
+		b.Run(tc.name+"/pgxpool", func(b *testing.B) {
+			b.ReportAllocs()
+			tc.run(b, func(ctx context.Context, s string, a ...any) error { _, err := raw.Exec(ctx, s, a...); return err }, raw.QueryRow, raw.Begin)
+		})
+		b.Run(tc.name+"/driver", func(b *testing.B) {
+			b.ReportAllocs()
+			tc.run(b, func(ctx context.Context, s string, a ...any) error { _, err := ours.Exec(ctx, s, a...); return err }, ours.QueryRow, ours.Begin)
+		})
+	}
+}
+
+// BenchmarkFailoverWrite measures, on one failover, the time from the
+// promotion of the standby (and, for driver.Pool, the new leader record
+// appearing in etcd right after it) to the first successful write through
+// driver.Pool (etcd mode) and through pgxpool with pgx's multi-host string
+// and target_session_attrs=read-write. Both write in a loop throughout.
+// Each iteration builds a fresh primary/standby pair. Reported: the median
+// over iterations of each, in ms.
+func BenchmarkFailoverWrite(b *testing.B) {
+	if shared == nil {
+		b.Skip("no shared cluster")
+	}
+	var ours, theirs []float64
+	i := 0
+	for b.Loop() {
+		i++
+		d, p := failoverOnce(b, fmt.Sprintf("fb%d", i))
+		ours = append(ours, d)
+		theirs = append(theirs, p)
+	}
+	b.ReportMetric(median(ours), "driver-ms")
+	b.ReportMetric(median(theirs), "pgx-multihost-ms")
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func failoverOnce(b *testing.B, name string) (driverMS, pgxMS float64) {
+	b.StopTimer()
+	defer b.StartTimer()
+	primary := testutil.StartPostgres(b, testutil.PostgresOptions{Name: name + "a"})
+	standby := testutil.StartPostgres(b, testutil.PostgresOptions{Name: name + "b", CloneFrom: primary})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := standby.WaitStreaming(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := testutil.PostgresExec(ctx, primary, "create table f(v int)"); err != nil {
+		b.Fatal(err)
+	}
+	cluster := "c" + name
+	eps := shared.etcd.Endpoints()
+	term1, err := campaignT(ctx, eps, cluster, name+"a", primary, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer term1.Close()
+
+	cfg, err := driver.ParseConfig(connString("pgha_failover_timeout=30s&pgha_cluster=" + cluster + "&pgha_etcd=" + eps[0]))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Logger = discardLogger
+	ours, err := driver.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ours.Close()
+	theirs, err := pgxpool.New(ctx, connString("target_session_attrs=read-write&connect_timeout=1", primary, standby))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer theirs.Close()
+
+	// Writers: each records the time of its first success after armed.
+	var armed atomic.Bool
+	var oursAt, theirsAt atomic.Int64
+	wctx, wcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	write := func(exec func(context.Context, string) error, at *atomic.Int64) {
+		defer wg.Done()
+		for wctx.Err() == nil {
+			octx, ocancel := context.WithTimeout(wctx, 2*time.Second)
+			err := exec(octx, "insert into f values (1)")
+			ocancel()
+			if err == nil && armed.Load() && at.Load() == 0 {
+				at.Store(time.Now().UnixNano())
+			}
+		}
+	}
+	wg.Add(2)
+	go write(func(ctx context.Context, s string) error { _, err := ours.Exec(ctx, s); return err }, &oursAt)
+	go write(func(ctx context.Context, s string) error { _, err := theirs.Exec(ctx, s); return err }, &theirsAt)
+	defer func() { wcancel(); wg.Wait() }()
+	if err := testutil.Poll(10*time.Second, func() error {
+		if err := ours.Ping(ctx); err != nil {
+			return err
+		}
+		return theirs.Ping(ctx)
+	}); err != nil {
+		b.Fatal(err)
+	}
+
+	// Failover: the primary dies with its manager (its term ends), the
+	// standby is promoted, then its leader record appears.
+	kill(b, primary)
+	if err := term1.Resign(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := standby.Promote(ctx); err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	armed.Store(true)
+	term2, err := campaignT(ctx, eps, cluster, name+"b", standby, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { term2.Resign(context.Background()); term2.Close() }()
+	if err := testutil.Poll(30*time.Second, func() error {
+		if oursAt.Load() == 0 || theirsAt.Load() == 0 {
+			return fmt.Errorf("first write after the failover: driver %v, pgx %v", oursAt.Load() != 0, theirsAt.Load() != 0)
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	ms := func(at int64) float64 { return float64(time.Unix(0, at).Sub(t0).Microseconds()) / 1000 }
+	return ms(oursAt.Load()), ms(theirsAt.Load())
+}
