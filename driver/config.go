@@ -213,6 +213,9 @@ func (c *Config) Validate() error {
 	if !createdByParseConfig(c.PoolConfig) {
 		return &ConfigError{"PoolConfig", "(literal)", "was not created by pgxpool.ParseConfig: build it with pgxpool.ParseConfig(connString) and modify the result"}
 	}
+	if pc := c.PoolConfig; pc.MaxConns < 1 || pc.MinConns < 0 || pc.MinConns > pc.MaxConns {
+		return &ConfigError{"PoolConfig.MaxConns/MinConns", fmt.Sprintf("%d/%d", pc.MaxConns, pc.MinConns), "are invalid: MaxConns must be at least 1 and MinConns between 0 and MaxConns"}
+	}
 	if !c.usesEtcd() && len(c.Hosts) == 0 {
 		return &ConfigError{"Hosts", "[]", "is empty and no etcd is set: list the servers (host:port) or set Etcd/EtcdEndpoints and Cluster"}
 	}

@@ -109,6 +109,7 @@ func TestValidate(t *testing.T) {
 		{"PoolConfig", func(c *driver.Config) { c.PoolConfig = nil }},
 		{"PoolConfig", func(c *driver.Config) { c.PoolConfig = &pgxpool.Config{ConnConfig: c.PoolConfig.ConnConfig} }},
 		{"Hosts", func(c *driver.Config) { c.Hosts = nil }},
+		{"PoolConfig.MaxConns/MinConns", func(c *driver.Config) { c.PoolConfig.MaxConns = 0 }},
 		{"Hosts[1]", func(c *driver.Config) { c.Hosts = append(c.Hosts, "nohostport") }},
 		{"Cluster", func(c *driver.Config) { c.EtcdEndpoints = []string{"http://127.0.0.1:1"} }},
 		{"FailoverTimeout", func(c *driver.Config) { c.FailoverTimeout = -time.Second }},

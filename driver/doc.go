@@ -126,7 +126,8 @@
 // # Telemetry
 //
 // With [Config.TracerProvider] set (and no tracer in the template), queries
-// are traced by otelpgx, one span per query, batch and copy. With
+// are traced by otelpgx: one span per query, batch and copy, as a child of
+// the span in the caller's context (none without one). With
 // [Config.MeterProvider] set, the pool reports pgha.driver.operations
 // (by node and role), pgha.driver.failovers,
 // pgha.driver.primary_wait.duration (seconds) and pgha.driver.replica.lag
