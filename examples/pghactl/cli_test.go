@@ -1,0 +1,181 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/internal/testutil"
+)
+
+// TestUsage: bad command lines exit 2 with a message saying what to do,
+// before any etcd is contacted.
+func TestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "a command is required"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"list"}, "--cluster is required"},
+		{[]string{"--cluster", "bad/name", "list"}, "--cluster"},
+		{[]string{"--cluster", "c", "failover"}, "failover needs --to NODE"},
+		{[]string{"--cluster", "c", "list", "--nope"}, "flag provided but not defined"},
+		{[]string{"--cluster", "c", "list", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--cluster", "c", "pause", "--json"}, "--json applies to list and history only"},
+		{[]string{"--cluster", "c", "switchover", "--wait", "0s"}, "--wait"},
+		{[]string{"--cluster", "c", "--etcd", " ", "list"}, "--etcd: no endpoint given"},
+		{[]string{"--cluster", "c", "--etcd-cert-file", "/x.pem", "list"}, "go together"},
+	} {
+		r := pghactl(t, tc.args...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("pghactl %q: %v\nwant exit 2 and %q in stderr", tc.args, r, tc.want)
+		}
+	}
+	if r := pghactl(t, "-h"); r.code != exitOK || !strings.Contains(r.stderr, "Exit codes") {
+		t.Errorf("pghactl -h: %v; want exit 0 and the usage", r)
+	}
+}
+
+// TestEtcdUnreachable: no etcd at the endpoint exits 3 and says what to
+// check.
+func TestEtcdUnreachable(t *testing.T) {
+	addr := testutil.FreeAddr(t) // nothing listens there
+	for _, cmd := range []string{"list", "pause", "switchover"} {
+		r := pghactl(t, "--etcd", "http://"+addr, "--cluster", "c", "--timeout", "500ms", cmd)
+		if r.code != exitUnreachable || !strings.Contains(r.stderr, "check --etcd") {
+			t.Errorf("pghactl %s with no etcd: %v\nwant exit 3 and a hint", cmd, r)
+		}
+	}
+}
+
+// TestCLI runs every command against a real three-node cluster.
+func TestCLI(t *testing.T) {
+	c := startCluster(t, 3)
+	st := c.waitHealthy(90*time.Second, 3)
+	leader := st.Leader.Node
+
+	// list: a table with every member, the leader marked.
+	r := c.ctl(t, exitOK, "list")
+	t.Logf("pghactl list:\n%s", r.stdout)
+	for _, want := range []string{"MEMBER", "ROLE", "STATE", "TL", "LAG", "LEADER", "SYNC", "n1", "n2", "n3", "primary", "replica", "streaming"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("list output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if strings.HasPrefix(line, leader+" ") && !strings.Contains(line, "primary") {
+			t.Errorf("leader %s's line does not say primary: %q", leader, line)
+		}
+	}
+	// list --json: the cluster state, decodable.
+	var got ha.ClusterState
+	r = c.ctl(t, exitOK, "list", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("list --json: %v\n%s", err, r.stdout)
+	}
+	if got.Leader == nil || got.Leader.Node != leader || len(got.Members) != 3 || got.Cluster != testClusterName {
+		t.Fatalf("list --json: leader %+v, %d members, cluster %q; want leader %s, 3 members", got.Leader, len(got.Members), got.Cluster, leader)
+	}
+	// A wrong cluster name is an operation failure that names the fix.
+	r = pghactl(t, "--etcd", c.etcd.Endpoints()[0], "--cluster", "other", "list")
+	if r.code != exitFailed || !strings.Contains(r.stderr, "check --cluster") {
+		t.Errorf("list of an unknown cluster: %v; want exit 1 and a hint", r)
+	}
+
+	// pause and resume.
+	c.ctl(t, exitOK, "pause", "--reason", "maintenance")
+	if r := c.ctl(t, exitOK, "list"); !strings.Contains(r.stdout, "PAUSED") {
+		t.Logf("pghactl list:\n%s", r.stdout)
+		t.Errorf("list after pause does not say PAUSED:\n%s", r.stdout)
+	}
+	if st := c.state(t); !st.Paused {
+		t.Errorf("list --json after pause: paused false")
+	}
+	c.ctl(t, exitOK, "resume")
+	if st := c.state(t); st.Paused {
+		t.Errorf("list --json after resume: paused true")
+	}
+
+	// Refusals, each exit 1 with what to do instead.
+	target := standbyNames(st)[0]
+	other := standbyNames(st)[1]
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"failover", "--to", target}, "pghactl switchover --to " + target},
+		{[]string{"switchover", "--to", "nope"}, `no member "nope"; members: n1, n2, n3`},
+		{[]string{"switchover", "--to", leader}, leader + " already leads"},
+	} {
+		r := c.ctl(t, exitFailed, tc.args...)
+		if !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("pghactl %q: %v\nwant %q in stderr", tc.args, r, tc.want)
+		}
+	}
+
+	// switchover --to a standby: it leads, the old leader follows.
+	r = c.ctl(t, exitOK, "switchover", "--to", target)
+	if !strings.Contains(r.stdout, leader+" → "+target) {
+		t.Errorf("switchover output: %q", r.stdout)
+	}
+	st = c.waitHealthy(60*time.Second, 3)
+	if st.Leader.Node != target {
+		t.Fatalf("leader after switchover to %s: %s", target, st.Leader.Node)
+	}
+
+	// history: the switch to target's timeline.
+	r = c.ctl(t, exitOK, "history")
+	t.Logf("pghactl history:\n%s", r.stdout)
+	if !strings.Contains(r.stdout, "SWITCH LSN") || !strings.Contains(r.stdout, target) {
+		t.Errorf("history lacks the switchover to %s:\n%s", target, r.stdout)
+	}
+	var hist []keyspace.HistoryEntry
+	r = c.ctl(t, exitOK, "history", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &hist); err != nil {
+		t.Fatalf("history --json: %v\n%s", err, r.stdout)
+	}
+	if len(hist) == 0 || hist[len(hist)-1].Leader != target || hist[len(hist)-1].Timeline != st.Leader.Timeline {
+		t.Fatalf("history --json: %+v; want the last entry for %s on timeline %d", hist, target, st.Leader.Timeline)
+	}
+
+	// failover --to with no leader: pause, let the leader leave (nobody
+	// takes over while paused), then promote a chosen standby.
+	c.ctl(t, exitOK, "pause")
+	c.stopManager(c.node(target))
+	testutil.Eventually(t, 30*time.Second, "no leader after the leader left a paused cluster", func() error {
+		if st := c.state(t); st.Leader != nil {
+			return &stateError{"leader " + st.Leader.Node}
+		}
+		return nil
+	})
+	if r := c.ctl(t, exitFailed, "switchover", "--to", other); !strings.Contains(r.stderr, "pghactl failover --to NODE") {
+		t.Errorf("switchover with no leader: %v", r)
+	}
+	r = c.ctl(t, exitOK, "failover", "--to", other)
+	if !strings.Contains(r.stdout, other+" is the leader") {
+		t.Errorf("failover output: %q", r.stdout)
+	}
+	c.ctl(t, exitOK, "resume")
+	if st := c.waitHealthy(60*time.Second, 2); st.Leader.Node != other {
+		t.Fatalf("leader after failover to %s: %s", other, st.Leader.Node)
+	}
+}
+
+type stateError struct{ s string }
+
+func (e *stateError) Error() string { return e.s }
+
+// state is list --json, decoded.
+func (c *testCluster) state(t testing.TB) ha.ClusterState {
+	t.Helper()
+	r := c.ctl(t, exitOK, "list", "--json")
+	var st ha.ClusterState
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("list --json: %v\n%s", err, r.stdout)
+	}
+	return st
+}

@@ -1,0 +1,571 @@
+// Command pghactl is the operator's tool for a pgha cluster: it lists the
+// members, hands leadership over (switchover), promotes a chosen standby
+// when there is no leader (failover), pauses and resumes automatic
+// failover, and prints the timeline history. It talks to etcd only, never
+// to PostgreSQL or to the agents, so it works from any machine that can
+// reach etcd.
+//
+// Usage:
+//
+//	pghactl [global flags] <command> [flags]
+//
+//	list        members with role, state, timeline, lag, leader and sync markers
+//	history     timeline switches, oldest first
+//	switchover  [--to NODE] [--wait 60s]   planned, zero-loss handover
+//	failover    --to NODE [--force] [--wait 60s]   promote NODE when there is no leader
+//	pause       [--reason TEXT]   no automatic failover until resume
+//	resume      end maintenance mode
+//
+// Global flags (accepted before or after the command; each has a PGHA_*
+// environment variable):
+//
+//	--etcd        etcd endpoints, comma-separated (PGHA_ETCD_ENDPOINTS; default http://127.0.0.1:2379)
+//	--cluster     cluster name (PGHA_CLUSTER; required)
+//	--key-root    etcd key root (PGHA_KEY_ROOT; default /pgha)
+//	--etcd-ca-file, --etcd-cert-file, --etcd-key-file   TLS (PGHA_ETCD_CA_FILE, ...)
+//	--etcd-username, --etcd-password-file   authentication; the password may
+//	              also come from PGHA_ETCD_PASSWORD, never from a flag
+//	--timeout     how long to wait for etcd (default 5s)
+//	--json        machine-readable output for list and history
+//
+// # Exit codes
+//
+//	0  the command succeeded
+//	1  the operation failed or was refused (the message says why and what to do)
+//	2  usage error: unknown command or flag, missing or invalid argument
+//	3  etcd unreachable, or it rejected the TLS setup or the credentials
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/internal/keyspace"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitUsage       = 2
+	exitUnreachable = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usageText = `Usage: pghactl [global flags] <command> [flags]
+
+Commands:
+  list        members with role, state, timeline, lag, leader and sync markers
+  history     timeline switches, oldest first
+  switchover  planned, zero-loss handover: [--to NODE] [--wait 60s]
+  failover    promote a standby when there is no leader: --to NODE [--force] [--wait 60s]
+  pause       no automatic failover until resume: [--reason TEXT]
+  resume      end maintenance mode
+
+Global flags (before or after the command):
+`
+
+const exitText = `
+Exit codes: 0 ok, 1 operation failed or refused, 2 usage error, 3 etcd unreachable.
+Run 'pghactl <command> -h' for a command's flags.
+`
+
+// globals are the flags every command takes.
+type globals struct {
+	etcd       string
+	cluster    string
+	keyRoot    string
+	caFile     string
+	certFile   string
+	keyFile    string
+	username   string
+	passFile   string
+	timeout    time.Duration
+	jsonOutput bool
+	env        func(string) string
+}
+
+// register adds the global flags to fs; defaults come from the environment.
+func (g *globals) register(fs *flag.FlagSet) {
+	def := func(name, fallback string) string {
+		if v := g.env(name); v != "" {
+			return v
+		}
+		return fallback
+	}
+	fs.StringVar(&g.etcd, "etcd", def("PGHA_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env PGHA_ETCD_ENDPOINTS)")
+	fs.StringVar(&g.cluster, "cluster", def("PGHA_CLUSTER", ""), "cluster name (env PGHA_CLUSTER; required)")
+	fs.StringVar(&g.keyRoot, "key-root", def("PGHA_KEY_ROOT", keyspace.DefaultRoot), "etcd key root (env PGHA_KEY_ROOT)")
+	fs.StringVar(&g.caFile, "etcd-ca-file", def("PGHA_ETCD_CA_FILE", ""), "CA bundle that signed etcd's server certificate (env PGHA_ETCD_CA_FILE)")
+	fs.StringVar(&g.certFile, "etcd-cert-file", def("PGHA_ETCD_CERT_FILE", ""), "client certificate for etcd (env PGHA_ETCD_CERT_FILE)")
+	fs.StringVar(&g.keyFile, "etcd-key-file", def("PGHA_ETCD_KEY_FILE", ""), "client certificate's key (env PGHA_ETCD_KEY_FILE)")
+	fs.StringVar(&g.username, "etcd-username", def("PGHA_ETCD_USERNAME", ""), "etcd user (env PGHA_ETCD_USERNAME)")
+	fs.StringVar(&g.passFile, "etcd-password-file", def("PGHA_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password (env PGHA_ETCD_PASSWORD_FILE; or the password itself in PGHA_ETCD_PASSWORD)")
+	fs.DurationVar(&g.timeout, "timeout", 5*time.Second, "how long to wait for etcd")
+	fs.BoolVar(&g.jsonOutput, "json", false, "print JSON (list, history)")
+}
+
+// usageError is a command line that cannot run.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// unreachableError is an etcd that could not be reached or refused us.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// command is one subcommand.
+type command struct {
+	name string
+	run  func(ctx context.Context, c *cli) error
+}
+
+// cli is what a command runs with.
+type cli struct {
+	g      *globals
+	client *clientv3.Client
+	stdout io.Writer
+	// The commands' own flags.
+	to     string
+	force  bool
+	wait   time.Duration
+	reason string
+}
+
+func (c *cli) opts() []ha.OpOption { return []ha.OpOption{ha.WithKeyRoot(c.g.keyRoot)} }
+
+var commands = []command{
+	{name: "list", run: cmdList},
+	{name: "history", run: cmdHistory},
+	{name: "switchover", run: cmdSwitchover},
+	{name: "failover", run: cmdFailover},
+	{name: "pause", run: cmdPause},
+	{name: "resume", run: cmdResume},
+}
+
+// run runs pghactl with args (without the program name) and returns the
+// exit code. Output goes to stdout, errors and usage to stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runEnv(ctx, args, os.Getenv, stdout, stderr)
+}
+
+func runEnv(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
+	g := &globals{env: env}
+	top := flag.NewFlagSet("pghactl", flag.ContinueOnError)
+	top.SetOutput(stderr)
+	g.register(top)
+	top.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		top.PrintDefaults()
+		fmt.Fprint(stderr, exitText)
+	}
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage // flag printed the error and the usage
+	}
+	if top.NArg() == 0 {
+		fmt.Fprintln(stderr, "pghactl: a command is required")
+		top.Usage()
+		return exitUsage
+	}
+	name := top.Arg(0)
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
+	if i < 0 {
+		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume\n", name)
+		return exitUsage
+	}
+	cmd := commands[i]
+	c := &cli{g: g, stdout: stdout}
+	// Global flags may come after the command too: the command's flag set
+	// has them again, seeded with the values given before the command.
+	given := map[string]string{}
+	top.Visit(func(f *flag.Flag) { given[f.Name] = f.Value.String() })
+	fs := flag.NewFlagSet("pghactl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	g.register(fs)
+	for k, v := range given {
+		fs.Set(k, v)
+	}
+	switch name {
+	case "switchover":
+		fs.StringVar(&c.to, "to", "", "the standby to hand over to (default: the most advanced healthy standby)")
+		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for the new leader to be writable")
+	case "failover":
+		fs.StringVar(&c.to, "to", "", "the standby to promote (required)")
+		fs.BoolVar(&c.force, "force", false, "promote even a standby outside the synchronous set (acknowledged commits may be lost)")
+		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for the new leader to be writable")
+	case "pause":
+		fs.StringVar(&c.reason, "reason", "", "why, shown by list")
+	}
+	if err := fs.Parse(top.Args()[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "pghactl %s: unexpected argument %q (flags start with --)\n", name, fs.Arg(0))
+		return exitUsage
+	}
+	err := c.check(name)
+	if err == nil {
+		var closeClient func()
+		c.client, closeClient, err = g.connect(ctx)
+		if err == nil {
+			err = cmd.run(ctx, c)
+			closeClient()
+		}
+	}
+	return report(stderr, name, err)
+}
+
+// check validates the flags that need no etcd.
+func (c *cli) check(name string) error {
+	if c.g.cluster == "" {
+		return usagef("--cluster is required (or set PGHA_CLUSTER)")
+	}
+	if err := keyspace.ValidName(c.g.cluster); err != nil {
+		return usagef("--cluster %q: %v", c.g.cluster, err)
+	}
+	if c.to != "" {
+		if err := keyspace.ValidName(c.to); err != nil {
+			return usagef("--to %q: %v", c.to, err)
+		}
+	}
+	if name == "failover" && c.to == "" {
+		return usagef("failover needs --to NODE: the standby to promote (see 'pghactl list')")
+	}
+	if c.g.timeout <= 0 {
+		return usagef("--timeout %v must be positive", c.g.timeout)
+	}
+	if (name == "switchover" || name == "failover") && c.wait <= 0 {
+		return usagef("--wait %v must be positive", c.wait)
+	}
+	if c.g.jsonOutput && name != "list" && name != "history" {
+		return usagef("--json applies to list and history only")
+	}
+	return nil
+}
+
+// report prints err and returns the exit code for it.
+func report(stderr io.Writer, name string, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "pghactl %s: %v\n", name, err)
+	var ue *usageError
+	var ne *unreachableError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &ne):
+		return exitUnreachable
+	}
+	return exitFailed
+}
+
+// status reads the cluster's state; a failure is an unreachable etcd.
+func (c *cli) status(ctx context.Context) (ha.ClusterState, error) {
+	sctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	st, err := ha.ClusterStatus(sctx, c.client, c.g.cluster, c.opts()...)
+	if err != nil {
+		return st, c.g.unreachable(err)
+	}
+	return st, nil
+}
+
+// requireCluster fails when nothing is recorded for the cluster: most
+// likely a wrong --cluster or --key-root.
+func (c *cli) requireCluster(st ha.ClusterState) error {
+	if len(st.Members) == 0 && st.Leader == nil && st.SystemID == "" {
+		return fmt.Errorf("no cluster %q under %s in etcd %s: check --cluster and --key-root", c.g.cluster, c.g.keyRoot, c.g.etcd)
+	}
+	return nil
+}
+
+func cmdList(ctx context.Context, c *cli) error {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, st)
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	printList(c.stdout, st)
+	return nil
+}
+
+func cmdHistory(ctx context.Context, c *cli) error {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	if c.g.jsonOutput {
+		h := st.History
+		if h == nil {
+			h = []keyspace.HistoryEntry{}
+		}
+		return writeJSON(c.stdout, h)
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	printHistory(c.stdout, st)
+	return nil
+}
+
+func cmdSwitchover(ctx context.Context, c *cli) error {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	if st.Leader == nil {
+		return errors.New("the cluster has no leader, so there is nothing to hand over: promote a standby with 'pghactl failover --to NODE'")
+	}
+	if c.to != "" {
+		if c.to == st.Leader.Node {
+			return fmt.Errorf("%s already leads; pick a standby: %s", c.to, standbys(st))
+		}
+		m, ok := member(st, c.to)
+		if !ok {
+			return fmt.Errorf("no member %q; members: %s", c.to, members(st))
+		}
+		if m.Role != keyspace.RoleReplica || !m.Healthy {
+			return fmt.Errorf("%s is not a healthy standby (role %s, healthy %v): wait until 'pghactl list' shows it streaming, or pick another: %s", c.to, m.Role, m.Healthy, standbys(st))
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
+	start := time.Now()
+	leader, err := ha.Switchover(wctx, c.client, c.g.cluster, c.to, c.opts()...)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("requested; no new writable leader within --wait %v: check 'pghactl list' and the agents' logs", c.wait)
+		}
+		return explain(err, st)
+	}
+	fmt.Fprintf(c.stdout, "switchover: %s → %s, writable after %v\n", st.Leader.Node, leader, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func cmdFailover(ctx context.Context, c *cli) error {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	if st.Leader != nil {
+		return fmt.Errorf("%s leads the cluster, so a failover is refused: for a planned change run 'pghactl switchover --to %s'", st.Leader.Node, c.to)
+	}
+	if _, ok := member(st, c.to); !ok {
+		return fmt.Errorf("no member %q; members: %s", c.to, members(st))
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
+	start := time.Now()
+	leader, err := ha.Failover(wctx, c.client, c.g.cluster, c.to, c.force, c.opts()...)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("requested; %s was not writable within --wait %v: check 'pghactl list' and its agent's log", c.to, c.wait)
+		}
+		return explain(err, st)
+	}
+	fmt.Fprintf(c.stdout, "failover: %s is the leader, writable after %v\n", leader, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func cmdPause(ctx context.Context, c *cli) error {
+	if _, err := c.status(ctx); err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	if err := ha.Pause(pctx, c.client, c.g.cluster, c.reason, c.opts()...); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "paused %s: no automatic failover until 'pghactl resume'\n", c.g.cluster)
+	return nil
+}
+
+func cmdResume(ctx context.Context, c *cli) error {
+	if _, err := c.status(ctx); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	if err := ha.Resume(rctx, c.client, c.g.cluster, c.opts()...); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "resumed %s: automatic failover is on\n", c.g.cluster)
+	return nil
+}
+
+// explain adds what to do next to an operation's error.
+func explain(err error, st ha.ClusterState) error {
+	switch {
+	case errors.Is(err, ha.ErrLeaderAlive):
+		return fmt.Errorf("%w: for a planned change run 'pghactl switchover --to NODE'", err)
+	case errors.Is(err, ha.ErrNoLeader):
+		return fmt.Errorf("%w: promote a standby with 'pghactl failover --to NODE'", err)
+	case errors.Is(err, ha.ErrUnknownMember):
+		return fmt.Errorf("%w; members: %s", err, members(st))
+	case errors.Is(err, ha.ErrNotSynchronous):
+		return fmt.Errorf("%w: pick one of %v, or add --force to accept losing acknowledged commits", err, st.SyncSet)
+	}
+	return err
+}
+
+func member(st ha.ClusterState, name string) (ha.MemberStatus, bool) {
+	i := slices.IndexFunc(st.Members, func(m ha.MemberStatus) bool { return m.Node == name })
+	if i < 0 {
+		return ha.MemberStatus{}, false
+	}
+	return st.Members[i], true
+}
+
+func members(st ha.ClusterState) string {
+	var names []string
+	for _, m := range st.Members {
+		names = append(names, m.Node)
+	}
+	if len(names) == 0 {
+		return "(none)"
+	}
+	return strings.Join(names, ", ")
+}
+
+func standbys(st ha.ClusterState) string {
+	var names []string
+	for _, m := range st.Members {
+		if m.Role == keyspace.RoleReplica && m.Healthy {
+			names = append(names, m.Node)
+		}
+	}
+	if len(names) == 0 {
+		return "(no healthy standby)"
+	}
+	return strings.Join(names, ", ")
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// state is a member's state column.
+func state(m ha.MemberStatus) string {
+	switch {
+	case !m.Healthy:
+		return "unhealthy"
+	case m.Role == keyspace.RoleReplica && m.Streaming:
+		return "streaming"
+	case m.Role == keyspace.RoleReplica:
+		return "not streaming"
+	}
+	return "running"
+}
+
+func printList(w io.Writer, st ha.ClusterState) {
+	head := "cluster " + st.Cluster
+	if st.SystemID != "" {
+		head += " (system " + st.SystemID + ")"
+	}
+	if st.Leader == nil {
+		head += ": NO LEADER"
+	}
+	fmt.Fprintln(w, head)
+	if st.Paused {
+		fmt.Fprintln(w, "PAUSED: no automatic failover (pghactl resume)")
+	}
+	if s := st.Switchover; s != nil {
+		fmt.Fprintf(w, "pending switchover: from %q to %q (force %v)\n", s.From, s.To, s.Force)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tROLE\tSTATE\tTL\tLAG\tLEADER\tSYNC")
+	for _, m := range st.Members {
+		lag := "-"
+		if m.Role == keyspace.RoleReplica {
+			lag = formatLag(m.LagBytes)
+		}
+		fmt.Fprintf(tw, "%s\t%s:%d\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Node, m.Host, m.Port, m.Role, state(m),
+			m.Timeline, lag, mark(m.Leader), mark(m.Sync))
+	}
+	tw.Flush()
+	for _, s := range st.Ignored {
+		fmt.Fprintf(w, "ignored record %s\n", s)
+	}
+}
+
+func mark(b bool) string {
+	if b {
+		return "*"
+	}
+	return ""
+}
+
+// formatLag prints a byte count with a binary unit; -1 is unknown.
+func formatLag(b int64) string {
+	switch {
+	case b < 0:
+		return "unknown"
+	case b < 1<<10:
+		return fmt.Sprintf("%d B", b)
+	case b < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	case b < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+}
+
+// formatLSN prints a WAL position as PostgreSQL does, e.g. 0/3000148.
+func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }
+
+func printHistory(w io.Writer, st ha.ClusterState) {
+	if len(st.History) == 0 {
+		fmt.Fprintf(w, "cluster %s: no timeline switch yet\n", st.Cluster)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TL\tSWITCH LSN\tLEADER\tREASON\tTIME (UTC)")
+	for _, h := range st.History {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", h.Timeline, formatLSN(h.SwitchLSN), h.Leader, h.Reason,
+			h.Time.UTC().Format(time.DateTime))
+	}
+	tw.Flush()
+}
