@@ -208,6 +208,26 @@ func TestBadInputs(t *testing.T) {
 		}
 	})
 
+	t.Run("other-major-version", func(t *testing.T) {
+		cfg := testutil.PostgresConfig(t, "oldver")
+		inst, err := replicate.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.StopPostgresAtCleanup(t, inst)
+		if err := inst.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, "PG_VERSION"), []byte("9\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err = inst.Start(ctx)
+		t.Logf("Start error: %v", err)
+		if !errors.Is(err, replicate.ErrVersionMismatch) || !strings.Contains(err.Error(), "PostgreSQL 9") {
+			t.Fatalf("Start of a data dir of PostgreSQL 9 = %v, want ErrVersionMismatch naming both versions", err)
+		}
+	})
+
 	t.Run("wrong-password", func(t *testing.T) {
 		const bad = "not-the-password-42"
 		cfg := p.Config()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -163,6 +165,25 @@ func TestCloneReplicatePromoteRewind(t *testing.T) {
 	slots, err := b.Slots(ctx)
 	if err != nil || !slices.ContainsFunc(slots, func(s replicate.Slot) bool { return s.Name == "a" && s.Active }) {
 		t.Fatalf("b's slots = %+v, %v; want an active slot a", slots, err)
+	}
+
+	// No password in any server log or configuration file.
+	for _, inst := range []*replicate.Instance{a, b} {
+		files := map[string]string{"server log": inst.LogTail(1 << 24)}
+		for _, f := range []string{"postgresql.auto.conf", "postgresql.conf", "pgha.conf", "pg_hba.conf"} {
+			b, err := os.ReadFile(filepath.Join(inst.Config().DataDir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[f] = string(b)
+		}
+		for name, content := range files {
+			for _, pw := range []string{testutil.PostgresSuperuserPassword, testutil.PostgresReplicationPassword} {
+				if strings.Contains(content, pw) {
+					t.Errorf("%s of %s contains a password", name, inst.Config().Name)
+				}
+			}
+		}
 	}
 
 	// A rewind when nothing diverged is a no-op plus restart: a can always
