@@ -164,10 +164,11 @@ type RewindError struct {
 
 // Error returns the reason and the underlying error.
 func (e *RewindError) Error() string {
+	inner := strings.TrimPrefix(fmt.Sprint(e.Err), "replicate: ")
 	if e.Impossible {
-		return fmt.Sprintf("replicate: rewind impossible: %s: %v", e.Reason, e.Err)
+		return fmt.Sprintf("replicate: rewind impossible: %s: %s", e.Reason, inner)
 	}
-	return fmt.Sprintf("replicate: rewind: %s: %v", e.Reason, e.Err)
+	return fmt.Sprintf("replicate: rewind: %s: %s", e.Reason, inner)
 }
 
 // Unwrap returns Err.
@@ -177,3 +178,18 @@ func (e *RewindError) Unwrap() error { return e.Err }
 func (e *RewindError) Is(target error) bool {
 	return target == ErrRewindImpossible && e.Impossible
 }
+
+// opError adds the operation to an error: "replicate: <op>: <err>", without
+// repeating the package prefix of err. errors.Is and errors.As see err.
+type opError struct {
+	op  string
+	err error
+}
+
+func opErr(op string, err error) error { return &opError{op, err} }
+
+func (e *opError) Error() string {
+	return "replicate: " + e.op + ": " + strings.TrimPrefix(e.err.Error(), "replicate: ")
+}
+
+func (e *opError) Unwrap() error { return e.err }

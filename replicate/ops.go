@@ -71,7 +71,7 @@ func (i *Instance) Init(ctx context.Context) (err error) {
 		args = append(args, "--no-sync")
 	}
 	if _, err := i.run(ctx, "initdb", args, runOpts{}); err != nil {
-		return fmt.Errorf("init %s: %w", i.cfg.Name, err)
+		return opErr(fmt.Sprintf("init %s", i.cfg.Name), err)
 	}
 	if err := i.writeNodeConfig(); err != nil {
 		return err
@@ -89,7 +89,7 @@ func (i *Instance) Init(ctx context.Context) (err error) {
 		err = &CommandError{Path: i.bins.path("postgres"), Args: sargs, ExitCode: 0, Stderr: tail(out), Err: errors.New("CREATE ROLE reported an error")}
 	}
 	if err != nil {
-		return fmt.Errorf("init %s: create replication role: %w", i.cfg.Name, err)
+		return opErr(fmt.Sprintf("init %s: create replication role", i.cfg.Name), err)
 	}
 	i.log.Info("initialized data directory", "dir", i.cfg.DataDir, "took", time.Since(start))
 	return nil
@@ -119,7 +119,7 @@ func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 	}
 	sysID, _, err := i.identifySource(ctx, src)
 	if err != nil {
-		return fmt.Errorf("clone %s: %w", i.cfg.Name, err)
+		return opErr(fmt.Sprintf("clone %s", i.cfg.Name), err)
 	}
 	if i.cfg.SystemID != 0 && sysID != i.cfg.SystemID {
 		return fmt.Errorf("%w: clone source %s belongs to system %d, Config.SystemID is %d", ErrSystemIDMismatch, src, sysID, i.cfg.SystemID)
@@ -141,14 +141,14 @@ func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 		if errors.As(err, &ce) && strings.Contains(ce.Stderr, "password authentication failed") {
 			err = fmt.Errorf("%w: %w", ErrAuthentication, err)
 		}
-		return fmt.Errorf("clone %s from %s: %w", i.cfg.Name, src, err)
+		return opErr(fmt.Sprintf("clone %s from %s", i.cfg.Name, src), err)
 	}
 	if err := i.writeStandbyConfig(src); err != nil {
 		return err
 	}
 	i.setSource(src)
 	if err := i.start(ctx); err != nil {
-		return fmt.Errorf("clone %s: %w", i.cfg.Name, err)
+		return opErr(fmt.Sprintf("clone %s", i.cfg.Name), err)
 	}
 	i.log.Info("cloned", "source", src.String(), "took", time.Since(start))
 	return nil
@@ -188,11 +188,11 @@ func (i *Instance) Follow(ctx context.Context, src Source) (err error) {
 	}
 	srcID, _, err := i.identifySource(ctx, src)
 	if err != nil {
-		return fmt.Errorf("follow %s: %w", src, err)
+		return opErr(fmt.Sprintf("follow %s", src), err)
 	}
 	ourID, err := i.systemID(ctx)
 	if err != nil {
-		return fmt.Errorf("follow %s: %w", src, err)
+		return opErr(fmt.Sprintf("follow %s", src), err)
 	}
 	if srcID != ourID {
 		return fmt.Errorf("%w: follow %s: the source is system %d, this data directory is system %d", ErrSystemIDMismatch, src, srcID, ourID)
@@ -204,14 +204,14 @@ func (i *Instance) Follow(ctx context.Context, src Source) (err error) {
 		}
 		i.setSource(src)
 		if err := i.start(ctx); err != nil {
-			return fmt.Errorf("follow %s: %w", src, err)
+			return opErr(fmt.Sprintf("follow %s", src), err)
 		}
 		i.log.Info("following", "source", src.String(), "restarted", true, "took", time.Since(start))
 		return nil
 	}
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("follow %s: %w", src, err)
+		return opErr(fmt.Sprintf("follow %s", src), err)
 	}
 	defer conn.Close(context.Background())
 	var inRecovery bool
@@ -336,7 +336,7 @@ func (i *Instance) Promote(ctx context.Context) (timeline uint32, err error) {
 	start := time.Now()
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("promote %s: %w", i.cfg.Name, err)
+		return 0, opErr(fmt.Sprintf("promote %s", i.cfg.Name), err)
 	}
 	defer conn.Close(context.Background())
 	var inRecovery bool

@@ -57,7 +57,7 @@ func (i *Instance) EnsureSlot(ctx context.Context, name string) error {
 	}
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("ensure slot %s: %w", name, err)
+		return opErr(fmt.Sprintf("ensure slot %s", name), err)
 	}
 	defer conn.Close(context.Background())
 	_, err = conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true)
@@ -79,7 +79,7 @@ func (i *Instance) DropSlot(ctx context.Context, name string) error {
 	}
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("drop slot %s: %w", name, err)
+		return opErr(fmt.Sprintf("drop slot %s", name), err)
 	}
 	defer conn.Close(context.Background())
 	_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name)
@@ -98,7 +98,7 @@ func (i *Instance) DropSlot(ctx context.Context, name string) error {
 func (i *Instance) Slots(ctx context.Context) ([]Slot, error) {
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list slots: %w", err)
+		return nil, opErr("list slots", err)
 	}
 	defer conn.Close(context.Background())
 	rows, err := conn.Query(ctx, `SELECT slot_name::text, active, restart_lsn::text FROM pg_replication_slots

@@ -104,7 +104,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	if p == nil {
 		m, err := i.controlData(ctx)
 		if err != nil {
-			return st, fmt.Errorf("status %s: %w", i.cfg.Name, err)
+			return st, opErr(fmt.Sprintf("status %s", i.cfg.Name), err)
 		}
 		st.SystemID, _ = strconv.ParseUint(m["Database system identifier"], 10, 64)
 		t, _ := strconv.ParseUint(m["Latest checkpoint's TimeLineID"], 10, 32)
@@ -116,7 +116,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	st.PID = p.pid
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return st, fmt.Errorf("status %s: %w", i.cfg.Name, err)
+		return st, opErr(fmt.Sprintf("status %s", i.cfg.Name), err)
 	}
 	defer conn.Close(context.Background())
 	st.Running = true
@@ -217,7 +217,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 func (i *Instance) WaitReplayed(ctx context.Context, lsn LSN) error {
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("wait for replay of %v: %w", lsn, err)
+		return opErr(fmt.Sprintf("wait for replay of %v", lsn), err)
 	}
 	defer conn.Close(context.Background())
 	var replayed *string

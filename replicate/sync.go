@@ -86,7 +86,7 @@ func (i *Instance) SetSynchronousStandbys(ctx context.Context, spec SyncSpec) (s
 	want := spec.String()
 	conn, err := i.Connect(ctx)
 	if err != nil {
-		return "", fmt.Errorf("set synchronous standbys: %w", err)
+		return "", opErr("set synchronous standbys", err)
 	}
 	defer conn.Close(context.Background())
 	for _, s := range []string{"ALTER SYSTEM SET synchronous_standby_names = " + quoteLiteral(want), "SELECT pg_reload_conf()"} {
