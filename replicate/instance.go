@@ -366,9 +366,12 @@ func (i *Instance) isOurPostmaster(pid int) bool {
 // postmaster.pid left by a dead process is ignored.
 //
 // Before starting, Start rewrites pgha.conf, pg_hba.conf and the passfile
-// from the Config. Errors: [ErrNotInitialized], [ErrVersionMismatch],
-// [ErrWrongOwner], [ErrSystemIDMismatch], [ErrPortInUse], [ErrFenced], or a
-// [*ServerError] with the server log's tail. When ctx ends first the server
+// from the Config. A standby with hot_standby off never accepts
+// connections, so Start waits for it until ctx ends. Errors:
+// [ErrNotInitialized], [ErrVersionMismatch],
+// [ErrWrongOwner], [ErrSystemIDMismatch], [ErrPortInUse], [ErrFenced] (a
+// Fence stopped the server while Start waited for it), or a [*ServerError]
+// with the server log's tail. When ctx ends first the server
 // is left starting (it stays supervised) and Start returns a *ServerError
 // wrapping ctx.Err().
 func (i *Instance) Start(ctx context.Context) error {
@@ -437,7 +440,16 @@ func (i *Instance) start(ctx context.Context) error {
 		<-p.done
 		return ErrFenced
 	}
-	return i.waitReady(ctx, p, "start")
+	if err := i.waitReady(ctx, p, "start"); err != nil {
+		i.mu.Lock()
+		fenced := i.fenceGen != gen
+		i.mu.Unlock()
+		if fenced {
+			return fmt.Errorf("%w: %w", ErrFenced, err)
+		}
+		return err
+	}
+	return nil
 }
 
 // spawn starts `postgres -D DataDir` as a child whose output goes to the log

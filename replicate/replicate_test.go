@@ -634,3 +634,40 @@ func TestPlannedSwitchover(t *testing.T) {
 		return nil
 	})
 }
+
+// TestFenceDuringStart: a Fence while Start waits for the server makes
+// Start fail with ErrFenced and leaves the server stopped.
+func TestFenceDuringStart(t *testing.T) {
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fdp"})
+	s := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fds", CloneFrom: p})
+	if err := s.Stop(ctx, replicate.Fast); err != nil {
+		t.Fatal(err)
+	}
+	// With hot_standby off the standby never accepts connections, so Start
+	// keeps waiting until the Fence.
+	cfg := s.Config()
+	cfg.Parameters = map[string]string{"hot_standby": "off"}
+	slow, err := replicate.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.StopPostgresAtCleanup(t, slow)
+	done := make(chan error, 1)
+	go func() { done <- slow.Start(ctx) }()
+	testutil.Eventually(t, 30*time.Second, "the postmaster is running", func() error {
+		if slow.PID() == 0 {
+			return errors.New("no postmaster yet")
+		}
+		return nil
+	})
+	if err := slow.Fence(ctx); err != nil {
+		t.Fatalf("Fence: %v", err)
+	}
+	if err := <-done; !errors.Is(err, replicate.ErrFenced) {
+		t.Fatalf("Start during Fence = %v, want ErrFenced", err)
+	}
+	if pid := slow.PID(); pid != 0 {
+		t.Fatalf("a postmaster (pid %d) runs after Fence", pid)
+	}
+}
