@@ -146,6 +146,9 @@ func classify(ctx context.Context, err error) errClass {
 		// The caller's context is done: whatever broke is the caller's doing.
 		return classCaller
 	}
+	if errors.Is(err, errReadOnlyConn) {
+		return classReadOnly // a new write connection found a standby: nothing was sent
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {

@@ -36,7 +36,7 @@ func TestReader(t *testing.T) {
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	hosts := []*replicate.Instance{primary, standby}
 	prefer := newPool(t, parse(t, connString("pgha_read_mode=prefer-replicas&pgha_max_replica_lag=64kB&pgha_probe_interval=50ms", hosts...)))
-	only := newPool(t, parse(t, connString("pgha_read_mode=replicas&pgha_max_replica_lag=64kB&pgha_probe_interval=50ms", hosts...)))
+	only := newPool(t, parse(t, connString("pgha_read_mode=replicas&pgha_read_balance=least-busy&pgha_max_replica_lag=64kB&pgha_probe_interval=50ms", hosts...)))
 	nolimit := newPool(t, parse(t, connString("pgha_read_mode=replicas&pgha_max_replica_lag=-1&pgha_probe_interval=50ms", hosts...)))
 	for _, p := range []*driver.Pool{prefer, only, nolimit} {
 		if err := p.Ping(ctx); err != nil {

@@ -117,3 +117,40 @@ func TestCloseLeaksNothing(t *testing.T) {
 		t.Errorf("Exec after Close: %v; want ErrClosed", err)
 	}
 }
+
+// TestNeverWritesToStandby: a leader record that names a standby as
+// writable (a lie, or a stale record) must not make the pool use it: the
+// write path's new connections are checked out of recovery, so even a
+// statement the standby could run fails with ErrNoPrimary.
+func TestNeverWritesToStandby(t *testing.T) {
+	primary, standby := asyncPair(t, "ns")
+	etcd := testutil.StartEtcd(t, 1)
+	ctx := testutil.Ctx(t, time.Minute)
+	term, err := campaignT(ctx, etcd.Endpoints(), "ns", "ns2", standby, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { term.Resign(ctx); term.Close() }()
+	p := newPool(t, parse(t, connString("pgha_cluster=ns&pgha_failover_timeout=500ms&pgha_etcd="+etcd.Endpoints()[0])))
+	var inRecovery bool
+	err = p.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&inRecovery)
+	if !errors.Is(err, driver.ErrNoPrimary) {
+		t.Fatalf("query through a pool whose leader record names a standby: in recovery %v, err %v; want ErrNoPrimary", inRecovery, err)
+	}
+	if _, err := p.Acquire(ctx); !errors.Is(err, driver.ErrNoPrimary) {
+		t.Errorf("Acquire with the leader record naming a standby: %v; want ErrNoPrimary", err)
+	}
+	// The real primary takes the record: writes flow.
+	if err := term.Proclaim(ctx, leaderRecord("ns1", primary, true)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "writes once the record names the primary", func() error {
+		if err := p.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+			return err
+		}
+		if inRecovery {
+			t.Fatalf("write path reached a server in recovery")
+		}
+		return nil
+	})
+}
