@@ -251,7 +251,9 @@ func failoverOnce(b *testing.B, name string) failoverTimes {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	ms := func(at int64, from time.Time) float64 { return float64(time.Unix(0, at).Sub(from).Microseconds()) / 1000 }
+	ms := func(at int64, from time.Time) float64 {
+		return float64(time.Unix(0, at).Sub(from).Microseconds()) / 1000
+	}
 	return failoverTimes{
 		driver:           ms(oursAt.Load(), t0),
 		driverFromRecord: ms(oursAt.Load(), time.Unix(0, recordAt.Load())),
