@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgha/pgha/internal/testutil"
+)
+
+// syncBuffer is an io.Writer safe for the agent's concurrent logging.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// agent is a pgha-agent running in the test process.
+type agent struct {
+	addr    string
+	log     *syncBuffer
+	dataDir string
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
+	err     error
+}
+
+// startAgent runs the agent with args and env until the test ends or
+// stop is called.
+func startAgent(t *testing.T, args, env []string) *agent {
+	t.Helper()
+	a := &agent{log: &syncBuffer{}, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	go func() { a.done <- run(ctx, args, env, a.log) }()
+	t.Cleanup(func() {
+		a.stop(t)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.log.String())
+		}
+	})
+	return a
+}
+
+// stop cancels the agent's context, like SIGTERM, and waits for run to
+// return.
+func (a *agent) stop(t *testing.T) error {
+	t.Helper()
+	if a.stopped {
+		return a.err
+	}
+	a.stopped = true
+	a.cancel()
+	select {
+	case a.err = <-a.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the agent did not stop within 60s of its context's end")
+	}
+	return a.err
+}
+
+var httpClient = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+func get(addr, path string) (int, string, error) {
+	resp, err := httpClient.Get("http://" + addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAgent starts the agent for one node against an etcd with
+// authentication on: it bootstraps a one-node cluster, serves its
+// endpoints and metrics, never logs a password, and shuts down cleanly on
+// cancel, stopping its PostgreSQL.
+func TestAgent(t *testing.T) {
+	etcd := testutil.StartEtcd(t, 1)
+	const etcdPassword = "etcd-root-Zq81xv"
+	const superPassword = "super-secret-Hf73kd"
+	const replPassword = "repl-secret-Pw29mc"
+	enableEtcdAuth(t, etcd, etcdPassword)
+
+	pg := testutil.PostgresConfig(t, "a1")
+	secrets := t.TempDir()
+	addr := testutil.FreeAddr(t)
+	// The config file gives some settings, the environment others (and
+	// overrides the file's log level), flags the rest.
+	cfgFile := writeFile(t, secrets, "agent.yaml", fmt.Sprintf(`
+cluster: agenttest
+node: a1
+lease_ttl: 5s
+log_level: info
+etcd_endpoints: [%s]
+etcd_username: root
+pg_parameters:
+  shared_buffers: 16MB
+  max_connections: 30
+`, etcd.Endpoints()[0]))
+	args := []string{
+		"--config", cfgFile,
+		"--listen", addr,
+		"--pg-data-dir", pg.DataDir,
+		"--pg-bin-dir", pg.BinDir,
+		"--pg-port", fmt.Sprint(pg.Port),
+		"--pg-socket-dir", pg.SocketDir,
+		"--pg-replication-password-file", writeFile(t, secrets, "repl", replPassword+"\n"),
+	}
+	env := []string{
+		"PGHA_LOG_LEVEL=debug",
+		"PGHA_PG_SUPERUSER_PASSWORD=" + superPassword,
+		"PGHA_ETCD_PASSWORD=" + etcdPassword,
+	}
+	a := startAgent(t, args, env)
+
+	testutil.Eventually(t, 90*time.Second, "the agent's /primary answers 200 (bootstrap done)", func() error {
+		code, body, err := get(addr, "/primary")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("/primary: %d %s", code, body)
+		}
+		return nil
+	})
+	if code, body, err := get(addr, "/health"); err != nil || code != http.StatusOK || !strings.Contains(body, `"Role":"primary"`) {
+		t.Errorf("/health: %d %s %v; want 200 and role primary", code, body, err)
+	}
+	if code, body, err := get(addr, "/replica"); err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("/replica on the primary: %d %s %v; want 503", code, body, err)
+	}
+	code, body, err := get(addr, "/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	for _, want := range []string{"pgha_ha_role", "pgha_ha_loop_duration_seconds_bucket", "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	code, cluster, err := get(addr, "/cluster")
+	if err != nil || code != http.StatusOK || !strings.Contains(cluster, `"node": "a1"`) && !strings.Contains(cluster, `"node":"a1"`) {
+		t.Errorf("/cluster: %d %s %v; want 200 and node a1", code, cluster, err)
+	}
+	for _, pw := range []string{etcdPassword, superPassword, replPassword} {
+		if strings.Contains(cluster, pw) || strings.Contains(body, pw) {
+			t.Errorf("a password appears in /cluster or /metrics")
+		}
+	}
+
+	if err := a.stop(t); err != nil {
+		t.Fatalf("run after cancel: %v; want nil", err)
+	}
+	if procs, err := testutil.PostgresProcesses(filepath.Dir(pg.DataDir)); err != nil || len(procs) > 0 {
+		t.Errorf("postgres processes left after the agent stopped: %v %v", procs, err)
+	}
+	if _, _, err := get(addr, "/health"); err == nil {
+		t.Errorf("the HTTP server still answers after the agent stopped")
+	}
+	log := a.log.String()
+	for _, want := range []string{"pgha-agent starting", "shutting down", "pgha-agent stopped"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	for name, pw := range map[string]string{"etcd": etcdPassword, "superuser": superPassword, "replication": replPassword} {
+		if strings.Contains(log, pw) {
+			t.Errorf("the %s password appears in the agent's log", name)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		t.Logf("agent log (%d lines)", strings.Count(log, "\n"))
+	}
+}

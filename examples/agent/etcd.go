@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// tlsConfig builds the etcd client's TLS setup; nil when no TLS file is
+// set (plain http:// endpoints).
+func (c *config) tlsConfig() (*tls.Config, error) {
+	if c.etcdCAFile == "" && c.etcdCertFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.etcdCAFile != "" {
+		pem, err := os.ReadFile(c.etcdCAFile)
+		if err != nil {
+			return nil, configErrorf("etcd-ca-file: %v", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, configErrorf("etcd-ca-file %s holds no PEM certificate", c.etcdCAFile)
+		}
+	}
+	if c.etcdCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.etcdCertFile, c.etcdKeyFile)
+		if err != nil {
+			return nil, configErrorf("etcd-cert-file/etcd-key-file: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// etcdClient connects to etcd. The client dials lazily: an etcd that is
+// down at start is retried by the HA loop, not fatal (except that
+// username/password authentication happens here).
+func (c *config) etcdClient(ctx context.Context) (*clientv3.Client, error) {
+	tlsCfg, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            c.etcdEndpoints,
+		TLS:                  tlsCfg,
+		Username:             c.etcdUsername,
+		Password:             string(c.etcdPassword),
+		DialTimeout:          c.etcdDialTimeout,
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		Context:              ctx,
+		// The HA loop logs what matters; the client's own retry chatter
+		// would drown it.
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %v: %w: check --etcd-endpoints, the TLS files and the credentials", c.etcdEndpoints, err)
+	}
+	return cli, nil
+}

@@ -1,0 +1,252 @@
+// Command pgha-agent is a deployable per-node daemon: it runs the pgha HA
+// manager for this node's PostgreSQL (bootstrap or join, failover,
+// rejoin) and serves its HTTP endpoints and Prometheus metrics. Run one
+// per PostgreSQL node, all pointing at the same etcd cluster.
+//
+//	pgha-agent --cluster main --node pg1 --etcd-endpoints http://etcd1:2379 \
+//	    --pg-data-dir /var/lib/pgha/data --pg-listen-addresses '*' --pg-advertise-host 10.0.0.11
+//
+// # Configuration
+//
+// Every setting has a flag (--pg-data-dir), an environment variable
+// (PGHA_PG_DATA_DIR) and a config file key (pg_data_dir); the file, YAML
+// or JSON, is named by --config or PGHA_CONFIG. Flags override the
+// environment, which overrides the file, which overrides the defaults.
+// pgha-agent -h lists them all. Unknown file keys and invalid values stop
+// the agent with an error naming the setting and the fix.
+//
+// Passwords come only from environment variables (PGHA_PG_SUPERUSER_PASSWORD,
+// PGHA_PG_REPLICATION_PASSWORD, PGHA_ETCD_PASSWORD) or from files
+// (--pg-superuser-password-file, ...), never from a flag or the config file.
+// They are removed from the agent's environment at start, so PostgreSQL
+// does not inherit them, and never appear in logs, errors or /cluster.
+//
+// # HTTP endpoints
+//
+// --listen (default :8008) serves /health, /primary, /replica?lag=N,
+// /readiness, /liveness and /cluster (see ha.Manager.Handler) and
+// /metrics, the OpenTelemetry metrics of the manager, election and etcd
+// client in the Prometheus format (pgha_ha_role, pgha_ha_promotions_total,
+// ...), plus Go runtime and process metrics.
+//
+// # Shutdown
+//
+// On SIGTERM or SIGINT the agent leaves the cluster cleanly: a leader
+// stops its PostgreSQL with a fast shutdown and resigns, so a standby
+// takes over at once; a standby's PostgreSQL is stopped too unless
+// --keep-postgres-running is set. The HTTP server finishes its requests
+// within --shutdown-timeout. The exit status is 0 after a clean shutdown,
+// 1 on an error, 2 on a configuration error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/replicate"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	"golang.org/x/sync/errgroup"
+)
+
+// secretEnv are the environment variables that hold passwords.
+var secretEnv = []string{"PGHA_PG_SUPERUSER_PASSWORD", "PGHA_PG_REPLICATION_PASSWORD", "PGHA_ETCD_PASSWORD"}
+
+func main() {
+	env := os.Environ()
+	// PostgreSQL and the tools the agent runs inherit its environment:
+	// keep the passwords out of it (and out of /proc/<pid>/environ).
+	for _, k := range secretEnv {
+		os.Unsetenv(k)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], env, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgha-agent:", err)
+		var ce *configError
+		if errors.As(err, &ce) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// run runs the agent until ctx is done or it fails: args are the
+// command-line arguments without the program name, env the environment
+// (KEY=value), stdout receives the log. It returns nil after a clean
+// shutdown and for -h.
+func run(ctx context.Context, args, env []string, stdout io.Writer) error {
+	cfg, err := loadConfig(args, env, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	level, _ := parseLevel(cfg.logLevel)
+	var handler slog.Handler
+	if cfg.logFormat == "json" {
+		handler = slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})
+	} else {
+		handler = slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler)
+
+	cli, err := cfg.etcdClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return fmt.Errorf("prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(
+		sdkmetric.WithReader(exporter),
+		sdkmetric.WithResource(resource.NewSchemaless(
+			attribute.String("service.name", "pgha-agent"),
+			attribute.String("pgha.cluster", cfg.cluster),
+			attribute.String("pgha.node", cfg.node),
+		)),
+	)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		mp.Shutdown(sctx)
+	}()
+
+	inst, err := replicate.New(replicate.Config{
+		Name:                cfg.node,
+		DataDir:             cfg.pgDataDir,
+		BinDir:              cfg.pgBinDir,
+		ListenAddresses:     cfg.pgListenAddresses,
+		Port:                cfg.pgPort,
+		SocketDir:           cfg.pgSocketDir,
+		LogFile:             cfg.pgLogFile,
+		Superuser:           cfg.pgSuperuser,
+		SuperuserPassword:   string(cfg.pgSuperuserPassword),
+		ReplicationUser:     cfg.pgReplicationUser,
+		ReplicationPassword: string(cfg.pgReplicationPassword),
+		ReplicationNetworks: cfg.pgReplicationNetworks,
+		ClientNetworks:      cfg.pgClientNetworks,
+		Parameters:          cfg.pgParameters,
+		OSUser:              cfg.pgOSUser,
+		Logger:              log,
+	})
+	if err != nil {
+		var ce *replicate.ConfigError
+		if errors.As(err, &ce) {
+			return settingError(ce.Field, err)
+		}
+		return fmt.Errorf("postgres: %w", err)
+	}
+	mgr, err := ha.New(ha.Config{
+		Cluster:             cfg.cluster,
+		Node:                cfg.node,
+		Client:              cli,
+		KeyRoot:             cfg.keyRoot,
+		Instance:            inst,
+		Host:                cfg.pgAdvertiseHost,
+		Port:                cfg.pgPort,
+		LeaseTTL:            cfg.leaseTTL,
+		LoopInterval:        cfg.loopInterval,
+		MaxLagOnFailover:    cfg.maxLagOnFailover,
+		SyncMode:            ha.SyncMode(cfg.syncMode),
+		SyncStandbys:        cfg.syncStandbys,
+		NoFailover:          cfg.noFailover,
+		Priority:            cfg.priority,
+		PrimaryStartTimeout: cfg.primaryStartTimeout,
+		Logger:              log,
+		MeterProvider:       mp,
+	})
+	if err != nil {
+		var ce *ha.ConfigError
+		if errors.As(err, &ce) {
+			return settingError(ce.Field, err)
+		}
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return configErrorf("listen %q: %v: pick a free address with --listen", cfg.listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", mgr.Handler())
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(handler, slog.LevelWarn),
+	}
+	log.Info("pgha-agent starting", "cluster", cfg.cluster, "node", cfg.node, "http", ln.Addr().String(),
+		"etcd", cfg.etcdEndpoints, "data_dir", cfg.pgDataDir, "postgres", fmt.Sprintf("%s:%d", cfg.pgAdvertiseHost, cfg.pgPort),
+		"postgres_version", inst.Version(), "sync_mode", cfg.syncMode)
+
+	// errStopped ends the group when Run returns without an error.
+	errStopped := errors.New("stopped")
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := mgr.Run(gctx); err != nil {
+			return fmt.Errorf("ha manager: %w", err)
+		}
+		return errStopped
+	})
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			log.Info("shutting down: leaving the cluster", "cause", context.Cause(ctx).Error())
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+			log.Warn("http server shutdown", "err", err.Error())
+		}
+		return nil
+	})
+	err = g.Wait()
+	if errors.Is(err, errStopped) {
+		err = nil
+	}
+	if !cfg.keepPostgresRunning {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		if serr := inst.Stop(sctx, replicate.Fast); serr != nil {
+			log.Error("stop PostgreSQL", "err", serr.Error())
+		}
+		cancel()
+	}
+	if err == nil {
+		log.Info("pgha-agent stopped")
+	}
+	return err
+}
