@@ -20,8 +20,8 @@
 // left stopped) or [Instance.Clone] (a standby of a running server, left
 // running). [Instance.Start] runs `postgres -D DataDir` as a child process of
 // this process, whose output is appended to Config.LogFile, and supervises
-// it: [Instance.Exited] is closed the moment the postmaster exits and
-// [Instance.ExitErr] says why, so a crash is seen at once and the dead
+// it: the channel from [Instance.Exited] is closed the moment the
+// postmaster exits and [Instance.ExitErr] says whether it crashed, so a crash is seen at once and the dead
 // postmaster is always reaped (on machines whose PID 1 does not reap
 // orphans, a detached postmaster that dies stays a zombie and blocks its own
 // restart). A new Instance, e.g. after this process restarted, adopts a

@@ -61,10 +61,6 @@ var (
 	// ErrFenced: a Start raced with a Fence and lost: the server it started
 	// was stopped again at once.
 	ErrFenced = errors.New("replicate: fenced while starting")
-
-	// ErrStopped is what [Instance.ExitErr] returns after the server was
-	// stopped on purpose by Stop, Restart, Fence or Rewind.
-	ErrStopped = errors.New("replicate: server stopped")
 )
 
 // ConfigError reports an invalid [Config] field: its name, its value and

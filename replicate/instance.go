@@ -94,7 +94,7 @@ type process struct {
 	pid      int
 	adopted  bool
 	done     chan struct{} // closed when the postmaster has exited (and been reaped, if ours)
-	err      error         // why it exited; written before done is closed
+	err      error         // nil or *ExitError: why it exited; written before done is closed
 	stopping atomic.Bool   // set before this package signals it to stop
 }
 
@@ -210,28 +210,27 @@ func (i *Instance) LogTail(n int) string {
 
 func (i *Instance) logTail() string { return i.LogTail(tailBytes) }
 
-// Exited returns a channel that is closed when the postmaster this Instance
-// started or adopted last exits, for any reason: Stop, Fence, a crash, a
-// kill. [Instance.ExitErr] then says why. When no postmaster has been
-// started or adopted, the channel is already closed. Call Exited again after
-// each Start: every postmaster has its own channel.
+// Exited returns a channel that is closed when the running postmaster (the
+// one this Instance started or adopted) exits, for any reason: Stop, Fence,
+// a crash, a kill. When no postmaster runs it returns nil, which blocks
+// forever in a select: so a loop can select on Exited every round without
+// spinning while the server is down. Call it again after each Start: every
+// postmaster has its own channel. [Instance.ExitErr] then says why it
+// exited.
 func (i *Instance) Exited() <-chan struct{} {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.runningLocked() // adopt a running postmaster not seen yet
-	if i.proc == nil {
-		c := make(chan struct{})
-		close(c)
-		return c
+	if p := i.runningLocked(); p != nil {
+		return p.done
 	}
-	return i.proc.done
+	return nil
 }
 
-// ExitErr reports why the last postmaster exited: nil while it runs (or if
-// none was ever started), an error wrapping [ErrStopped] after Stop, Fence,
-// Restart or Rewind stopped it, and an [*ExitError] with the server log's
-// tail when it exited on its own (crash, kill -9, PANIC, stopped by someone
-// else).
+// ExitErr reports why the last postmaster exited: nil while it runs, when
+// none was ever started, and after Stop, Restart, Fence or Rewind stopped
+// it on purpose; an [*ExitError] with the server log's tail when it exited
+// on its own (crash, kill -9, PANIC, stopped by someone else). The next
+// Start resets it to nil.
 func (i *Instance) ExitErr() error {
 	i.mu.Lock()
 	p := i.proc
@@ -287,9 +286,7 @@ func (i *Instance) watchAdopted(p *process) {
 			break
 		}
 	}
-	if p.stopping.Load() {
-		p.err = fmt.Errorf("%w (pid %d)", ErrStopped, p.pid)
-	} else {
+	if !p.stopping.Load() {
 		p.err = &ExitError{PID: p.pid, ExitCode: -1, LogTail: i.logTail()}
 	}
 	close(p.done)
@@ -481,9 +478,7 @@ func (i *Instance) spawn() (*process, error) {
 	p := &process{pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
-		if p.stopping.Load() {
-			p.err = fmt.Errorf("%w (pid %d)", ErrStopped, p.pid)
-		} else {
+		if !p.stopping.Load() {
 			ee := &ExitError{PID: p.pid, ExitCode: exitCode(err), LogTail: i.logTail()}
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 				ee.Signal = ws.Signal().String()

@@ -334,8 +334,11 @@ func TestFenceStopsOpenTransaction(t *testing.T) {
 	default:
 		t.Fatal("Fence returned before the postmaster exited")
 	}
-	if err := p.ExitErr(); !errors.Is(err, replicate.ErrStopped) {
-		t.Fatalf("ExitErr after Fence = %v, want ErrStopped", err)
+	if err := p.ExitErr(); err != nil {
+		t.Fatalf("ExitErr after Fence = %v, want nil (stopped on purpose)", err)
+	}
+	if c := p.Exited(); c != nil {
+		t.Fatal("Exited() of a stopped server is not nil")
 	}
 	if err := tx.Commit(ctx); err == nil {
 		t.Fatal("the open transaction committed after Fence")
@@ -416,16 +419,22 @@ func TestAdoptRunningPostmaster(t *testing.T) {
 	if st := mustStatus(t, ctx, q); !st.Running || st.PID != p.PID() {
 		t.Fatalf("adopted Status: %+v", st)
 	}
+	pExited := p.Exited()
 	if err := q.Stop(ctx, replicate.Fast); err != nil {
 		t.Fatalf("Stop through the adopting Instance: %v", err)
 	}
 	select {
-	case <-p.Exited():
+	case <-pExited:
 	case <-ctx.Done():
 		t.Fatal("the first Instance did not see its postmaster exit")
 	}
-	if err := q.ExitErr(); !errors.Is(err, replicate.ErrStopped) {
-		t.Fatalf("adopting Instance's ExitErr = %v, want ErrStopped", err)
+	if err := q.ExitErr(); err != nil {
+		t.Fatalf("adopting Instance's ExitErr = %v, want nil (stopped on purpose)", err)
+	}
+	// The first Instance did not stop it: to it, the exit was unexpected.
+	var ee *replicate.ExitError
+	if err := p.ExitErr(); !errors.As(err, &ee) {
+		t.Fatalf("first Instance's ExitErr = %v, want *ExitError", err)
 	}
 
 	// Stale postmaster.pid: a dead PID, a zombie, a live unrelated process.
