@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -201,7 +202,11 @@ func StartPostgres(t TB, opts PostgresOptions) *replicate.Instance {
 		if !opts.NoSlot {
 			src.Slot = replicate.SlotName(opts.Name)
 		}
-		if err := inst.Clone(ctx, src); err != nil {
+		err := inst.Clone(ctx, src)
+		if errors.Is(err, replicate.ErrPortInUse) {
+			inst, err = restartOnFreePort(t, cfg, func(i *replicate.Instance) error { return i.Follow(ctx, src) })
+		}
+		if err != nil {
 			t.Fatalf("testutil: clone %s from %s: %v", opts.Name, src, err)
 		}
 		return inst
@@ -210,11 +215,38 @@ func StartPostgres(t TB, opts PostgresOptions) *replicate.Instance {
 		t.Fatalf("testutil: init %s in %s: %v", opts.Name, cfg.DataDir, err)
 	}
 	if !opts.NoStart {
-		if err := inst.Start(ctx); err != nil {
+		err := inst.Start(ctx)
+		if errors.Is(err, replicate.ErrPortInUse) {
+			inst, err = restartOnFreePort(t, cfg, func(i *replicate.Instance) error { return i.Start(ctx) })
+		}
+		if err != nil {
 			t.Fatalf("testutil: start %s on port %d: %v", opts.Name, cfg.Port, err)
 		}
 	}
 	return inst
+}
+
+// restartOnFreePort starts cfg's data directory with start on another free
+// port: the port picked first was taken by another test process meanwhile.
+func restartOnFreePort(t TB, cfg replicate.Config, start func(*replicate.Instance) error) (*replicate.Instance, error) {
+	var err error
+	for range 3 {
+		if cfg.Port, err = freePort(); err != nil {
+			return nil, err
+		}
+		inst, nerr := replicate.New(cfg)
+		if nerr != nil {
+			return nil, nerr
+		}
+		StopPostgresAtCleanup(t, inst)
+		if err = start(inst); err == nil {
+			return inst, nil
+		}
+		if !errors.Is(err, replicate.ErrPortInUse) {
+			return nil, err
+		}
+	}
+	return nil, err
 }
 
 // StopPostgresAtCleanup registers a cleanup that stops inst with an
