@@ -170,6 +170,17 @@ func DefaultConfig() *Config {
 	}
 }
 
+// LocalConfig returns [DefaultConfig] tuned for a cluster on one machine or
+// one LAN, as in the demo and the tests: nodes probed every 100 ms with a
+// 500 ms timeout, and operations waiting up to 10 s for a primary.
+func LocalConfig() *Config {
+	c := DefaultConfig()
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 500 * time.Millisecond
+	c.FailoverTimeout = 10 * time.Second
+	return c
+}
+
 func (c *Config) copy() *Config {
 	n := *c
 	n.Hosts = slices.Clone(c.Hosts)

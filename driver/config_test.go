@@ -180,3 +180,16 @@ func FuzzParseConfig(f *testing.F) {
 		_ = cfg.Validate()
 	})
 }
+
+func TestValidateLocalConfig(t *testing.T) {
+	c := driver.LocalConfig()
+	pc, err := pgxpool.ParseConfig("postgres://u@h1:5432/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.PoolConfig = pc
+	c.Hosts = []string{"h1:5432"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("LocalConfig with a pool config and a host: %v", err)
+	}
+}
