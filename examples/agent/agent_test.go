@@ -168,6 +168,13 @@ pg_parameters:
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+	var names []string
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "# TYPE pgha_") {
+			names = append(names, strings.TrimPrefix(line, "# TYPE "))
+		}
+	}
+	t.Logf("pgha metrics: %s", strings.Join(names, "; "))
 	code, cluster, err := get(addr, "/cluster")
 	if err != nil || code != http.StatusOK || !strings.Contains(cluster, `"node": "a1"`) && !strings.Contains(cluster, `"node":"a1"`) {
 		t.Errorf("/cluster: %d %s %v; want 200 and node a1", code, cluster, err)
@@ -199,6 +206,6 @@ pg_parameters:
 		}
 	}
 	if t.Failed() || testing.Verbose() {
-		t.Logf("agent log (%d lines)", strings.Count(log, "\n"))
+		t.Logf("agent log:\n%s", log)
 	}
 }
