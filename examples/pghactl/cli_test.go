@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -178,4 +181,55 @@ func (c *testCluster) state(t testing.TB) ha.ClusterState {
 		t.Fatalf("list --json: %v\n%s", err, r.stdout)
 	}
 	return st
+}
+
+// TestEtcdAuth: a wrong etcd password exits 3 and points at the
+// credentials; the right one (from a file or the environment) gets through.
+func TestEtcdAuth(t *testing.T) {
+	etcd := testutil.StartEtcd(t, 1)
+	cli := etcd.Client(t)
+	ctx := testutil.Ctx(t, 10*time.Second)
+	const pw = "ctl-root-Vb51"
+	if _, err := cli.UserAdd(ctx, "root", pw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	wrong, right := filepath.Join(dir, "wrong"), filepath.Join(dir, "right")
+	os.WriteFile(wrong, []byte("nope\n"), 0o600)
+	os.WriteFile(right, []byte(pw+"\n"), 0o600)
+	base := []string{"--etcd", etcd.Endpoints()[0], "--cluster", "c", "--etcd-username", "root"}
+
+	r := pghactl(t, append(base, "--etcd-password-file", wrong, "list")...)
+	t.Logf("wrong password: %s", r.stderr)
+	if r.code != exitUnreachable || !strings.Contains(r.stderr, "check --etcd-username and the password") || strings.Contains(r.stderr, pw) {
+		t.Errorf("wrong password: %v\nwant exit 3 and a hint about the credentials", r)
+	}
+	r = pghactl(t, append(base, "--etcd-password-file", right, "list")...)
+	if r.code != exitFailed || !strings.Contains(r.stderr, `no cluster "c"`) {
+		t.Errorf("right password, no such cluster: %v\nwant exit 1 and no cluster", r)
+	}
+	var out, errb bytes.Buffer
+	env := func(k string) string {
+		if k == "PGHA_ETCD_PASSWORD" {
+			return pw
+		}
+		return ""
+	}
+	if code := runEnv(ctx, append(base, "pause"), env, &out, &errb); code != exitOK {
+		t.Errorf("pause with PGHA_ETCD_PASSWORD: exit %d: %s", code, errb.String())
+	}
+	if code := runEnv(ctx, append(base, "--etcd-password-file", right, "resume"), env, &out, &errb); code != exitUsage {
+		t.Errorf("password in both the environment and a file: exit %d; want 2", code)
+	}
+	r = pghactl(t, "--etcd", etcd.Endpoints()[0], "--cluster", "c", "list")
+	t.Logf("no credentials: %s", r.stderr)
+	if r.code != exitUnreachable {
+		t.Errorf("no credentials with auth on: %v; want exit 3", r)
+	}
 }
