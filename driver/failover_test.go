@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -462,4 +463,89 @@ func TestCallerCancel(t *testing.T) {
 	if p.Stat().TotalConns() == 0 {
 		t.Errorf("pool has no primary connections after a caller's cancel")
 	}
+}
+
+// TestSwitchAwayFromLivePrimary: the leader record moves to a promoted
+// standby while the old primary keeps running and accepting writes (its
+// manager froze, say). Once the pool has seen the new record it sends no
+// more writes to the old primary, and a connection that was in use during
+// the switch is closed when released.
+func TestSwitchAwayFromLivePrimary(t *testing.T) {
+	primary, standby := pair(t, "sw")
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	// Asynchronous, so the old primary keeps committing on its own.
+	if _, err := primary.SetSynchronousStandbys(ctx, replicate.SyncSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	etcd := testutil.StartEtcd(t, 1)
+	term1, err := campaignT(ctx, etcd.Endpoints(), "sw", "sw1", primary, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term1.Close()
+	p := newPool(t, parse(t, connString("application_name=swapp&pgha_cluster=sw&pgha_failover_timeout=20s&pgha_etcd="+etcd.Endpoints()[0])))
+	held, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(ctx, p)
+	waitAcked(t, w, 30, "writes before the switch")
+
+	if err := term1.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	term2, err := campaignT(ctx, etcd.Endpoints(), "sw", "sw2", standby, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { term2.Resign(context.Background()); term2.Close() }()
+	if _, err := standby.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := term2.Proclaim(ctx, leaderRecord("sw2", standby, true)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "pool switched to sw2", func() error {
+		if st := p.DebugState(); !strings.HasPrefix(st, "primary=sw2") {
+			return errors.New(st)
+		}
+		return nil
+	})
+	onOld := func() int64 {
+		n, err := testutil.PostgresQueryInt(ctx, primary, "select count(*) from w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := onOld()
+	n := w.ackedCount()
+	waitAcked(t, w, n+50, "writes after the switch")
+	if after := onOld(); after != before {
+		t.Errorf("the old primary got %d more rows after the pool switched away from it", after-before)
+	}
+	// Replication was asynchronous: writes acknowledged by the old primary
+	// just before the switch may be missing on the new one. Every write
+	// acknowledged after the switch must be there.
+	w.halt()
+	for _, err := range w.bad {
+		t.Error(err)
+	}
+	w.mu.Lock()
+	after := append([]int(nil), w.acked[n:]...)
+	w.mu.Unlock()
+	for _, v := range after {
+		if c, err := testutil.PostgresQueryInt(ctx, standby, "select count(*) from w where v = $1", v); err != nil || c != 1 {
+			t.Errorf("write %d acknowledged after the switch: %d rows on the new primary (err %v)", v, c, err)
+		}
+	}
+
+	held.Release()
+	testutil.Eventually(t, 10*time.Second, "no application session left on the old primary", func() error {
+		n, err := testutil.PostgresQueryInt(ctx, primary, "select count(*) from pg_stat_activity where application_name = 'swapp'")
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d sessions", n)
+		}
+		return err
+	})
 }

@@ -126,6 +126,10 @@ func (p *Pool) probeRound(nodes []*node) {
 	p.publishLocked("probe")
 }
 
+// probeAppName is the application_name of the probe connections, so that
+// operators can tell them from the application's sessions.
+const probeAppName = "pgha-driver-probe"
+
 const probeSQL = `select pg_is_in_recovery(), current_setting('transaction_read_only')::bool,
  coalesce((case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end - '0/0'::pg_lsn)::int8, 0)`
 
@@ -138,6 +142,7 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	if n.probeConn == nil || n.probeConn.IsClosed() {
 		cc := n.connConfig(p.cfg.PoolConfig.ConnConfig)
 		cc.Tracer = nil
+		cc.RuntimeParams["application_name"] = probeAppName
 		c, err := pgx.ConnectConfig(ctx, cc)
 		if err != nil {
 			r.err = err
