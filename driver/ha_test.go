@@ -114,8 +114,19 @@ func TestHAFailover(t *testing.T) {
 	if err := testutil.PostgresExec(ctx, insts[old], "create table w(v int primary key)"); err != nil {
 		t.Fatal(err)
 	}
-	cfg := parse(t, connString("pgha_cluster=ha&pgha_failover_timeout=30s&pgha_etcd="+etcd.Endpoints()[0]))
+	cfg := parse(t, connString("pgha_cluster=ha&pgha_failover_timeout=30s&pgha_read_mode=replicas&pgha_etcd="+etcd.Endpoints()[0]))
 	p := newPool(t, cfg)
+	// Replicas come from the managers' member records.
+	testutil.Eventually(t, 10*time.Second, "read served by the standby named in the member records", func() error {
+		var port int
+		if err := p.Reader().QueryRow(ctx, "select inet_server_port()").Scan(&port); err != nil {
+			return err
+		}
+		if port == insts[old].Config().Port {
+			return errors.New("read served by the primary")
+		}
+		return nil
+	})
 	w := startWriter(ctx, p)
 	waitAcked(t, w, 50, "writes before the failover")
 
