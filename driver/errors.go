@@ -54,6 +54,7 @@ type Error struct {
 	Err error
 }
 
+// Error returns "op: kind (node n): underlying error".
 func (e *Error) Error() string {
 	s := e.Kind.Error()
 	if e.Op != "" {
@@ -77,13 +78,18 @@ func (e *Error) Unwrap() []error {
 	return []error{e.Kind, e.Err}
 }
 
-// ConfigError is an invalid [Config] field.
+// ConfigError is an invalid [Config] field, returned by [Config.Validate]
+// and [NewWithConfig].
 type ConfigError struct {
-	Field  string
-	Value  any
+	// Field names the field, e.g. "FailoverTimeout" or "Hosts[1]".
+	Field string
+	// Value is the offending value (never a password).
+	Value any
+	// Reason says what is wrong and how to fix it.
 	Reason string
 }
 
+// Error returns "driver: Field value reason".
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("driver: %s %v %s", e.Field, e.Value, e.Reason)
 }
