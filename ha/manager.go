@@ -250,16 +250,17 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 			l.ReplayLSN = uint64(st.CheckpointLSN)
 		}
 		l.Streaming = st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
-		switch {
-		case st.Running && !st.InRecovery && o.Leading:
+		if st.Running && !st.InRecovery && o.Leading {
 			m.crashedAt = time.Time{}
-		case !st.Running && o.Leading && m.crashedAt.IsZero() && m.inst.ExitErr() != nil:
-			// The postmaster died under the leader (not stopped by us).
-			m.crashedAt = o.Now
-			m.log.Warn("PostgreSQL exited on the leader", "err", errString(m.inst.ExitErr()))
 		}
-		l.CrashedAt = m.crashedAt
 	}
+	if !l.Running && o.Leading && m.crashedAt.IsZero() && m.inst.ExitErr() != nil {
+		// The postmaster died under the leader (not stopped by us). This
+		// holds also when Status failed because it was dying.
+		m.crashedAt = o.Now
+		m.log.Warn("PostgreSQL exited on the leader", "err", errString(m.inst.ExitErr()))
+	}
+	l.CrashedAt = m.crashedAt
 	o.Local = l
 	return o, true
 }
@@ -359,6 +360,11 @@ func (m *Manager) leave() {
 	}
 }
 
+// opTimeout bounds actions that talk to a running PostgreSQL and should
+// take well under a second (promote, follow); long ones (clone, rewind) are
+// bounded only by Run's context.
+const opTimeout = 30 * time.Second
+
 // source returns the replication source for a leader.
 func (m *Manager) source(l *keyspace.LeaderRecord) replicate.Source {
 	return replicate.Source{Host: l.Host, Port: l.Port, Slot: replicate.SlotName(m.cfg.Node)}
@@ -384,6 +390,8 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		}
 		return nil
 	case actFollow:
+		ctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
 		if err := m.inst.Follow(ctx, m.source(a.Leader)); err != nil {
 			return fmt.Errorf("follow %s: %w", a.Leader.Node, err)
 		}
@@ -421,9 +429,16 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 	case actCampaign:
 		return m.campaign(ctx, o)
 	case actPromote:
-		return m.promote(ctx, o)
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
+		return m.promote(pctx, o)
 	case actLead:
-		return m.lead(ctx, o)
+		// The heartbeat must never hold the loop: a PostgreSQL call on a
+		// server that just died could otherwise wait forever, and the loop
+		// would miss the crash.
+		lctx, cancel := context.WithTimeout(ctx, m.cfg.LeaseTTL/2)
+		defer cancel()
+		return m.lead(lctx, o)
 	case actResign:
 		return m.resign(ctx, o, a.Reason)
 	}
