@@ -6,7 +6,15 @@ GO        ?= go
 PKGS      ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: test lint vet fmt bench tools-postgres
+.PHONY: demo test lint vet fmt bench tools-postgres
+
+# demo runs the local-cluster demo: embedded etcd, three PostgreSQL servers
+# with an HA manager each, a writer through driver.Pool, then four failures
+# narrated with their write pause and rows lost. DEMOFLAGS adds flags, e.g.
+# DEMOFLAGS="-sync off -ttl 5s -scripted".
+DEMOFLAGS ?=
+demo: tools-postgres
+	$(GO) run ./examples/localcluster -pgbin "$$(scripts/ensure-postgres.sh)" $(DEMOFLAGS)
 
 # test runs every test against real etcd (embedded) and real PostgreSQL
 # servers. It finds or installs the PostgreSQL server binaries first.
