@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -41,17 +42,20 @@ func pair(t *testing.T, prefix string) (primary, standby *replicate.Instance) {
 // kill sends SIGKILL to inst's postmaster and waits for it to exit.
 func kill(t testing.TB, inst *replicate.Instance) {
 	t.Helper()
+	// Take the exit channel first: once the postmaster is gone, Exited
+	// returns nil (and a nil channel blocks forever).
+	exited := inst.Exited()
 	pid := inst.PID()
-	if pid == 0 {
+	if pid == 0 || exited == nil {
 		t.Fatalf("kill %s: not running", inst.Config().Name)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill %s (pid %d): %v", inst.Config().Name, pid, err)
 	}
 	select {
-	case <-inst.Exited():
+	case <-exited:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("postmaster of %s did not exit after SIGKILL", inst.Config().Name)
+		t.Fatalf("postmaster of %s (pid %d) did not exit after SIGKILL", inst.Config().Name, pid)
 	}
 }
 
@@ -167,6 +171,82 @@ func (w *writer) check(t *testing.T, server *replicate.Instance) {
 	t.Logf("writer: %d acknowledged, %d with unknown outcome, typed errors %v", len(w.acked), len(w.unknown), w.typed)
 }
 
+// churn runs transactions and single-row queries through the pool from
+// several goroutines, and records every error that is not one of the
+// pool's typed errors (or a plain statement error it must pass through).
+type churn struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	ok   int
+	bad  []error
+}
+
+func startChurn(ctx context.Context, p *driver.Pool, goroutines int) *churn {
+	c := &churn{stop: make(chan struct{})}
+	typed := func(err error) bool {
+		return err == nil || errors.Is(err, driver.ErrFailover) || errors.Is(err, driver.ErrOutcomeUnknown) || errors.Is(err, driver.ErrNoPrimary)
+	}
+	for g := range goroutines {
+		c.wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-c.stop:
+					return
+				default:
+				}
+				octx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				var err error
+				switch i % 3 {
+				case 0:
+					var tx pgx.Tx
+					if tx, err = p.Begin(octx); err == nil {
+						if _, err = tx.Exec(octx, "select $1::int", g); err == nil {
+							err = tx.Commit(octx)
+						} else {
+							tx.Rollback(octx)
+						}
+					}
+				case 1:
+					var n int
+					err = p.QueryRow(octx, "select $1::int + 1", i).Scan(&n)
+				case 2:
+					var inRecovery bool
+					err = p.QueryRow(octx, "select pg_is_in_recovery()").Scan(&inRecovery)
+					if err == nil && inRecovery {
+						err = errors.New("a query through the pool's write path ran on a server in recovery")
+						c.mu.Lock()
+						c.bad = append(c.bad, err)
+						c.mu.Unlock()
+						err = nil
+					}
+				}
+				cancel()
+				c.mu.Lock()
+				if !typed(err) {
+					c.bad = append(c.bad, err)
+				} else if err == nil {
+					c.ok++
+				}
+				c.mu.Unlock()
+			}
+		})
+	}
+	return c
+}
+
+func (c *churn) check(t *testing.T) {
+	t.Helper()
+	close(c.stop)
+	c.wg.Wait()
+	for _, err := range c.bad {
+		t.Errorf("churn: %v", err)
+	}
+	if c.ok == 0 {
+		t.Errorf("churn: no operation succeeded")
+	}
+}
+
 func waitAcked(t *testing.T, w *writer, n int, what string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, what, func() error {
@@ -186,6 +266,7 @@ func TestHostListFailover(t *testing.T) {
 	p := newPool(t, cfg)
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	w := startWriter(ctx, p)
+	c := startChurn(ctx, p, 3)
 	waitAcked(t, w, 50, "writes before the failover")
 
 	kill(t, primary)
@@ -194,6 +275,7 @@ func TestHostListFailover(t *testing.T) {
 		t.Fatalf("promote: %v", err)
 	}
 	waitAcked(t, w, before+50, "writes after the promotion")
+	c.check(t)
 	w.check(t, standby)
 
 	var port int
@@ -219,6 +301,7 @@ func TestEtcdFailover(t *testing.T) {
 	cfg := parse(t, connString("pgha_cluster=ef&pgha_failover_timeout=20s&pgha_etcd="+etcd.Endpoints()[0]))
 	p := newPool(t, cfg)
 	w := startWriter(ctx, p)
+	c := startChurn(ctx, p, 3)
 	waitAcked(t, w, 50, "writes before the failover")
 
 	kill(t, primary)
@@ -238,6 +321,7 @@ func TestEtcdFailover(t *testing.T) {
 		t.Fatalf("proclaim: %v", err)
 	}
 	waitAcked(t, w, before+50, "writes after the promotion")
+	c.check(t)
 	w.check(t, standby)
 }
 
