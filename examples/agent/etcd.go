@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -42,7 +41,7 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 // etcdClient connects to etcd. The client dials lazily: an etcd that is
 // down at start is retried by the HA loop, not fatal (except that
 // username/password authentication happens here).
-func (c *config) etcdClient(ctx context.Context) (*clientv3.Client, error) {
+func (c *config) etcdClient() (*clientv3.Client, error) {
 	tlsCfg, err := c.tlsConfig()
 	if err != nil {
 		return nil, err
@@ -55,7 +54,8 @@ func (c *config) etcdClient(ctx context.Context) (*clientv3.Client, error) {
 		DialTimeout:          c.etcdDialTimeout,
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
-		Context:              ctx,
+		// Not ctx: the client must outlive a SIGTERM, for the manager to
+		// resign and revoke its leases on the way out. run closes it.
 		// The HA loop logs what matters; the client's own retry chatter
 		// would drown it.
 		Logger: zap.NewNop(),

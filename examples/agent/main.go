@@ -109,7 +109,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 	}
 	log := slog.New(handler)
 
-	cli, err := cfg.etcdClient(ctx)
+	cli, err := cfg.etcdClient()
 	if err != nil {
 		return err
 	}
