@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -146,6 +147,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 	}
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if p.etcdMode {
+		p.lastErr = fmt.Errorf("etcd has not answered yet (cluster %q)", cfg.Cluster)
 		if err := p.startEtcd(cli); err != nil {
 			p.cancel()
 			if p.ownsEtcd != nil {

@@ -154,3 +154,23 @@ func TestNeverWritesToStandby(t *testing.T) {
 		return nil
 	})
 }
+
+// TestEtcdNeverAnswers: with etcd unreachable from the start and no host
+// list, operations wait FailoverTimeout and fail with ErrNoPrimary saying
+// why. No server is needed.
+func TestEtcdNeverAnswers(t *testing.T) {
+	addr := testutil.FreeAddr(t) // nothing listens there
+	p := newPool(t, parse(t, "postgres://u@/db?pgha_cluster=none&pgha_failover_timeout=300ms&pgha_etcd=http://"+addr))
+	start := time.Now()
+	_, err := p.Exec(t.Context(), "select 1")
+	if !errors.Is(err, driver.ErrNoPrimary) || !strings.Contains(err.Error(), "etcd has not answered") {
+		t.Fatalf("Exec with etcd unreachable: %v; want ErrNoPrimary saying etcd has not answered", err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("Exec failed after %v, before FailoverTimeout (300ms)", d)
+	}
+	var e *driver.Error
+	if !errors.As(err, &e) || e.Kind != driver.ErrNoPrimary {
+		t.Errorf("error is not a *driver.Error of kind ErrNoPrimary: %#v", err)
+	}
+}
