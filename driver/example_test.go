@@ -2,8 +2,11 @@ package driver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgha/pgha/driver"
 )
@@ -99,4 +102,61 @@ func ExamplePool_CausalToken() {
 	}
 	fmt.Println("sees its own write:", n > 0)
 	// Output: sees its own write: true
+}
+
+// A transaction broken by a failover is safe to run again from the start;
+// a COMMIT with an unknown outcome needs the application to check what it
+// wrote.
+func ExamplePool_BeginTx() {
+	ctx := context.Background()
+	pool, err := driver.New(ctx, "postgres://app@/app?pgha_cluster=main&pgha_etcd=http://127.0.0.1:2379")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	transfer := func() error {
+		tx, err := pool.BeginTx(ctx, pgx.TxOptions{})
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, "update accounts set balance = balance - 10 where id = 1"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "update accounts set balance = balance + 10 where id = 2"); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		err = transfer()
+		if !errors.Is(err, driver.ErrFailover) {
+			break // done, or an error that retrying will not fix
+		}
+	}
+	switch {
+	case errors.Is(err, driver.ErrOutcomeUnknown):
+		log.Print("transfer may or may not have happened: reconcile")
+	case err != nil:
+		log.Print(err)
+	}
+}
+
+// WithIdempotent lets the pool repeat a statement outside a transaction
+// whose connection broke after it was sent, instead of returning
+// ErrOutcomeUnknown.
+func ExampleWithIdempotent() {
+	ctx := context.Background()
+	pool, err := driver.New(ctx, "postgres://app@pg1:5432,pg2:5432/app")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	_, err = pool.Exec(driver.WithIdempotent(ctx),
+		"insert into seen(id) values ($1) on conflict do nothing", 42)
+	if err != nil {
+		log.Print(err)
+	}
 }

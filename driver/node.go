@@ -60,6 +60,10 @@ type node struct {
 	routedReplica atomic.Int64
 
 	probeConn *pgx.Conn // owned by the prober goroutine
+
+	// dropped is set (under Pool.mu) when the node left the topology and
+	// its pools were closed: no pool may be created for it after that.
+	dropped bool
 }
 
 func newNode(key, host string, port uint16) *node {
@@ -180,7 +184,7 @@ func (p *Pool) readPool(n *node) *pgxpool.Pool {
 	if rp := n.rp.Load(); rp != nil {
 		return rp
 	}
-	if p.closed {
+	if p.closed || n.dropped {
 		return nil
 	}
 	pc := p.cfg.PoolConfig.Copy()

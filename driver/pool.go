@@ -237,7 +237,7 @@ func (p *Pool) publishLocked(reason string) {
 			p.log.Warn("several hosts accept writes", "hosts", keys, "keeping", keyOf(next))
 		}
 	}
-	if next != nil && p.writePool(next) == nil {
+	if next != nil && (next.dropped || p.writePool(next) == nil) {
 		next = nil
 	}
 	if next != old {

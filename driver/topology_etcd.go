@@ -49,6 +49,7 @@ func (p *Pool) nodeLocked(name, host string, port int) *node {
 // waits for acquired connections). Called under p.mu.
 func (p *Pool) dropNodeLocked(n *node) {
 	delete(p.nodes, n.key)
+	n.dropped = true
 	if p.primary.Load() == n {
 		p.primary.Store(nil)
 	}
