@@ -209,3 +209,62 @@ pg_parameters:
 		t.Logf("agent log:\n%s", log)
 	}
 }
+
+// agentArgs are the flags for a node of an agent test cluster.
+func agentArgs(t *testing.T, name, cluster, etcdURL string) (args []string, addr, dataDir string) {
+	pg := testutil.PostgresConfig(t, name)
+	addr = testutil.FreeAddr(t)
+	return []string{
+		"--cluster", cluster, "--node", name, "--etcd-endpoints", etcdURL, "--listen", addr,
+		"--lease-ttl", "2s", "--loop-interval", "200ms",
+		"--pg-data-dir", pg.DataDir, "--pg-bin-dir", pg.BinDir, "--pg-port", fmt.Sprint(pg.Port),
+		"--pg-socket-dir", pg.SocketDir,
+	}, addr, pg.DataDir
+}
+
+func waitStatus(t *testing.T, addr, path string, want int) {
+	t.Helper()
+	testutil.Eventually(t, 90*time.Second, fmt.Sprintf("%s on %s answers %d", path, addr, want), func() error {
+		code, body, err := get(addr, path)
+		if err != nil {
+			return err
+		}
+		if code != want {
+			return fmt.Errorf("%s: %d %s", path, code, body)
+		}
+		return nil
+	})
+}
+
+// TestAgentStandby: a second agent clones from the first and streams;
+// stopped, it stops its PostgreSQL, and the primary keeps leading.
+func TestAgentStandby(t *testing.T) {
+	etcd := testutil.StartEtcd(t, 1)
+	env := []string{"PGHA_PG_SUPERUSER_PASSWORD=" + testutil.PostgresSuperuserPassword,
+		"PGHA_PG_REPLICATION_PASSWORD=" + testutil.PostgresReplicationPassword}
+	args1, addr1, dir1 := agentArgs(t, "s1", "standbytest", etcd.Endpoints()[0])
+	a1 := startAgent(t, args1, env)
+	waitStatus(t, addr1, "/primary", http.StatusOK)
+	args2, addr2, dir2 := agentArgs(t, "s2", "standbytest", etcd.Endpoints()[0])
+	a2 := startAgent(t, args2, env)
+	waitStatus(t, addr2, "/readiness", http.StatusOK)
+	waitStatus(t, addr2, "/replica?lag=1048576", http.StatusOK)
+	if code, body, err := get(addr2, "/primary"); err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("/primary on the standby: %d %s %v; want 503", code, body, err)
+	}
+	if err := a2.stop(t); err != nil {
+		t.Fatalf("standby agent: run after cancel: %v", err)
+	}
+	if procs, err := testutil.PostgresProcesses(filepath.Dir(dir2)); err != nil || len(procs) > 0 {
+		t.Errorf("the standby's postgres still runs after its agent stopped: %v %v", procs, err)
+	}
+	if code, body, err := get(addr1, "/primary"); err != nil || code != http.StatusOK {
+		t.Errorf("/primary on s1 after the standby left: %d %s %v", code, body, err)
+	}
+	if err := a1.stop(t); err != nil {
+		t.Fatalf("primary agent: run after cancel: %v", err)
+	}
+	if procs, err := testutil.PostgresProcesses(filepath.Dir(dir1)); err != nil || len(procs) > 0 {
+		t.Errorf("the primary's postgres still runs after its agent stopped: %v %v", procs, err)
+	}
+}
