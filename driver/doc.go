@@ -32,8 +32,9 @@
 //
 // # Lifecycle
 //
-// [New] or [NewWithConfig] validate the configuration and start the
-// topology watch; like pgxpool they do not wait for a connection. The pool
+// [New] or [NewWithConfig] validate the configuration ([DefaultConfig] and
+// [LocalConfig] are starting points; [ParseConfig] fills them from a
+// connection string) and start the topology watch; like pgxpool they do not wait for a connection. The pool
 // keeps one pgxpool per node, created on first use, with the
 // [Config.PoolConfig] template's settings (sizes apply per node). [Pool.Close]
 // stops the background goroutines and closes every connection; it waits for
@@ -58,7 +59,9 @@
 // broken by a failover fails with [ErrFailover], and so does the COMMIT of
 // such a transaction; a COMMIT whose connection broke after it was sent
 // fails with [ErrOutcomeUnknown]. No primary within FailoverTimeout is
-// [ErrNoPrimary]. All are returned as an [*Error] that wraps the pgx error:
+// [ErrNoPrimary]. Errors that pgx defers to reading results (rows.Err of
+// [Pool.Query], the results of [Pool.SendBatch]) are returned as pgx
+// reports them. All are returned as an [*Error] that wraps the pgx error:
 // errors.Is matches the sentinel, errors.As finds the *pgconn.PgError.
 // A caller's cancelled or expired context is returned as the caller's error;
 // it never counts against a node.
@@ -75,10 +78,12 @@
 // # Concurrency
 //
 // [Pool] and [Reader] are safe for concurrent use. The pool owns one
-// goroutine that probes the nodes (one more per node during a probe round)
-// and, with etcd, two that watch the leader and member records; Close stops
-// and joins them. The query path takes no lock: the primary is an atomic
-// pointer.
+// goroutine that probes the nodes (one more per node during a probe round,
+// each on its own connection, application_name pgha-driver-probe) and, with
+// etcd, two that watch the leader and member records; Close stops and joins
+// them. The query path takes no lock and adds no allocation to Exec and
+// Query: the primary is an atomic pointer. QueryRow and Begin allocate one
+// small object each, to retry or classify errors.
 //
 // # Failure behaviour
 //

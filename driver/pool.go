@@ -611,8 +611,8 @@ func (r *poolRow) Scan(dest ...any) error {
 	return err
 }
 
-// SendBatch sends b to the primary. A failure to acquire a connection is
-// retried; errors met while reading results are pgx's.
+// SendBatch sends b to the primary, waiting up to FailoverTimeout for one.
+// It is not retried: its errors, met while reading the results, are pgx's.
 func (p *Pool) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	n, err := p.writer(ctx)
 	if err != nil {
