@@ -106,8 +106,8 @@ type Config struct {
 	// probed with pg_is_in_recovery() every ProbeInterval: the one writable
 	// host is the primary, the others are replicas. With Etcd or
 	// EtcdEndpoints too, the hosts are used only until etcd first answers.
-	// [ParseConfig] fills Hosts from a multi-host connection string when
-	// it has no pgha_etcd.
+	// [ParseConfig] fills Hosts from the hosts of the connection string
+	// (with pgha_etcd, only when the string names hosts itself).
 	Hosts []string
 
 	// Etcd is an etcd client used to watch the cluster's leader and member
@@ -377,10 +377,47 @@ func ParseConfig(connString string) (*Config, error) {
 	if len(c.EtcdEndpoints) == 0 && c.Cluster != "" {
 		return nil, perr(keyEtcd, "is required with pgha_cluster", nil)
 	}
-	if len(c.EtcdEndpoints) == 0 {
+	// The hosts of the string are the host list; with etcd, only hosts
+	// written in the string count (not pgx's defaults), as the list used
+	// until etcd first answers.
+	if len(c.EtcdEndpoints) == 0 || explicitHosts(connString) {
 		c.Hosts = connHosts(pc)
 	}
 	return c, nil
+}
+
+// explicitHosts reports whether connString names its hosts itself, rather
+// than leaving pgx to default them (PGHOST, a Unix socket or localhost).
+func explicitHosts(connString string) bool {
+	if rest, ok := strings.CutPrefix(connString, "postgres://"); ok || strings.HasPrefix(connString, "postgresql://") {
+		if !ok {
+			rest = strings.TrimPrefix(connString, "postgresql://")
+		}
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			rest = rest[:i]
+		}
+		if i := strings.LastIndex(rest, "@"); i >= 0 {
+			rest = rest[i+1:]
+		}
+		if rest != "" {
+			return true
+		}
+		// postgres:///db?host=h1
+		if _, q, ok := strings.Cut(connString, "?"); ok {
+			for _, kv := range strings.Split(q, "&") {
+				if k, v, _ := strings.Cut(kv, "="); k == "host" && v != "" {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, f := range strings.Fields(connString) {
+		if k, v, ok := strings.Cut(f, "="); ok && strings.TrimSpace(k) == "host" && v != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // parseBytes parses a byte count: an integer with an optional kB, MB, GB

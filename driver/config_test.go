@@ -56,6 +56,24 @@ func TestParseConfigEtcd(t *testing.T) {
 	if cfg.FailoverTimeout != driver.DefaultFailoverTimeout || cfg.ReadMode != driver.ReadPrimary {
 		t.Errorf("defaults not filled: %v %v", cfg.FailoverTimeout, cfg.ReadMode)
 	}
+	// Hosts written in the string are the bootstrap list; pgx's default
+	// host is not.
+	for s, want := range map[string]string{
+		"postgres://u:p@h1:5432,h2:5433/db?pgha_cluster=m&pgha_etcd=http://e:2379": "h1:5432,h2:5433",
+		"postgres://u:p@/db?pgha_cluster=m&pgha_etcd=http://e:2379":                "",
+		"postgres:///db?host=h3&pgha_cluster=m&pgha_etcd=http://e:2379":            "h3:5432",
+		"user=u host=h4 port=6000 pgha_cluster=m pgha_etcd=http://e:2379":          "h4:6000",
+		"user=u dbname=d pgha_cluster=m pgha_etcd=http://e:2379":                   "",
+	} {
+		cfg, err := driver.ParseConfig(s)
+		if err != nil {
+			t.Errorf("ParseConfig(%s): %v", s, err)
+			continue
+		}
+		if got := strings.Join(cfg.Hosts, ","); got != want {
+			t.Errorf("ParseConfig(%s).Hosts = %q, want %q", s, got, want)
+		}
+	}
 }
 
 func TestParseConfigErrors(t *testing.T) {

@@ -124,8 +124,12 @@
 //
 //	postgres://app:secret@pg1:5432,pg2:5432,pg3:5432/app?pgha_read_mode=prefer-replicas
 //
-// With pgha_etcd the hosts in the string are ignored: the leader and member
-// records give each node's address. An unknown pgha_ key or a bad value is a
+// With pgha_etcd, the leader and member records give each node's address;
+// hosts written in the string are only the list used until etcd first
+// answers (a pool that starts while etcd is unreachable still finds the
+// primary):
+//
+//	postgres://app:secret@pg1:5432,pg2:5432/app?pgha_cluster=main&pgha_etcd=http://10.0.0.1:2379 An unknown pgha_ key or a bad value is a
 // *pgconn.ParseConfigError naming the key.
 //
 // # Telemetry

@@ -150,9 +150,6 @@ func connString(extra string, insts ...*replicate.Instance) string {
 	for _, in := range insts {
 		hosts = append(hosts, "127.0.0.1:"+strconv.Itoa(in.Config().Port))
 	}
-	if len(hosts) == 0 {
-		hosts = []string{"127.0.0.1"}
-	}
 	s := fmt.Sprintf("postgres://postgres:%s@%s/postgres?sslmode=disable", url.QueryEscape(testutil.PostgresSuperuserPassword), strings.Join(hosts, ","))
 	if extra != "" {
 		s += "&" + extra
