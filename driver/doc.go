@@ -130,6 +130,7 @@
 // primary):
 //
 //	postgres://app:secret@pg1:5432,pg2:5432/app?pgha_cluster=main&pgha_etcd=http://10.0.0.1:2379 An unknown pgha_ key or a bad value is a
+//
 // *pgconn.ParseConfigError naming the key.
 //
 // # Telemetry
