@@ -129,9 +129,10 @@
 // answers (a pool that starts while etcd is unreachable still finds the
 // primary):
 //
-//	postgres://app:secret@pg1:5432,pg2:5432/app?pgha_cluster=main&pgha_etcd=http://10.0.0.1:2379 An unknown pgha_ key or a bad value is a
+//	postgres://app:secret@pg1:5432,pg2:5432/app?pgha_cluster=main&pgha_etcd=http://10.0.0.1:2379
 //
-// *pgconn.ParseConfigError naming the key.
+// An unknown pgha_ key or a bad value is a *pgconn.ParseConfigError naming
+// the key.
 //
 // # Telemetry
 //
