@@ -189,3 +189,65 @@ func BenchmarkClone(b *testing.B) {
 	}
 	clone.report(b, "clone")
 }
+
+// BenchmarkFollowNewPrimary times what a failover asks of the other
+// standbys: Follow the newly promoted primary (a new timeline) plus the wait
+// until streaming from it. Three nodes rotate roles: each iteration fences
+// the primary, promotes a standby (untimed), times the other standby's
+// Follow, then rewinds the old primary to follow the new one (untimed).
+func BenchmarkFollowNewPrimary(b *testing.B) {
+	ctx := benchCtx(b)
+	n0 := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bn0"})
+	nodes := []*replicate.Instance{
+		n0,
+		testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bn1", CloneFrom: n0}),
+		testutil.StartPostgres(b, testutil.PostgresOptions{Name: "bn2", CloneFrom: n0}),
+	}
+	slot := func(i *replicate.Instance) string { return replicate.SlotName(i.Config().Name) }
+	var follow timings
+	b.StopTimer()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		primary, next, other := nodes[n%3], nodes[(n+1)%3], nodes[(n+2)%3]
+		// Both standbys must stream, so that they receive the primary's
+		// shutdown checkpoint.
+		for _, s := range []*replicate.Instance{next, other} {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := s.WaitStreaming(wctx)
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := primary.Stop(ctx, replicate.Fast); err != nil {
+			b.Fatal(err)
+		}
+		st, err := primary.Status(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, s := range []*replicate.Instance{next, other} {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := s.WaitReplayed(wctx, st.CheckpointLSN)
+			cancel()
+			if err != nil {
+				b.Fatalf("iteration %d: %s replays %s's last record: %v", n, s.Config().Name, primary.Config().Name, err)
+			}
+		}
+		if _, err := next.Promote(ctx); err != nil {
+			b.Fatal(err)
+		}
+		follow.measure(b, func() {
+			if err := other.Follow(ctx, testutil.SourceOf(next, slot(other))); err != nil {
+				b.Fatal(err)
+			}
+			if err := other.WaitStreaming(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if err := primary.Rewind(ctx, testutil.SourceOf(next, slot(primary))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	follow.report(b, "follow-new-primary")
+}

@@ -87,6 +87,7 @@ type Instance struct {
 	spawning bool       // Start is launching a postmaster: do not adopt it
 	fenceGen uint64     // incremented by every Fence
 	src      *Source    // the source of the last Clone, Follow or Rewind
+	srcTLI   uint32     // src's timeline then
 }
 
 // process is one postmaster: a supervised child or an adopted one.

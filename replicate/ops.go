@@ -117,7 +117,7 @@ func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 	if p := i.running(); p != nil {
 		return fmt.Errorf("%w: clone %s into %s (pid %d): stop it first", ErrRunning, src, i.cfg.DataDir, p.pid)
 	}
-	sysID, _, err := i.identifySource(ctx, src)
+	sysID, srcTLI, err := i.identifySource(ctx, src)
 	if err != nil {
 		return opErr(fmt.Sprintf("clone %s", i.cfg.Name), err)
 	}
@@ -146,7 +146,7 @@ func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 	if err := i.writeStandbyConfig(src); err != nil {
 		return err
 	}
-	i.setSource(src)
+	i.setSource(src, srcTLI)
 	if err := i.start(ctx); err != nil {
 		return opErr(fmt.Sprintf("clone %s", i.cfg.Name), err)
 	}
@@ -154,9 +154,9 @@ func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 	return nil
 }
 
-func (i *Instance) setSource(src Source) {
+func (i *Instance) setSource(src Source, tli uint32) {
 	i.mu.Lock()
-	i.src = &src
+	i.src, i.srcTLI = &src, tli
 	i.mu.Unlock()
 }
 
@@ -186,7 +186,7 @@ func (i *Instance) Follow(ctx context.Context, src Source) (err error) {
 	if !i.initialized() {
 		return fmt.Errorf("%w: %s (Clone it instead)", ErrNotInitialized, i.cfg.DataDir)
 	}
-	srcID, _, err := i.identifySource(ctx, src)
+	srcID, srcTLI, err := i.identifySource(ctx, src)
 	if err != nil {
 		return opErr(fmt.Sprintf("follow %s", src), err)
 	}
@@ -202,7 +202,7 @@ func (i *Instance) Follow(ctx context.Context, src Source) (err error) {
 		if err := i.writeStandbyConfig(src); err != nil {
 			return err
 		}
-		i.setSource(src)
+		i.setSource(src, srcTLI)
 		if err := i.start(ctx); err != nil {
 			return opErr(fmt.Sprintf("follow %s", src), err)
 		}
@@ -234,7 +234,7 @@ func (i *Instance) Follow(ctx context.Context, src Source) (err error) {
 			return fmt.Errorf("replicate: follow %s: %s: %w", src, strings.SplitN(s, "=", 2)[0], err)
 		}
 	}
-	i.setSource(src)
+	i.setSource(src, srcTLI)
 	err = pollCtx(ctx, func() (bool, error) {
 		var got, slot string
 		err := conn.QueryRow(ctx, "SELECT current_setting('primary_conninfo'), current_setting('primary_slot_name')").Scan(&got, &slot)
@@ -248,13 +248,16 @@ func (i *Instance) Follow(ctx context.Context, src Source) (err error) {
 }
 
 // WaitStreaming waits until the standby's WAL receiver streams from the
-// source given to the last Clone, Follow or Rewind (pg_stat_wal_receiver
-// status "streaming" with that sender host and port). When ctx ends first
-// it returns a [*ServerError] with the server log's tail, which says why
+// source given to the last Clone, Follow or Rewind, on the timeline the
+// source had then or a later one (pg_stat_wal_receiver status "streaming"
+// with that sender host and port, and received_tli). A standby that
+// follows a newly promoted server first streams the old timeline up to the
+// fork: WaitStreaming waits until it has switched. When ctx ends first it
+// returns a [*ServerError] with the server log's tail, which says why
 // (e.g. a diverged timeline, a missing slot, a rejected password).
 func (i *Instance) WaitStreaming(ctx context.Context) error {
 	i.mu.Lock()
-	src := i.src
+	src, tli := i.src, i.srcTLI
 	i.mu.Unlock()
 	if src == nil {
 		return errors.New("replicate: wait for streaming: no source: call Clone, Follow or Rewind first")
@@ -276,8 +279,8 @@ func (i *Instance) WaitStreaming(ctx context.Context) error {
 			conn = c
 		}
 		var status, host string
-		var port int32
-		err := conn.QueryRow(ctx, "SELECT status, coalesce(sender_host, ''), coalesce(sender_port, 0) FROM pg_stat_wal_receiver").Scan(&status, &host, &port)
+		var port, rtli int32
+		err := conn.QueryRow(ctx, "SELECT status, coalesce(sender_host, ''), coalesce(sender_port, 0), coalesce(received_tli, 0) FROM pg_stat_wal_receiver").Scan(&status, &host, &port, &rtli)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			last = "no WAL receiver"
@@ -288,8 +291,8 @@ func (i *Instance) WaitStreaming(ctx context.Context) error {
 			conn = nil
 			return false, nil
 		}
-		last = fmt.Sprintf("WAL receiver %s from %s:%d", status, host, port)
-		return status == "streaming" && host == src.Host && int(port) == src.Port, nil
+		last = fmt.Sprintf("WAL receiver %s from %s:%d on timeline %d (want %d or later)", status, host, port, rtli, tli)
+		return status == "streaming" && host == src.Host && int(port) == src.Port && uint32(rtli) >= tli, nil
 	})
 	if err != nil {
 		return &ServerError{Op: "wait for streaming from " + src.String(), Err: fmt.Errorf("%w (last seen: %s)", err, last), LogTail: i.logTail()}
@@ -399,7 +402,7 @@ func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
 	if !i.initialized() {
 		return fmt.Errorf("%w: %s (Clone it instead)", ErrNotInitialized, i.cfg.DataDir)
 	}
-	srcID, _, err := i.identifySource(ctx, src)
+	srcID, srcTLI, err := i.identifySource(ctx, src)
 	if err != nil {
 		return &RewindError{Reason: "source unreachable", Err: err}
 	}
@@ -431,7 +434,7 @@ func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
 	if err := i.writeStandbyConfig(src); err != nil {
 		return &RewindError{Reason: "configure as standby", Err: err}
 	}
-	i.setSource(src)
+	i.setSource(src, srcTLI)
 	if err := i.start(ctx); err != nil {
 		return &RewindError{Reason: "start as standby", Err: err}
 	}

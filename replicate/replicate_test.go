@@ -609,6 +609,9 @@ func TestPlannedSwitchover(t *testing.T) {
 	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "swa"})
 	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "swb", CloneFrom: a})
 	mustExec(t, ctx, a, "CREATE TABLE t (v text); INSERT INTO t SELECT 'r' || g FROM generate_series(1, 500) g")
+	if err := b.WaitStreaming(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.WaitReplayed(ctx, 1); !errors.Is(err, replicate.ErrNotStandby) {
 		t.Fatalf("WaitReplayed on a primary = %v, want ErrNotStandby", err)
 	}
@@ -678,5 +681,48 @@ func TestFenceDuringStart(t *testing.T) {
 	}
 	if pid := slow.PID(); pid != 0 {
 		t.Fatalf("a postmaster (pid %d) runs after Fence", pid)
+	}
+}
+
+// TestOtherStandbyFollowsNewPrimary: after a failover, a second standby
+// repoints to the promoted one by reload and streams its new timeline.
+func TestOtherStandbyFollowsNewPrimary(t *testing.T) {
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "op"})
+	s1 := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "os1", CloneFrom: p})
+	s2 := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "os2", CloneFrom: p})
+	mustExec(t, ctx, p, "CREATE TABLE t (v text); INSERT INTO t VALUES ('1')")
+	// Both standbys stream, so they receive p's shutdown checkpoint.
+	for _, s := range []*replicate.Instance{s1, s2} {
+		if err := s.WaitStreaming(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Stop(ctx, replicate.Fast); err != nil {
+		t.Fatal(err)
+	}
+	last := mustStatus(t, ctx, p).CheckpointLSN
+	for _, s := range []*replicate.Instance{s1, s2} {
+		if err := s.WaitReplayed(ctx, last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s1.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid := s2.PID()
+	if err := s2.Follow(ctx, testutil.SourceOf(s1, "os2")); err != nil {
+		t.Fatalf("Follow the new primary: %v", err)
+	}
+	if err := s2.WaitStreaming(ctx); err != nil {
+		t.Fatalf("s2 streaming from the new primary: %v", err)
+	}
+	if s2.PID() != pid {
+		t.Fatal("Follow restarted the standby")
+	}
+	mustExec(t, ctx, s1, "INSERT INTO t VALUES ('2')")
+	waitRows(t, ctx, s2, "t", "1", "2")
+	if st := mustStatus(t, ctx, s2); st.Timeline != 2 || !st.InRecovery {
+		t.Fatalf("s2 timeline %d (in recovery %v), want a standby on timeline 2", st.Timeline, st.InRecovery)
 	}
 }
