@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestUsage: bad command lines exit 2 with a message saying what to do,
@@ -231,5 +233,83 @@ func TestEtcdAuth(t *testing.T) {
 	t.Logf("no credentials: %s", r.stderr)
 	if r.code != exitUnreachable {
 		t.Errorf("no credentials with auth on: %v; want exit 3", r)
+	}
+}
+
+// TestWithdrawOnTimeout: a switchover or failover that does not complete
+// within --wait is withdrawn, so it cannot fire later; an unhealthy target
+// is waited for, then refused without a request. The cluster is faked in
+// etcd: records, no managers.
+func TestWithdrawOnTimeout(t *testing.T) {
+	etcd := testutil.StartEtcd(t, 1)
+	cli := etcd.Client(t)
+	ctx := testutil.Ctx(t, 30*time.Second)
+	layout, err := keyspace.NewLayout("", "fake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := func(rec []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	put := func(key string, rec []byte) {
+		t.Helper()
+		if _, err := cli.Put(ctx, key, string(rec)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A leader key is an election key: named after its lease.
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaderKey := layout.Leader() + "/" + strconv.FormatInt(int64(lease.ID), 16)
+	leader := enc(keyspace.Encode(keyspace.LeaderRecord{Node: "n1", Host: "127.0.0.1", Port: 5432, Timeline: 1, Writable: true}))
+	if _, err := cli.Put(ctx, leaderKey, string(leader), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []keyspace.MemberRecord{
+		{Node: "n1", Role: keyspace.RolePrimary, Host: "127.0.0.1", Port: 5432, Timeline: 1, Healthy: true},
+		{Node: "n2", Role: keyspace.RoleReplica, Host: "127.0.0.1", Port: 5433, Timeline: 1, Healthy: true, Streaming: true},
+		{Node: "n3", Role: keyspace.RoleStopped, Host: "127.0.0.1", Port: 5434, Timeline: 1},
+	} {
+		put(layout.Member(m.Node), enc(keyspace.Encode(m)))
+	}
+	pending := func() bool {
+		t.Helper()
+		resp, err := cli.Get(ctx, layout.Switchover())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Kvs) > 0
+	}
+	base := []string{"--etcd", etcd.Endpoints()[0], "--cluster", "fake"}
+
+	r := pghactl(t, append(base, "switchover", "--to", "n3", "--wait", "500ms")...)
+	if r.code != exitFailed || !strings.Contains(r.stdout, "waiting for n3") || !strings.Contains(r.stderr, "n3 is not a healthy standby (role stopped, healthy false) after --wait 500ms") {
+		t.Errorf("switchover to a stopped node: %v", r)
+	}
+	if pending() {
+		t.Errorf("a switchover to an unhealthy node was requested")
+	}
+	r = pghactl(t, append(base, "switchover", "--to", "n2", "--wait", "500ms")...)
+	if r.code != exitFailed || !strings.Contains(r.stderr, "the request was withdrawn") {
+		t.Errorf("switchover nobody carries out: %v", r)
+	}
+	if pending() {
+		t.Errorf("the timed-out switchover is still pending")
+	}
+	if _, err := cli.Revoke(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	r = pghactl(t, append(base, "failover", "--to", "n2", "--wait", "500ms")...)
+	if r.code != exitFailed || !strings.Contains(r.stderr, "the request was withdrawn") {
+		t.Errorf("failover nobody carries out: %v", r)
+	}
+	if pending() {
+		t.Errorf("the timed-out failover is still pending")
 	}
 }

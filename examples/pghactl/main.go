@@ -354,30 +354,92 @@ func cmdSwitchover(ctx context.Context, c *cli) error {
 	if st.Leader == nil {
 		return errors.New("the cluster has no leader, so there is nothing to hand over: promote a standby with 'pghactl failover --to NODE'")
 	}
+	wctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
 	if c.to != "" {
 		if c.to == st.Leader.Node {
 			return fmt.Errorf("%s already leads; pick a standby: %s", c.to, standbys(st))
 		}
-		m, ok := member(st, c.to)
-		if !ok {
+		if _, ok := member(st, c.to); !ok {
 			return fmt.Errorf("no member %q; members: %s", c.to, members(st))
 		}
-		if m.Role != keyspace.RoleReplica || !m.Healthy {
-			return fmt.Errorf("%s is not a healthy standby (role %s, healthy %v): wait until 'pghactl list' shows it streaming, or pick another: %s", c.to, m.Role, m.Healthy, standbys(st))
+		// A standby may be briefly unhealthy (restarting to follow a new
+		// source): wait for it rather than refuse, and rather than leave
+		// a request pending that would fire whenever it recovers.
+		if st, err = c.waitStandby(wctx, st); err != nil {
+			return err
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, c.wait)
-	defer cancel()
+	from := st.Leader.Node
 	start := time.Now()
 	leader, err := ha.Switchover(wctx, c.client, c.g.cluster, c.to, c.opts()...)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("requested; no new writable leader within --wait %v: check 'pghactl list' and the agents' logs", c.wait)
+		if wctx.Err() != nil {
+			return fmt.Errorf("no new writable leader within --wait %v; %s: check 'pghactl list' and the agents' logs",
+				c.wait, c.withdraw(keyspace.SwitchoverRecord{From: from, To: c.to}))
 		}
 		return explain(err, st)
 	}
-	fmt.Fprintf(c.stdout, "switchover: %s → %s, writable after %v\n", st.Leader.Node, leader, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(c.stdout, "switchover: %s → %s, writable after %v\n", from, leader, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// waitStandby waits until c.to is a healthy standby and returns the
+// state then.
+func (c *cli) waitStandby(ctx context.Context, st ha.ClusterState) (ha.ClusterState, error) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	said := false
+	for {
+		m, ok := member(st, c.to)
+		switch {
+		case !ok:
+			return st, fmt.Errorf("member %q is gone; members: %s", c.to, members(st))
+		case st.Leader == nil:
+			return st, errors.New("the cluster lost its leader: check 'pghactl list'")
+		case m.Role == keyspace.RoleReplica && m.Healthy:
+			return st, nil
+		}
+		if !said {
+			fmt.Fprintf(c.stdout, "waiting for %s to be a healthy standby (now role %s, healthy %v)\n", c.to, m.Role, m.Healthy)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return st, fmt.Errorf("%s is not a healthy standby (role %s, healthy %v) after --wait %v: see 'pghactl list' and its agent's log, or pick another: %s",
+				c.to, m.Role, m.Healthy, c.wait, standbys(st))
+		case <-tick.C:
+		}
+		var err error
+		if st, err = c.status(ctx); err != nil {
+			return st, err
+		}
+	}
+}
+
+// withdraw deletes a switchover or failover request this command wrote,
+// if it is still pending unchanged, so that it cannot fire later, and
+// says what happened.
+func (c *cli) withdraw(rec keyspace.SwitchoverRecord) string {
+	layout, err := keyspace.NewLayout(c.g.keyRoot, c.g.cluster)
+	if err != nil {
+		return "the request may still be pending"
+	}
+	b, err := keyspace.Encode(rec)
+	if err != nil {
+		return "the request may still be pending"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.g.timeout)
+	defer cancel()
+	key := layout.Switchover()
+	resp, err := c.client.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "=", string(b))).Then(clientv3.OpDelete(key)).Commit()
+	switch {
+	case err != nil:
+		return fmt.Sprintf("the request may still be pending (withdrawing it: %v); 'pghactl list' shows it", err)
+	case resp.Succeeded:
+		return "the request was withdrawn"
+	}
+	return "the request is no longer pending"
 }
 
 func cmdFailover(ctx context.Context, c *cli) error {
@@ -399,8 +461,9 @@ func cmdFailover(ctx context.Context, c *cli) error {
 	start := time.Now()
 	leader, err := ha.Failover(wctx, c.client, c.g.cluster, c.to, c.force, c.opts()...)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("requested; %s was not writable within --wait %v: check 'pghactl list' and its agent's log", c.to, c.wait)
+		if wctx.Err() != nil {
+			return fmt.Errorf("%s was not writable within --wait %v; %s: check 'pghactl list' and its agent's log",
+				c.to, c.wait, c.withdraw(keyspace.SwitchoverRecord{To: c.to, Force: c.force}))
 		}
 		return explain(err, st)
 	}
