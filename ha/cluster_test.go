@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
@@ -270,6 +271,25 @@ func (c *testCluster) waitHealthy(timeout time.Duration, exclude ...string) *tes
 	return lead
 }
 
+// waitSyncSet waits, in synchronous mode, until the leader has named a
+// streaming synchronous standby: before that no standby may be promoted
+// automatically (the sync key is empty), by design.
+func (c *testCluster) waitSyncSet() {
+	c.t.Helper()
+	testutil.Eventually(c.t, 30*time.Second, "a streaming synchronous standby", func() error {
+		st, err := ClusterStatus(context.Background(), c.cli, "test")
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Members {
+			if m.Sync && m.Streaming && (st.Leader == nil || m.Node != st.Leader.Node) {
+				return nil
+			}
+		}
+		return fmt.Errorf("sync set %v has no streaming standby", st.SyncSet)
+	})
+}
+
 func contains(s []string, x string) bool {
 	for _, y := range s {
 		if y == x {
@@ -285,7 +305,20 @@ type writer struct {
 	mu      sync.Mutex
 	acked   []int64
 	ackedAt []time.Time
+	ackedBy []string
 	stop    func()
+}
+
+// describe says which node acknowledged id, and when.
+func (w *writer) describe(id int64) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, a := range w.acked {
+		if a == id {
+			return fmt.Sprintf("%d acked by %s at %s", id, w.ackedBy[i], w.ackedAt[i].Format("15:04:05.000"))
+		}
+	}
+	return fmt.Sprintf("%d not acked", id)
 }
 
 // maxPause is the longest gap between two acknowledged writes after since.
@@ -319,6 +352,7 @@ func (c *testCluster) startWriter() *writer {
 		defer close(done)
 		var conn *pgx.Conn
 		var connNode string
+		var syncCanceled atomic.Bool
 		defer func() {
 			if conn != nil {
 				conn.Close(context.Background())
@@ -336,7 +370,7 @@ func (c *testCluster) startWriter() *writer {
 					conn.Close(context.Background())
 				}
 				cctx, ccancel := context.WithTimeout(wctx, time.Second)
-				conn, err = c.node(lr.Node).inst.Connect(cctx)
+				conn, err = connectWriter(cctx, c.node(lr.Node).inst, &syncCanceled)
 				ccancel()
 				if err != nil {
 					conn = nil
@@ -346,8 +380,16 @@ func (c *testCluster) startWriter() *writer {
 				connNode = lr.Node
 			}
 			ectx, ecancel := context.WithTimeout(wctx, 2*time.Second)
+			syncCanceled.Store(false)
 			_, err = conn.Exec(ectx, "INSERT INTO w VALUES ($1)", id)
 			ecancel()
+			if err == nil && syncCanceled.Load() {
+				// The wait for the synchronous standby was cancelled (our
+				// timeout): PostgreSQL committed locally and reported
+				// success, but the commit may not be on any standby. It
+				// is not an acknowledged durable write.
+				err = errors.New("synchronous replication wait cancelled")
+			}
 			if err != nil {
 				conn.Close(context.Background())
 				conn = nil
@@ -357,11 +399,33 @@ func (c *testCluster) startWriter() *writer {
 			w.mu.Lock()
 			w.acked = append(w.acked, id)
 			w.ackedAt = append(w.ackedAt, time.Now())
+			w.ackedBy = append(w.ackedBy, connNode)
 			w.mu.Unlock()
 		}
 	}()
 	w.stop = func() { cancel(); <-done }
 	return w
+}
+
+// connectWriter connects to inst as the superuser with a notice handler
+// that flags PostgreSQL's "canceling wait for synchronous replication"
+// warning: a commit whose wait was cancelled is reported as a success
+// although it may exist only on the primary.
+func connectWriter(ctx context.Context, inst *replicate.Instance, flag *atomic.Bool) (*pgx.Conn, error) {
+	cfg := inst.Config()
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cc.Host, cc.Port, cc.Database = cfg.SocketDir, uint16(cfg.Port), "postgres"
+	cc.User, cc.Password = cfg.Superuser, cfg.SuperuserPassword
+	cc.Fallbacks = nil
+	cc.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if strings.Contains(n.Message, "canceling wait for synchronous replication") {
+			flag.Store(true)
+		}
+	}
+	return pgx.ConnectConfig(ctx, cc)
 }
 
 func (w *writer) ackedCount() int {
@@ -507,6 +571,7 @@ func TestKillPrimarySync(t *testing.T) {
 	old := c.waitHealthy(90 * time.Second)
 	w := c.startWriter()
 	defer w.stop()
+	c.waitSyncSet()
 	w.waitMore(t, 50, 30*time.Second, "writes before the crash")
 	start := time.Now()
 	kill9(t, old)
@@ -606,5 +671,41 @@ func TestPrimaryCutOffFromEtcd(t *testing.T) {
 	lst, _ := lead.inst.Status(context.Background())
 	if st.Timeline != lst.Timeline {
 		t.Fatalf("old primary on timeline %d, leader on %d", st.Timeline, lst.Timeline)
+	}
+}
+
+// TestSyncRepeatedFailovers: in synchronous mode, three failovers in a row
+// (kill -9 of each new primary) under a continuous writer lose no
+// acknowledged write; every old primary rejoins before the next fault.
+func TestSyncRepeatedFailovers(t *testing.T) {
+	c := startCluster(t, clusterOpts{syncMode: SyncOn})
+	c.sample()
+	lead := c.waitHealthy(90 * time.Second)
+	w := c.startWriter()
+	defer w.stop()
+	for round := 1; round <= 3; round++ {
+		c.waitSyncSet()
+		w.waitMore(t, 30, 30*time.Second, fmt.Sprintf("round %d: writes before the crash", round))
+		old := lead
+		kill9(t, old)
+		testutil.Eventually(t, 30*time.Second, fmt.Sprintf("round %d: a new leader", round), func() error {
+			lr, err := c.leaderRecord()
+			if err != nil {
+				return err
+			}
+			if lr.Node == old.name || !lr.Writable {
+				return fmt.Errorf("leader %s writable %v", lr.Node, lr.Writable)
+			}
+			return nil
+		})
+		w.waitMore(t, 30, 30*time.Second, fmt.Sprintf("round %d: writes on the new primary", round))
+		lead = c.waitHealthy(90 * time.Second)
+		if lost := w.lost(t, lead); len(lost) > 0 {
+			var why []string
+			for _, id := range lost {
+				why = append(why, w.describe(id))
+			}
+			t.Fatalf("round %d: synchronous mode lost %d acknowledged writes on %s (killed %s): %v", round, len(lost), lead.name, old.name, why)
+		}
 	}
 }

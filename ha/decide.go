@@ -24,6 +24,9 @@ type local struct {
 	WriteLSN, ReceiveLSN, ReplayLSN uint64
 	// Streaming: the WAL receiver streams from Upstream.
 	Streaming bool
+	// NotStreamingSince is when this running standby was first seen not
+	// streaming (zero while it streams).
+	NotStreamingSince time.Time
 	// Following is the leader node this standby was last pointed at.
 	Following string
 	// WasPrimary: this data directory ran as a primary since it was last
@@ -195,8 +198,11 @@ func decideFollower(o observation) action {
 	if !ld.Writable {
 		return act(actWait, "leader %s is not writable yet", ld.Node)
 	}
-	if l.Running && l.InRecovery && ld.Timeline > l.Timeline && !l.Streaming && l.Following == ld.Node {
-		return follow(actRewind, "stuck on timeline %d while leader %s is on %d: rewinding", l.Timeline, ld.Node, ld.Timeline)
+	if l.Running && l.InRecovery && ld.Timeline > l.Timeline && !l.Streaming && l.Following == ld.Node &&
+		!l.NotStreamingSince.IsZero() && o.Now.Sub(l.NotStreamingSince) >= rewindGrace(o.Cfg) {
+		// A standby needs a moment to reconnect and switch timelines after
+		// a promotion; only one that stays stuck has diverged.
+		return follow(actRewind, "stuck on timeline %d while leader %s is on %d for %v: rewinding", l.Timeline, ld.Node, ld.Timeline, o.Now.Sub(l.NotStreamingSince))
 	}
 	if l.Following != ld.Node || !l.Running {
 		return follow(actFollow, "following leader %s", ld.Node)
@@ -245,6 +251,10 @@ func decideCandidate(o observation) action {
 	}
 	return act(actCampaign, "no leader; this node is the best eligible candidate")
 }
+
+// rewindGrace is how long a standby may fail to stream from a leader on a
+// newer timeline before it is taken for diverged and rewound.
+func rewindGrace(c Config) time.Duration { return max(2*time.Second, 4*c.LoopInterval) }
 
 // switchoverTimeout bounds how long, after the leader went, candidates
 // defer to a switchover or manual failover target that does not take over.

@@ -105,8 +105,12 @@ func TestDecide(t *testing.T) {
 		}, actRewind, "ran as a primary"},
 		{"standby stuck on an old timeline rewinds", func(o *observation) {
 			o.Leader = leader("n2", 3)
-			o.Local.Streaming = false
+			o.Local.Streaming, o.Local.NotStreamingSince = false, t0.Add(-3*time.Second)
 		}, actRewind, "stuck"},
+		{"standby just behind a promotion gets time to reconnect", func(o *observation) {
+			o.Leader = leader("n2", 3)
+			o.Local.Streaming, o.Local.NotStreamingSince = false, t0.Add(-500*time.Millisecond)
+		}, actWait, "streaming from leader n2"},
 		{"our own stale leader key: wait", func(o *observation) { o.Leader = leader("n1", 1) }, actWait, "earlier term"},
 		// Candidates.
 		{"sole eligible standby campaigns", func(o *observation) {}, actCampaign, "best"},

@@ -58,6 +58,15 @@ type Manager struct {
 
 	wasPrimary bool
 	following  string
+	// notStreamingSince: when a running standby was first seen not
+	// streaming; zero while it streams.
+	notStreamingSince time.Time
+	// maxTimeline is the highest timeline this data directory was seen
+	// on since it was last cloned or rewound. A standby reports the
+	// timeline of its WAL receiver, or without one that of its last
+	// restartpoint, which lags after a promotion it followed; timelines
+	// only grow, so the highest seen is the one it replays.
+	maxTimeline uint32
 	// abandon makes Run return without leaving the cluster cleanly, like a
 	// crashed process (tests use it to lose a node).
 	abandon    bool
@@ -241,7 +250,8 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	if err == nil {
 		l.Running = st.Running
 		l.InRecovery = st.InRecovery
-		l.Timeline = st.Timeline
+		m.maxTimeline = max(m.maxTimeline, st.Timeline)
+		l.Timeline = m.maxTimeline
 		l.SystemID = st.SystemID
 		l.WriteLSN = uint64(st.WriteLSN)
 		l.ReceiveLSN = uint64(st.ReceiveLSN)
@@ -250,6 +260,13 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 			l.ReplayLSN = uint64(st.CheckpointLSN)
 		}
 		l.Streaming = st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
+		switch {
+		case !st.Running || !st.InRecovery || l.Streaming:
+			m.notStreamingSince = time.Time{}
+		case m.notStreamingSince.IsZero():
+			m.notStreamingSince = o.Now
+		}
+		l.NotStreamingSince = m.notStreamingSince
 		if st.Running && !st.InRecovery && o.Leading {
 			m.crashedAt = time.Time{}
 		}
@@ -384,7 +401,7 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		if err := m.inst.Clone(ctx, m.source(a.Leader)); err != nil {
 			return fmt.Errorf("clone from %s: %w", a.Leader.Node, err)
 		}
-		m.wasPrimary, m.following = false, a.Leader.Node
+		m.wasPrimary, m.following, m.maxTimeline = false, a.Leader.Node, 0
 		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start after clone: %w", err)
 		}
@@ -411,7 +428,7 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		if err := m.inst.Rewind(ctx, m.source(a.Leader)); err != nil {
 			return fmt.Errorf("rewind from %s: %w", a.Leader.Node, err)
 		}
-		m.wasPrimary, m.following = false, a.Leader.Node
+		m.wasPrimary, m.following, m.maxTimeline = false, a.Leader.Node, 0
 		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start after rewind: %w", err)
 		}
@@ -639,6 +656,15 @@ func (m *Manager) promote(ctx context.Context, o observation) error {
 	if time.Until(term.ValidUntil()) < m.cfg.FenceBudget {
 		return fmt.Errorf("promote: term too close to its deadline")
 	}
+	if m.cfg.SyncMode != SyncOff {
+		// A standby carries no synchronous_standby_names: promoted as is,
+		// it would acknowledge commits alone until the first heartbeat.
+		// Name every other member first (and widen the sync key before
+		// that), so no commit is ever acknowledged without a standby.
+		if err := m.syncBeforePromote(ctx, term, o); err != nil {
+			return fmt.Errorf("promote: %w", err)
+		}
+	}
 	tl, err := m.inst.Promote(ctx)
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
@@ -776,6 +802,40 @@ func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o obser
 	}
 	if !slices.Equal(union, want) {
 		return m.writeSync(ctx, term, want)
+	}
+	return nil
+}
+
+// syncBeforePromote names every other member as a synchronous standby
+// candidate (FIRST n of them, n = SyncStandbys) on this standby before it
+// is promoted, after widening the sync key to include them.
+func (m *Manager) syncBeforePromote(ctx context.Context, term *election.Term, o observation) error {
+	var others []string
+	for name := range o.Members {
+		if name != m.cfg.Node {
+			others = append(others, name)
+		}
+	}
+	if len(others) == 0 {
+		if m.cfg.SyncMode == SyncStrict {
+			return errors.New("strict synchronous mode and no other member to confirm commits")
+		}
+		return nil
+	}
+	slices.Sort(others)
+	union := slices.Clone(o.SyncSet)
+	for _, n := range others {
+		if !slices.Contains(union, n) {
+			union = append(union, n)
+		}
+	}
+	slices.Sort(union)
+	if err := m.writeSync(ctx, term, union); err != nil {
+		return err
+	}
+	spec := replicate.SyncSpec{Method: replicate.SyncFirst, Num: min(m.cfg.SyncStandbys, len(others)), Names: others}
+	if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
+		return fmt.Errorf("set synchronous_standby_names before promotion: %w", err)
 	}
 	return nil
 }

@@ -373,11 +373,19 @@ func (d *demo) waitHealthy(ctx context.Context, timeout time.Duration) (string, 
 	for {
 		st, err := ha.ClusterStatus(ctx, d.cli, cluster)
 		if err == nil && st.Leader != nil && st.Leader.Writable && len(st.Members) == len(d.nodes) {
-			ok := true
+			ok, syncOK := true, d.o.sync == "off"
 			for _, m := range st.Members {
 				if m.Node != st.Leader.Node && (m.Role != "replica" || !m.Streaming || m.Timeline != st.Leader.Timeline) {
 					ok, last = false, fmt.Sprintf("%s is %s (streaming %v, timeline %d)", m.Node, m.Role, m.Streaming, m.Timeline)
 				}
+				if m.Sync && m.Streaming && m.Node != st.Leader.Node {
+					syncOK = true
+				}
+			}
+			if ok && !syncOK {
+				// Until the leader names a synchronous standby, none may
+				// be promoted automatically.
+				ok, last = false, "no synchronous standby named yet"
 			}
 			if ok {
 				return st.Leader.Node, nil
