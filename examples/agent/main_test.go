@@ -13,6 +13,9 @@ import (
 // process behind.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
 	if code == 0 {
 		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
