@@ -107,25 +107,24 @@ func (s setting) where() string {
 
 func defaultConfig() *config {
 	return &config{
-		keyRoot:               keyspace.DefaultRoot,
-		listen:                ":8008",
-		etcdEndpoints:         []string{"http://127.0.0.1:2379"},
-		etcdDialTimeout:       5 * time.Second,
-		pgListenAddresses:     "127.0.0.1",
-		pgPort:                5432,
-		pgSuperuser:           "postgres",
-		pgReplicationUser:     "replicator",
-		pgOSUser:              "postgres",
-		leaseTTL:              ha.DefaultLeaseTTL,
-		loopInterval:          ha.DefaultLoopInterval,
-		maxLagOnFailover:      ha.DefaultMaxLagOnFailover,
-		syncMode:              string(ha.SyncOff),
-		syncStandbys:          1,
-		primaryStartTimeout:   ha.DefaultPrimaryStartTimeout,
-		logLevel:              "info",
-		logFormat:             "text",
-		shutdownTimeout:       15 * time.Second,
-		pgReplicationNetworks: nil, // replicate's default: loopback
+		keyRoot:             keyspace.DefaultRoot,
+		listen:              ":8008",
+		etcdEndpoints:       []string{"http://127.0.0.1:2379"},
+		etcdDialTimeout:     5 * time.Second,
+		pgListenAddresses:   "127.0.0.1",
+		pgPort:              5432,
+		pgSuperuser:         "postgres",
+		pgReplicationUser:   "replicator",
+		pgOSUser:            "postgres",
+		leaseTTL:            ha.DefaultLeaseTTL,
+		loopInterval:        ha.DefaultLoopInterval,
+		maxLagOnFailover:    ha.DefaultMaxLagOnFailover,
+		syncMode:            string(ha.SyncOff),
+		syncStandbys:        1,
+		primaryStartTimeout: ha.DefaultPrimaryStartTimeout,
+		logLevel:            "info",
+		logFormat:           "text",
+		shutdownTimeout:     15 * time.Second,
 	}
 }
 
