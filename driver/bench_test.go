@@ -29,27 +29,7 @@ func BenchmarkQuery(b *testing.B) {
 		b.Skip("no shared cluster")
 	}
 	ctx := context.Background()
-	raw, err := pgxpool.New(ctx, connString("", shared.primary))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer raw.Close()
-	cfg, err := driver.ParseConfig(exampleEtcdConnString())
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Logger = discardLogger
-	ours, err := driver.NewWithConfig(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ours.Close()
-	if err := ours.Ping(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := raw.Ping(ctx); err != nil {
-		b.Fatal(err)
-	}
+	raw, ours := benchPools(b)
 	for _, tc := range []struct {
 		name string
 		run  func(b *testing.B, exec func(context.Context, string, ...any) error, row func(context.Context, string, ...any) pgx.Row, begin func(context.Context) (pgx.Tx, error))
@@ -94,6 +74,102 @@ func BenchmarkQuery(b *testing.B) {
 			tc.run(b, func(ctx context.Context, s string, a ...any) error { _, err := ours.Exec(ctx, s, a...); return err }, ours.QueryRow, ours.Begin)
 		})
 	}
+}
+
+// BenchmarkQueryPaired runs each operation through pgxpool.Pool and
+// driver.Pool alternately in the same loop (the order flips every
+// iteration), timing each call, so that load from other processes on the
+// machine hits both alike. It reports the median time of a call through
+// each (pgxpool-ns/op, driver-ns/op) and driver-overhead-% (their ratio,
+// minus 100); medians, so that a stall of the machine does not decide the
+// result. Use BenchmarkQuery for allocations.
+func BenchmarkQueryPaired(b *testing.B) {
+	if shared == nil {
+		b.Skip("no shared cluster")
+	}
+	ctx := context.Background()
+	raw, ours := benchPools(b)
+	ops := []struct {
+		name string
+		op   func(p poolAPI, i int) error
+	}{
+		{"simple", func(p poolAPI, _ int) error {
+			_, err := p.Exec(ctx, "select 1", pgx.QueryExecModeSimpleProtocol)
+			return err
+		}},
+		{"prepared", func(p poolAPI, i int) error {
+			var n int
+			return p.QueryRow(ctx, "select $1::int + 1", i).Scan(&n)
+		}},
+		{"tx", func(p poolAPI, _ int) error {
+			tx, err := p.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "select 1"); err != nil {
+				return err
+			}
+			return tx.Commit(ctx)
+		}},
+	}
+	for _, o := range ops {
+		b.Run(o.name, func(b *testing.B) {
+			var tRaw, tOurs []float64
+			i := 0
+			for b.Loop() {
+				i++
+				pools := [2]poolAPI{raw, ours}
+				if i%2 == 1 {
+					pools[0], pools[1] = ours, raw
+				}
+				for _, p := range pools {
+					start := time.Now()
+					if err := o.op(p, i); err != nil {
+						b.Fatal(err)
+					}
+					d := float64(time.Since(start).Nanoseconds())
+					if p == poolAPI(raw) {
+						tRaw = append(tRaw, d)
+					} else {
+						tOurs = append(tOurs, d)
+					}
+				}
+			}
+			mr, mo := median(tRaw), median(tOurs)
+			b.ReportMetric(mr, "pgxpool-ns/op")
+			b.ReportMetric(mo, "driver-ns/op")
+			b.ReportMetric(100*mo/mr-100, "driver-overhead-%")
+		})
+	}
+}
+
+// benchPools returns a pgxpool.Pool and a driver.Pool (etcd mode) on the
+// shared primary, both warmed up, closed at the end of the benchmark.
+func benchPools(b *testing.B) (*pgxpool.Pool, *driver.Pool) {
+	b.Helper()
+	ctx := context.Background()
+	raw, err := pgxpool.New(ctx, connString("", shared.primary))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(raw.Close)
+	cfg, err := driver.ParseConfig(exampleEtcdConnString())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Logger = discardLogger
+	ours, err := driver.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(ours.Close)
+	if err := ours.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := raw.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return raw, ours
 }
 
 // BenchmarkFailoverWrite measures, on one failover, the time from the
