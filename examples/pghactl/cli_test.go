@@ -93,7 +93,7 @@ func TestCLI(t *testing.T) {
 
 	// pause and resume.
 	c.ctl(t, exitOK, "pause", "--reason", "maintenance")
-	if r := c.ctl(t, exitOK, "list"); !strings.Contains(r.stdout, "PAUSED") {
+	if r := c.ctl(t, exitOK, "list"); !strings.Contains(r.stdout, "PAUSED (maintenance)") {
 		t.Logf("pghactl list:\n%s", r.stdout)
 		t.Errorf("list after pause does not say PAUSED:\n%s", r.stdout)
 	}

@@ -320,8 +320,28 @@ func cmdList(ctx context.Context, c *cli) error {
 	if err := c.requireCluster(st); err != nil {
 		return err
 	}
-	printList(c.stdout, st)
+	printList(c.stdout, st, c.pauseReason(ctx, st))
 	return nil
+}
+
+// pauseReason reads the reason given to pause, "" if none or unreadable
+// (ClusterState reports only whether the cluster is paused).
+func (c *cli) pauseReason(ctx context.Context, st ha.ClusterState) string {
+	layout, err := keyspace.NewLayout(c.g.keyRoot, c.g.cluster)
+	if !st.Paused || err != nil {
+		return ""
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	resp, err := c.client.Get(rctx, layout.Pause())
+	if err != nil || len(resp.Kvs) == 0 {
+		return ""
+	}
+	r, err := keyspace.Decode[keyspace.PauseRecord](resp.Kvs[0].Value)
+	if err != nil {
+		return ""
+	}
+	return r.Reason
 }
 
 func cmdHistory(ctx context.Context, c *cli) error {
@@ -563,7 +583,7 @@ func state(m ha.MemberStatus) string {
 	return "running"
 }
 
-func printList(w io.Writer, st ha.ClusterState) {
+func printList(w io.Writer, st ha.ClusterState, pauseReason string) {
 	head := "cluster " + st.Cluster
 	if st.SystemID != "" {
 		head += " (system " + st.SystemID + ")"
@@ -573,7 +593,10 @@ func printList(w io.Writer, st ha.ClusterState) {
 	}
 	fmt.Fprintln(w, head)
 	if st.Paused {
-		fmt.Fprintln(w, "PAUSED: no automatic failover (pghactl resume)")
+		if pauseReason != "" {
+			pauseReason = " (" + pauseReason + ")"
+		}
+		fmt.Fprintf(w, "PAUSED%s: no automatic failover until 'pghactl resume'\n", pauseReason)
 	}
 	if s := st.Switchover; s != nil {
 		fmt.Fprintf(w, "pending switchover: from %q to %q (force %v)\n", s.From, s.To, s.Force)
