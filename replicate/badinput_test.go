@@ -15,6 +15,7 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	base := func() replicate.Config {
 		c := replicate.DefaultConfig()
 		c.Name, c.DataDir = "n1", "/var/lib/pgha/n1"
@@ -61,6 +62,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestNoBinaries(t *testing.T) {
+	t.Parallel()
 	c := replicate.DefaultConfig()
 	c.Name, c.DataDir, c.BinDir = "n1", t.TempDir(), "/nonexistent/pg/bin"
 	c.SuperuserPassword, c.ReplicationPassword = "x", "y"
@@ -75,6 +77,7 @@ func TestNoBinaries(t *testing.T) {
 // another cluster's data directory or source, a port in use, a directory
 // owned by someone else and a wrong password.
 func TestBadInputs(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 3*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "bad1"})
 	other := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "bad2"})

@@ -18,6 +18,7 @@ import (
 // ex-primary is rewound (pg_rewind runs its crash recovery first) and
 // follows with the new primary's rows only. Every role change is traced.
 func TestRewindAfterCrash(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 3*time.Minute)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -75,6 +76,7 @@ func TestRewindAfterCrash(t *testing.T) {
 // recycled the WAL around the fork point cannot be rewound; Rewind says so
 // with ErrRewindImpossible, so the HA manager knows to clone afresh.
 func TestRewindImpossibleWhenWALGone(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 3*time.Minute)
 	small := map[string]string{"wal_keep_size": "0", "min_wal_size": "32MB", "max_wal_size": "32MB"}
 	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "wa", Parameters: small})

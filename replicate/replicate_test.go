@@ -68,6 +68,7 @@ func mustStatus(t *testing.T, ctx context.Context, inst *replicate.Instance) rep
 // primary's rows and without its own stray ones. Status is checked at
 // every step.
 func TestCloneReplicatePromoteRewind(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 3*time.Minute)
 	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "a"})
 	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "b", CloneFrom: a})
@@ -201,6 +202,7 @@ func TestCloneReplicatePromoteRewind(t *testing.T) {
 // TestSynchronousStandbyWaits checks that a commit waits while the only
 // synchronous standby is down and completes when it returns.
 func TestSynchronousStandbyWaits(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "p"})
 	s := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "s1", CloneFrom: p})
@@ -276,6 +278,7 @@ func TestSynchronousStandbyWaits(t *testing.T) {
 }
 
 func TestSyncSpec(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		spec    replicate.SyncSpec
 		want    string
@@ -309,6 +312,7 @@ func TestSyncSpec(t *testing.T) {
 // TestFenceStopsOpenTransaction checks that a transaction open when its
 // primary is fenced can never commit.
 func TestFenceStopsOpenTransaction(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fenced"})
 	mustExec(t, ctx, p, "CREATE TABLE t (v text)")
@@ -364,6 +368,7 @@ func TestFenceStopsOpenTransaction(t *testing.T) {
 // TestCrashIsSeenAndReaped kills the postmaster with SIGKILL: Exited fires,
 // ExitErr says killed, and Start recovers in place.
 func TestCrashIsSeenAndReaped(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "crash"})
 	mustExec(t, ctx, p, "CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
@@ -395,6 +400,7 @@ func TestCrashIsSeenAndReaped(t *testing.T) {
 // directory whose postmaster still runs adopts it instead of starting a
 // second one, and that stale postmaster.pid files do not block Start.
 func TestAdoptRunningPostmaster(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "adopt"})
 	q, err := replicate.New(p.Config())
@@ -458,6 +464,7 @@ func TestAdoptRunningPostmaster(t *testing.T) {
 
 // TestStatusStopped reads Status from pg_controldata.
 func TestStatusStopped(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "stopped", NoStart: true})
 	st := mustStatus(t, ctx, p)
@@ -481,6 +488,7 @@ func TestStatusStopped(t *testing.T) {
 
 // TestSlots checks EnsureSlot and DropSlot are idempotent.
 func TestSlots(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "slots"})
 	for range 2 {
@@ -512,6 +520,7 @@ func TestSlots(t *testing.T) {
 // TestFollowRepoint repoints a running standby between sources by reload,
 // and makes a stopped standby follow.
 func TestFollowRepoint(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fp"})
 	s1 := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fs1", CloneFrom: p})
@@ -562,6 +571,7 @@ func TestFollowRepoint(t *testing.T) {
 // escalates to an immediate shutdown and then SIGKILL of the whole process
 // group, within its bound, and leaves no process behind.
 func TestFenceEscalates(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	const bound = 200 * time.Millisecond
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "frozen", Configure: func(c *replicate.Config) { c.FenceTimeout = bound }})
@@ -605,6 +615,7 @@ func TestFenceEscalates(t *testing.T) {
 // to the primary's last record and is promoted, and the old primary
 // follows it without a rewind. Nothing committed is lost.
 func TestPlannedSwitchover(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "swa"})
 	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "swb", CloneFrom: a})
@@ -650,6 +661,7 @@ func TestPlannedSwitchover(t *testing.T) {
 // TestFenceDuringStart: a Fence while Start waits for the server makes
 // Start fail with ErrFenced and leaves the server stopped.
 func TestFenceDuringStart(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fdp"})
 	s := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fds", CloneFrom: p})
@@ -687,6 +699,7 @@ func TestFenceDuringStart(t *testing.T) {
 // TestOtherStandbyFollowsNewPrimary: after a failover, a second standby
 // repoints to the promoted one by reload and streams its new timeline.
 func TestOtherStandbyFollowsNewPrimary(t *testing.T) {
+	t.Parallel()
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "op"})
 	s1 := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "os1", CloneFrom: p})
