@@ -224,6 +224,16 @@ func failoverOnce(b *testing.B, name string) failoverTimes {
 	if err := testutil.PostgresExec(ctx, primary, "create table f(v int)"); err != nil {
 		b.Fatal(err)
 	}
+	// Replication is asynchronous: make sure the table reached the standby.
+	if err := testutil.Poll(30*time.Second, func() error {
+		n, err := testutil.PostgresQueryInt(ctx, standby, "select count(*) from pg_class where relname = 'f'")
+		if err == nil && n == 0 {
+			err = fmt.Errorf("table f not replayed on the standby yet")
+		}
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
 	cluster := "c" + name
 	eps := shared.etcd.Endpoints()
 	term1, err := campaignT(ctx, eps, cluster, name+"a", primary, true)
