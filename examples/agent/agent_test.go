@@ -123,6 +123,7 @@ lease_ttl: 5s
 log_level: info
 etcd_endpoints: [%s]
 etcd_username: root
+etcd_dial_timeout: 30s # authentication is a bcrypt hash: slow under -race
 pg_parameters:
   shared_buffers: 16MB
   max_connections: 30

@@ -190,7 +190,7 @@ func (c *testCluster) state(t testing.TB) ha.ClusterState {
 func TestEtcdAuth(t *testing.T) {
 	etcd := testutil.StartEtcd(t, 1)
 	cli := etcd.Client(t)
-	ctx := testutil.Ctx(t, 10*time.Second)
+	ctx := testutil.Ctx(t, 2*time.Minute)
 	const pw = "ctl-root-Vb51"
 	if _, err := cli.UserAdd(ctx, "root", pw); err != nil {
 		t.Fatal(err)
@@ -205,7 +205,9 @@ func TestEtcdAuth(t *testing.T) {
 	wrong, right := filepath.Join(dir, "wrong"), filepath.Join(dir, "right")
 	os.WriteFile(wrong, []byte("nope\n"), 0o600)
 	os.WriteFile(right, []byte(pw+"\n"), 0o600)
-	base := []string{"--etcd", etcd.Endpoints()[0], "--cluster", "c", "--etcd-username", "root"}
+	// Each authentication costs etcd a bcrypt hash, slow in a -race
+	// binary on a loaded machine: allow for it.
+	base := []string{"--etcd", etcd.Endpoints()[0], "--cluster", "c", "--etcd-username", "root", "--timeout", "30s"}
 
 	r := pghactl(t, append(base, "--etcd-password-file", wrong, "list")...)
 	t.Logf("wrong password: %s", r.stderr)
@@ -229,7 +231,7 @@ func TestEtcdAuth(t *testing.T) {
 	if code := runEnv(ctx, append(base, "--etcd-password-file", right, "resume"), env, &out, &errb); code != exitUsage {
 		t.Errorf("password in both the environment and a file: exit %d; want 2", code)
 	}
-	r = pghactl(t, "--etcd", etcd.Endpoints()[0], "--cluster", "c", "list")
+	r = pghactl(t, "--etcd", etcd.Endpoints()[0], "--cluster", "c", "--timeout", "30s", "list")
 	t.Logf("no credentials: %s", r.stderr)
 	if r.code != exitUnreachable {
 		t.Errorf("no credentials with auth on: %v; want exit 3", r)
