@@ -188,8 +188,11 @@ func TestTLSConfig(t *testing.T) {
 	if err != nil || tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 {
 		t.Fatalf("tlsConfig: %+v, %v", tc, err)
 	}
-	if tc, err := (&config{}).tlsConfig(); tc != nil || err != nil {
-		t.Errorf("no TLS files: %v, %v; want nil, nil", tc, err)
+	if tc, err := (&config{etcdEndpoints: []string{"http://e:2379"}}).tlsConfig(); tc != nil || err != nil {
+		t.Errorf("no TLS files, http: %v, %v; want nil, nil", tc, err)
+	}
+	if tc, err := (&config{etcdEndpoints: []string{"https://e:2379"}}).tlsConfig(); tc == nil || tc.RootCAs != nil || err != nil {
+		t.Errorf("no TLS files, https: %v, %v; want TLS with the system roots", tc, err)
 	}
 	cfg.etcdCAFile = keyFile
 	if _, err := cfg.tlsConfig(); err == nil || !strings.Contains(err.Error(), "etcd-ca-file") {

@@ -5,16 +5,24 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
-// tlsConfig builds the etcd client's TLS setup; nil when no TLS file is
-// set (plain http:// endpoints).
+// tlsConfig builds the etcd client's TLS setup: from the CA and client
+// certificate files, else the system's CA roots for https:// endpoints,
+// else nil (plain http://).
 func (c *config) tlsConfig() (*tls.Config, error) {
 	if c.etcdCAFile == "" && c.etcdCertFile == "" {
+		for _, e := range c.etcdEndpoints {
+			if strings.HasPrefix(e, "https://") {
+				// TLS with the system's CA roots.
+				return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+			}
+		}
 		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -26,9 +26,15 @@ func (g *globals) endpoints() []string {
 }
 
 // tlsConfig builds the TLS setup from the CA and client certificate
-// flags; nil when none is set.
+// flags, else the system's CA roots for https:// endpoints, else nil.
 func (g *globals) tlsConfig() (*tls.Config, error) {
 	if g.caFile == "" && g.certFile == "" && g.keyFile == "" {
+		for _, e := range g.endpoints() {
+			if strings.HasPrefix(e, "https://") {
+				// TLS with the system's CA roots.
+				return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+			}
+		}
 		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
