@@ -51,7 +51,8 @@ type Pool struct {
 	etcdAnswered bool
 	leader       string // node name of the leader record, "" if none
 	members      map[string]keyspace.MemberRecord
-	lastErr      error // why there is no primary, for ErrNoPrimary
+	badMembers   map[string]string // member key → the unparseable value already logged
+	lastErr      error             // why there is no primary, for ErrNoPrimary
 	emptyStat    *pgxpool.Stat
 
 	kick     chan struct{} // wakes the prober
@@ -88,11 +89,12 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 		log = slog.Default()
 	}
 	p := &Pool{
-		cfg:     cfg,
-		changed: make(chan struct{}),
-		nodes:   map[string]*node{},
-		members: map[string]keyspace.MemberRecord{},
-		kick:    make(chan struct{}, 1),
+		cfg:        cfg,
+		changed:    make(chan struct{}),
+		nodes:      map[string]*node{},
+		members:    map[string]keyspace.MemberRecord{},
+		badMembers: map[string]string{},
+		kick:       make(chan struct{}, 1),
 	}
 	p.reader.p = p
 	if cfg.usesEtcd() {

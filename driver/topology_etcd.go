@@ -151,10 +151,21 @@ func (p *Pool) applyMembers(recs map[string][]byte) {
 			if err == nil {
 				err = fmt.Errorf("record names node %q", m.Node)
 			}
-			p.log.Warn("member record does not parse: ignoring it", "key", k, "err", err)
+			// Every member update re-reads all records: log a bad one once
+			// per value, not on every update.
+			if p.badMembers[k] != string(v) {
+				p.badMembers[k] = string(v)
+				p.log.Warn("member record does not parse: ignoring it", "key", k, "err", err)
+			}
 			continue
 		}
+		delete(p.badMembers, k)
 		members[name] = m
+	}
+	for k := range p.badMembers {
+		if _, ok := recs[k]; !ok {
+			delete(p.badMembers, k)
+		}
 	}
 	p.members = members
 	for name, m := range members {

@@ -1,9 +1,13 @@
 package driver_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +46,8 @@ func TestGarbageRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := parse(t, connString("pgha_cluster=gr&pgha_failover_timeout=300ms&pgha_etcd="+etcd.Endpoints()[0]))
+	logs := &lockedBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), nil))
 	p := newPool(t, cfg)
 	_, err = p.Exec(ctx, "select 1")
 	if !errors.Is(err, driver.ErrNoPrimary) || !strings.Contains(err.Error(), "leader record") {
@@ -62,6 +68,40 @@ func TestGarbageRecords(t *testing.T) {
 		_, err := p.Exec(ctx, "select 1")
 		return err
 	})
+	// More member updates must not repeat the warnings about the same
+	// bad records.
+	for i := range 5 {
+		rec := fmt.Sprintf(`{"v":1,"node":"gr1","role":"primary","host":"127.0.0.1","port":%d,"lag_bytes":%d}`, primary.Config().Port, i)
+		if _, err := cli.Put(ctx, layout.Member("gr1"), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "member updates applied", func() error {
+		if !strings.Contains(p.DebugState(), "gr1") {
+			return errors.New(p.DebugState())
+		}
+		return nil
+	})
+	if n := strings.Count(logs.String(), "member record does not parse"); n != 3 {
+		t.Errorf("%d warnings about bad member records, want 3 (one per bad record)", n)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestCloseLeaksNothing: after Close no connection of the pool (pools,
