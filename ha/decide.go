@@ -196,6 +196,13 @@ func decideFollower(o observation) action {
 		return follow(actRewind, "this data directory ran as a primary; rewinding from leader %s before following", ld.Node)
 	}
 	if !ld.Writable {
+		// The leader is being promoted. A running standby repoints to it
+		// already (cascading from a standby is allowed, and the switch to
+		// its new timeline is followed), so that in synchronous mode the
+		// new primary's first commits find a standby connected.
+		if l.Running && l.InRecovery && l.Following != ld.Node {
+			return follow(actFollow, "repointing early to leader %s, which is being promoted", ld.Node)
+		}
 		return act(actWait, "leader %s is not writable yet", ld.Node)
 	}
 	if l.Running && l.InRecovery && ld.Timeline > l.Timeline && !l.Streaming && l.Following == ld.Node &&

@@ -111,6 +111,14 @@ func TestDecide(t *testing.T) {
 			o.Leader = leader("n2", 3)
 			o.Local.Streaming, o.Local.NotStreamingSince = false, t0.Add(-500*time.Millisecond)
 		}, actWait, "streaming from leader n2"},
+		{"running standby repoints early to a leader being promoted", func(o *observation) {
+			o.Leader = leader("n3", 1)
+			o.Leader.Writable = false
+		}, actFollow, "repointing early"},
+		{"standby already following a leader being promoted waits", func(o *observation) {
+			o.Leader = leader("n2", 1)
+			o.Leader.Writable = false
+		}, actWait, "not writable yet"},
 		{"our own stale leader key: wait", func(o *observation) { o.Leader = leader("n1", 1) }, actWait, "earlier term"},
 		// Candidates.
 		{"sole eligible standby campaigns", func(o *observation) {}, actCampaign, "best"},

@@ -67,6 +67,9 @@ type Manager struct {
 	// restartpoint, which lags after a promotion it followed; timelines
 	// only grow, so the highest seen is the one it replays.
 	maxTimeline uint32
+	// noSyncSince is when the leader first saw no streaming standby to
+	// name synchronous (sync mode on); zero otherwise.
+	noSyncSince time.Time
 	// abandon makes Run return without leaving the cluster cleanly, like a
 	// crashed process (tests use it to lose a node).
 	abandon    bool
@@ -241,6 +244,14 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
 	defer cancel()
 	st, err := m.inst.Status(sctx)
+	if err != nil && m.inst.PID() > 0 && m.inst.ExitErr() == nil {
+		// The postmaster runs but did not answer in time (a loaded
+		// machine): its state is unknown, so decide nothing this round
+		// rather than act on a wrong picture. The leader's fencer runs
+		// on its own and still fences on time.
+		m.log.Debug("PostgreSQL status unknown; skipping this round", "err", err.Error())
+		return o, false
+	}
 	l := local{
 		Initialized: m.inst.Initialized(),
 		WasPrimary:  m.wasPrimary,
@@ -775,10 +786,23 @@ func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o obser
 			want = append(want, n)
 		}
 	}
-	if len(want) == 0 && m.cfg.SyncMode == SyncStrict {
-		// Strict: keep waiting for the current sync standbys; never drop
-		// to asynchronous.
-		return nil
+	if len(want) == 0 {
+		if m.cfg.SyncMode == SyncStrict {
+			// Strict: keep waiting for the current sync standbys; never
+			// drop to asynchronous.
+			return nil
+		}
+		// On: fall back to asynchronous commits only when no standby has
+		// streamed for a while, not during a WAL receiver's reconnect:
+		// while the sync key is empty no standby may be promoted.
+		if m.noSyncSince.IsZero() {
+			m.noSyncSince = time.Now()
+		}
+		if time.Since(m.noSyncSince) < rewindGrace(m.cfg) {
+			return nil
+		}
+	} else {
+		m.noSyncSince = time.Time{}
 	}
 	slices.Sort(want)
 	union := slices.Clone(o.SyncSet)
@@ -797,8 +821,10 @@ func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o obser
 	if len(want) == 0 {
 		spec = replicate.SyncSpec{}
 	}
-	if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
-		return fmt.Errorf("set synchronous_standby_names: %w", err)
+	if spec.String() != st.SynchronousStandbyNames {
+		if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
+			return fmt.Errorf("set synchronous_standby_names: %w", err)
+		}
 	}
 	if !slices.Equal(union, want) {
 		return m.writeSync(ctx, term, want)
