@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,7 @@ type Pool struct {
 	leader       string // node name of the leader record, "" if none
 	members      map[string]keyspace.MemberRecord
 	badMembers   map[string]string // member key → the unparseable value already logged
+	splitWarned  string            // the writable hosts last warned about
 	lastErr      error             // why there is no primary, for ErrNoPrimary
 	emptyStat    *pgxpool.Stat
 
@@ -228,6 +230,7 @@ func (p *Pool) publishLocked(reason string) {
 		switch {
 		case len(writable) == 1:
 			next = writable[0]
+			p.splitWarned = ""
 		case len(writable) > 1:
 			keys := make([]string, len(writable))
 			for i, n := range writable {
@@ -236,7 +239,12 @@ func (p *Pool) publishLocked(reason string) {
 			if slices.Contains(writable, old) {
 				next = old
 			}
-			p.log.Warn("several hosts accept writes", "hosts", keys, "keeping", keyOf(next))
+			if k := strings.Join(keys, ","); k != p.splitWarned {
+				p.splitWarned = k
+				p.log.Warn("several hosts accept writes", "hosts", keys, "keeping", keyOf(next))
+			}
+		default:
+			p.splitWarned = ""
 		}
 	}
 	if next != nil && (next.dropped || p.writePool(next) == nil) {

@@ -214,3 +214,39 @@ func TestEtcdNeverAnswers(t *testing.T) {
 		t.Errorf("error is not a *driver.Error of kind ErrNoPrimary: %#v", err)
 	}
 }
+
+// TestHostListTwoPrimaries: when two hosts of the list accept writes, the
+// pool refuses to choose (ErrNoPrimary, one warning) until only one does.
+func TestHostListTwoPrimaries(t *testing.T) {
+	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "tp1"})
+	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "tp2"})
+	ctx := testutil.Ctx(t, time.Minute)
+	cfg := parse(t, connString("pgha_failover_timeout=500ms&pgha_probe_interval=50ms", a, b))
+	logs := &lockedBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), nil))
+	p := newPool(t, cfg)
+	for range 3 {
+		if _, err := p.Exec(ctx, "select 1"); !errors.Is(err, driver.ErrNoPrimary) {
+			t.Fatalf("Exec with two writable hosts: %v; want ErrNoPrimary", err)
+		}
+	}
+	if n := strings.Count(logs.String(), "several hosts accept writes"); n != 1 {
+		t.Errorf("%d warnings about several writable hosts, want 1", n)
+	}
+	// b turns read-only: a is the one primary.
+	for _, sql := range []string{"alter system set default_transaction_read_only = on", "select pg_reload_conf()"} {
+		if err := testutil.PostgresExec(ctx, b, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "writes go to the one writable host", func() error {
+		var port int
+		if err := p.QueryRow(ctx, "select inet_server_port()").Scan(&port); err != nil {
+			return err
+		}
+		if port != a.Config().Port {
+			t.Fatalf("write path reached port %d, want %d", port, a.Config().Port)
+		}
+		return nil
+	})
+}
