@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
 )
@@ -166,6 +167,12 @@ func TestCloneReplicatePromoteRewind(t *testing.T) {
 	slots, err := b.Slots(ctx)
 	if err != nil || !slices.ContainsFunc(slots, func(s replicate.Slot) bool { return s.Name == "a" && s.Active }) {
 		t.Fatalf("b's slots = %+v, %v; want an active slot a", slots, err)
+	}
+	// A slot in use cannot be dropped.
+	err = b.DropSlot(ctx, "a")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "55006" {
+		t.Fatalf("DropSlot of the active slot a = %v, want SQLSTATE 55006 (object in use)", err)
 	}
 
 	// No password in any server log or configuration file.
