@@ -75,6 +75,16 @@ func newNode(key, host string, port uint16) *node {
 
 func (n *node) state() wstate { return wstate(n.ws.Load()) }
 
+// noteReplay raises n.replay to lsn if it is higher.
+func (n *node) noteReplay(lsn uint64) {
+	for {
+		cur := n.replay.Load()
+		if lsn <= cur || n.replay.CompareAndSwap(cur, lsn) {
+			return
+		}
+	}
+}
+
 // connConfig returns the template's connection config pointed at n, with the
 // template's TLS settings (and sslmode=prefer fallback) for n's host.
 func (n *node) connConfig(tmpl *pgx.ConnConfig) *pgx.ConnConfig {

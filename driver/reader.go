@@ -164,12 +164,7 @@ func (r *Reader) pickReplica(ctx context.Context, skip *node) *node {
 		if err != nil {
 			continue
 		}
-		for {
-			cur := n.replay.Load()
-			if uint64(lsn) <= cur || n.replay.CompareAndSwap(cur, uint64(lsn)) {
-				break
-			}
-		}
+		n.noteReplay(uint64(lsn))
 		if uint64(lsn) >= tok {
 			return n
 		}

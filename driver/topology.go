@@ -97,8 +97,8 @@ func (p *Pool) probeRound(nodes []*node) {
 			primaryLSN = max(primaryLSN, r.lsn)
 		case r.err == nil:
 			n.ws.Store(int32(wReadOnly))
-			if r.inRecovery && r.lsn > n.replay.Load() {
-				n.replay.Store(r.lsn)
+			if r.inRecovery {
+				n.noteReplay(r.lsn)
 			}
 		case !p.etcdMode || !p.etcdAnswered:
 			// Host mode: a node that cannot be reached is not a primary.

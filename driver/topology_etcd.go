@@ -171,6 +171,11 @@ func (p *Pool) applyMembers(recs map[string][]byte) {
 	for name, m := range members {
 		n := p.nodeLocked(name, m.Host, m.Port)
 		n.recordLag.Store(m.LagBytes)
+		// A published replay position is a lower bound of the replica's
+		// (replay only moves forward): it can answer a causal check.
+		if m.Role == keyspace.RoleReplica {
+			n.noteReplay(m.ReplayLSN)
+		}
 	}
 	// Drop nodes that are neither members nor the leader.
 	for name, n := range p.nodes {
