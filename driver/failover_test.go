@@ -396,6 +396,36 @@ func TestEtcdUnreachable(t *testing.T) {
 	if after := count(); after != before {
 		t.Errorf("rows went from %d to %d after the primary was fenced", before, after)
 	}
+
+	// The node accepts writes again (its manager, still leader, unfenced
+	// it): the pool, still cut off from etcd, goes back to it.
+	for _, sql := range []string{"alter system reset default_transaction_read_only", "select pg_reload_conf()"} {
+		if err := testutil.PostgresExec(ctx, primary, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "writes resume once the last known primary is writable again", func() error {
+		i++
+		_, err := p.Exec(ctx, "insert into w values ($1)", i)
+		return err
+	})
+
+	// Fenced for good: the server stops. Writes fail with typed errors,
+	// within FailoverTimeout, and do not hang.
+	if err := primary.Fence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < 3; j++ {
+		i++
+		start := time.Now()
+		_, err := p.Exec(ctx, "insert into w values ($1)", i)
+		if !errors.Is(err, driver.ErrNoPrimary) && !errors.Is(err, driver.ErrOutcomeUnknown) {
+			t.Errorf("write after the primary stopped: %v; want ErrNoPrimary or ErrOutcomeUnknown", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("write after the primary stopped took %v; FailoverTimeout is 1s", d)
+		}
+	}
 }
 
 // TestTransactionErrors: a transaction whose connection is lost fails with
