@@ -290,6 +290,21 @@ func (c *testCluster) waitSyncSet() {
 	})
 }
 
+// waitNewLeader waits until a writable leader other than old exists.
+func (c *testCluster) waitNewLeader(old string, timeout time.Duration, what string) {
+	c.t.Helper()
+	testutil.Eventually(c.t, timeout, what, func() error {
+		lr, err := c.leaderRecord()
+		if err != nil {
+			return err
+		}
+		if lr.Node == old || !lr.Writable {
+			return fmt.Errorf("leader %s writable %v", lr.Node, lr.Writable)
+		}
+		return nil
+	})
+}
+
 func contains(s []string, x string) bool {
 	for _, y := range s {
 		if y == x {
@@ -575,16 +590,7 @@ func TestKillPrimarySync(t *testing.T) {
 	w.waitMore(t, 50, 30*time.Second, "writes before the crash")
 	start := time.Now()
 	kill9(t, old)
-	testutil.Eventually(t, 30*time.Second, "a new leader", func() error {
-		lr, err := c.leaderRecord()
-		if err != nil {
-			return err
-		}
-		if lr.Node == old.name || !lr.Writable {
-			return fmt.Errorf("leader %s writable %v", lr.Node, lr.Writable)
-		}
-		return nil
-	})
+	c.waitNewLeader(old.name, 30*time.Second, "a new leader")
 	w.waitMore(t, 20, 30*time.Second, "writes on the new primary")
 	t.Logf("kill -9 → writes resumed on the new primary in %v", time.Since(start).Round(time.Millisecond))
 	lead := c.waitHealthy(90 * time.Second)
@@ -648,16 +654,7 @@ func TestPrimaryCutOffFromEtcd(t *testing.T) {
 		}
 		return nil
 	})
-	testutil.Eventually(t, 30*time.Second, "a new leader", func() error {
-		lr, err := c.leaderRecord()
-		if err != nil {
-			return err
-		}
-		if lr.Node == old.name || !lr.Writable {
-			return fmt.Errorf("leader %s writable %v", lr.Node, lr.Writable)
-		}
-		return nil
-	})
+	c.waitNewLeader(old.name, 30*time.Second, "a new leader")
 	w.waitMore(t, 20, 30*time.Second, "writes on the new primary")
 	old.proxy.Pass()
 	lead := c.waitHealthy(90 * time.Second)
@@ -688,16 +685,7 @@ func TestSyncRepeatedFailovers(t *testing.T) {
 		w.waitMore(t, 30, 30*time.Second, fmt.Sprintf("round %d: writes before the crash", round))
 		old := lead
 		kill9(t, old)
-		testutil.Eventually(t, 30*time.Second, fmt.Sprintf("round %d: a new leader", round), func() error {
-			lr, err := c.leaderRecord()
-			if err != nil {
-				return err
-			}
-			if lr.Node == old.name || !lr.Writable {
-				return fmt.Errorf("leader %s writable %v", lr.Node, lr.Writable)
-			}
-			return nil
-		})
+		c.waitNewLeader(old.name, 30*time.Second, fmt.Sprintf("round %d: a new leader", round))
 		w.waitMore(t, 30, 30*time.Second, fmt.Sprintf("round %d: writes on the new primary", round))
 		lead = c.waitHealthy(90 * time.Second)
 		if lost := w.lost(t, lead); len(lost) > 0 {

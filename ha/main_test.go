@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/pgha/pgha/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // exampleBase is a temp dir for the Example's server, and exampleEtcd the
@@ -43,12 +42,8 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(exampleBase)
 	}
 	if code == 0 {
-		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-		if procs, err := testutil.ChildPostgresProcesses(); err == nil && len(procs) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked postgres processes:\n%v\n", procs)
+		if err := testutil.CheckLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
 	}

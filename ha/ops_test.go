@@ -97,16 +97,7 @@ func TestPauseNoFailover(t *testing.T) {
 	if err := Resume(testutil.Ctx(t, 5*time.Second), c.cli, "test"); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 30*time.Second, "a new leader after Resume", func() error {
-		lr, err := c.leaderRecord()
-		if err != nil {
-			return err
-		}
-		if lr.Node == old.name || !lr.Writable {
-			return fmt.Errorf("leader %s writable %v", lr.Node, lr.Writable)
-		}
-		return nil
-	})
+	c.waitNewLeader(old.name, 30*time.Second, "a new leader after Resume")
 }
 
 // TestLaggingStandbyNotPromoted: a standby whose WAL receiver is frozen

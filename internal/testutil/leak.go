@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"fmt"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -23,4 +24,17 @@ func LeakOptions() []goleak.Option {
 		goleak.IgnoreTopFunction("github.com/golang/glog.(*loggingT).flushDaemon"),
 		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
 	}
+}
+
+// CheckLeaks reports goroutines still running (see [LeakOptions]) and
+// postgres processes still running as children of this process. Call it
+// from TestMain after m.Run succeeded; a non-nil error should fail the run.
+func CheckLeaks() error {
+	if err := goleak.Find(LeakOptions()...); err != nil {
+		return err
+	}
+	if procs, err := ChildPostgresProcesses(); err == nil && len(procs) > 0 {
+		return fmt.Errorf("leaked postgres processes:\n%v", procs)
+	}
+	return nil
 }
