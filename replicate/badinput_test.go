@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -283,6 +285,28 @@ func TestBadInputs(t *testing.T) {
 		t.Logf("Start error: %v", err)
 		if !errors.Is(err, replicate.ErrWrongOwner) || !strings.Contains(err.Error(), "chown") {
 			t.Fatalf("Start of a data dir owned by root = %v, want ErrWrongOwner with the fix", err)
+		}
+		// A socket directory the postgres user cannot write to.
+		u, err := user.Lookup(cfg.OSUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		scfg := cfg
+		scfg.SocketDir = t.TempDir()
+		os.Chmod(scfg.SocketDir, 0o755)
+		sinst, err := replicate.New(scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(cfg.DataDir, uid, gid); err != nil { // the data dir is fine again
+			t.Fatal(err)
+		}
+		err = sinst.Start(ctx)
+		t.Logf("Start error: %v", err)
+		if !errors.Is(err, replicate.ErrWrongOwner) || !strings.Contains(err.Error(), "SocketDir") {
+			t.Fatalf("Start with a root-owned SocketDir = %v, want ErrWrongOwner naming SocketDir", err)
 		}
 		// A data dir the postgres user cannot reach.
 		cfg2 := testutil.PostgresConfig(t, "noreach")
