@@ -287,6 +287,7 @@ func (d *demo) close() {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	fmt.Fprintln(d.out, "stopping the cluster and removing its temporary directory...")
 	if d.w != nil {
 		d.w.stop()
 	}
@@ -410,6 +411,7 @@ func (d *demo) table(ctx context.Context) string {
 	if err != nil {
 		return "etcd: " + err.Error() + "\n"
 	}
+	fmt.Fprintf(&b, "pgha demo: cluster %q, synchronous mode %s, lease TTL %v\n\n", cluster, d.o.sync, d.o.ttl)
 	fmt.Fprintf(&b, "%-5s %-9s %-8s %-12s %s\n", "NODE", "ROLE", "TIMELINE", "LAG", "NOTE")
 	for _, m := range st.Members {
 		lag := "-"
