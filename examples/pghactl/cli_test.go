@@ -104,6 +104,9 @@ func TestCLI(t *testing.T) {
 	if st := c.state(t); st.Paused {
 		t.Errorf("list --json after resume: paused true")
 	}
+	if r := c.ctl(t, exitOK, "resume"); !strings.Contains(r.stdout, "was not paused") {
+		t.Errorf("resume when not paused: %v", r)
+	}
 
 	// Refusals, each exit 1 with what to do instead.
 	target := standbyNames(st)[0]
@@ -225,8 +228,8 @@ func TestEtcdAuth(t *testing.T) {
 		}
 		return ""
 	}
-	if code := runEnv(ctx, append(base, "pause"), env, &out, &errb); code != exitOK {
-		t.Errorf("pause with PGHA_ETCD_PASSWORD: exit %d: %s", code, errb.String())
+	if code := runEnv(ctx, append(base, "pause"), env, &out, &errb); code != exitFailed || !strings.Contains(errb.String(), `no cluster "c"`) {
+		t.Errorf("pause of an unknown cluster with PGHA_ETCD_PASSWORD: exit %d: %s; want exit 1 and no cluster", code, errb.String())
 	}
 	if code := runEnv(ctx, append(base, "--etcd-password-file", right, "resume"), env, &out, &errb); code != exitUsage {
 		t.Errorf("password in both the environment and a file: exit %d; want 2", code)

@@ -492,7 +492,12 @@ func cmdFailover(ctx context.Context, c *cli) error {
 }
 
 func cmdPause(ctx context.Context, c *cli) error {
-	if _, err := c.status(ctx); err != nil {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	// A typo in --cluster must not "pause" a cluster that does not exist.
+	if err := c.requireCluster(st); err != nil {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.g.timeout)
@@ -505,8 +510,16 @@ func cmdPause(ctx context.Context, c *cli) error {
 }
 
 func cmdResume(ctx context.Context, c *cli) error {
-	if _, err := c.status(ctx); err != nil {
+	st, err := c.status(ctx)
+	if err != nil {
 		return err
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	if !st.Paused {
+		fmt.Fprintf(c.stdout, "%s was not paused: automatic failover is on\n", c.g.cluster)
+		return nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.g.timeout)
 	defer cancel()
