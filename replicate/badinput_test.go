@@ -287,7 +287,7 @@ func TestBadInputs(t *testing.T) {
 			t.Fatalf("Start of a data dir owned by root = %v, want ErrWrongOwner with the fix", err)
 		}
 		// A socket directory the postgres user cannot write to.
-		u, err := user.Lookup(cfg.OSUser)
+		u, err := user.Lookup(inst.Config().OSUser)
 		if err != nil {
 			t.Fatal(err)
 		}
