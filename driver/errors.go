@@ -56,7 +56,10 @@ type Error struct {
 
 // Error returns "op: kind (node n): underlying error".
 func (e *Error) Error() string {
-	s := e.Kind.Error()
+	s := "driver: error"
+	if e.Kind != nil {
+		s = e.Kind.Error()
+	}
 	if e.Op != "" {
 		s = e.Op + ": " + s
 	}
@@ -72,10 +75,13 @@ func (e *Error) Error() string {
 // Unwrap returns the kind and the underlying error, so [errors.Is] matches
 // both the sentinel and, say, io.ErrUnexpectedEOF.
 func (e *Error) Unwrap() []error {
-	if e.Err == nil {
-		return []error{e.Kind}
+	var errs []error
+	for _, err := range []error{e.Kind, e.Err} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return []error{e.Kind, e.Err}
+	return errs
 }
 
 // ConfigError is an invalid [Config] field, returned by [Config.Validate]
