@@ -2,9 +2,12 @@
 
 GO        ?= go
 # Packages whose tests run under the race detector: all of them, the
-# election, the HA loop and the pool are concurrent code.
+# election, the HA loop and the pool are concurrent code. Packages run one
+# at a time (-p 1): each starts real etcd and PostgreSQL servers, and lease
+# timings in the tests (TTL 2 s) must not depend on what other packages'
+# servers are doing on a 2-core machine.
 PKGS      ?= ./...
-TESTFLAGS ?= -race -count=1 -timeout 25m
+TESTFLAGS ?= -race -count=1 -p 1 -timeout 25m
 
 .PHONY: demo test lint vet fmt bench tools-postgres
 

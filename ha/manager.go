@@ -561,8 +561,16 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.FenceBudget)
 			err := m.inst.Fence(ctx)
 			cancel()
-			m.tel.fences.Add(ctx, 1)
+			m.tel.fences.Add(context.Background(), 1)
 			m.log.Warn("fenced PostgreSQL: lease not renewed in time", "err", errString(err), "term_err", errString(term.Err()))
+			// A fence is a step down: end the term too, even if a late
+			// renewal has just extended it, so that the loop does not
+			// restart PostgreSQL as a primary and a standby takes over.
+			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+			if err := term.Resign(rctx); err != nil {
+				m.log.Debug("resign after fence", "err", err.Error())
+			}
+			rcancel()
 			return
 		}
 		timer.Reset(min(d, m.cfg.LoopInterval))

@@ -24,6 +24,13 @@ func TestSwitchoverUnderWriter(t *testing.T) {
 	w := c.startWriter()
 	defer w.stop()
 	w.waitMore(t, 50, 30*time.Second, "writes before the switchover")
+	// Take the leader at the moment of the request (a loaded machine may
+	// have failed over since waitHealthy).
+	lr, err := c.leaderRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old = c.node(lr.Node)
 	var target string
 	for _, n := range c.nodes {
 		if n != old {
