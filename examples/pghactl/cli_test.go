@@ -318,3 +318,29 @@ func TestWithdrawOnTimeout(t *testing.T) {
 		t.Errorf("the timed-out failover is still pending")
 	}
 }
+
+// TestSwitchoverToEveryNode hands leadership to each node in turn, twice
+// round. It is skipped while an ha bug makes it fail: a switchover target
+// that is not the best candidate by (timeline, LSN, priority, name) wins
+// the election, then campaign()'s re-check (ha/manager.go, "won the
+// election but is no longer the best candidate; resigning") ignores the
+// pending switchover naming it and resigns, again and again (about fifty
+// campaigns a second), until ha's switchoverTimeout or until pghactl
+// withdraws the request. Remove the Skip once ha is fixed.
+func TestSwitchoverToEveryNode(t *testing.T) {
+	t.Skip("known ha bug: a switchover to a standby that is not the best candidate can livelock (see the comment)")
+	c := startCluster(t, 3)
+	for i := range 6 {
+		st := c.waitHealthy(90*time.Second, 3)
+		var to string
+		for j, m := range st.Members {
+			if m.Leader {
+				to = st.Members[(j+1)%len(st.Members)].Node
+			}
+		}
+		c.ctl(t, exitOK, "switchover", "--to", to, "--wait", "20s")
+		if st := c.waitHealthy(60*time.Second, 3); st.Leader.Node != to {
+			t.Fatalf("switchover %d: leader %s; want %s", i+1, st.Leader.Node, to)
+		}
+	}
+}
