@@ -86,9 +86,11 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("list --json: leader %+v, %d members, cluster %q; want leader %s, 3 members", got.Leader, len(got.Members), got.Cluster, leader)
 	}
 	// A wrong cluster name is an operation failure that names the fix.
-	r = pghactl(t, "--etcd", c.etcd.Endpoints()[0], "--cluster", "other", "list")
-	if r.code != exitFailed || !strings.Contains(r.stderr, "check --cluster") {
-		t.Errorf("list of an unknown cluster: %v; want exit 1 and a hint", r)
+	for _, args := range [][]string{{"list"}, {"list", "--json"}, {"history", "--json"}} {
+		r = pghactl(t, append([]string{"--etcd", c.etcd.Endpoints()[0], "--cluster", "other"}, args...)...)
+		if r.code != exitFailed || !strings.Contains(r.stderr, "check --cluster") || r.stdout != "" {
+			t.Errorf("%v of an unknown cluster: %v; want exit 1, a hint and no output", args, r)
+		}
 	}
 
 	// pause and resume.

@@ -314,11 +314,11 @@ func cmdList(ctx context.Context, c *cli) error {
 	if err != nil {
 		return err
 	}
-	if c.g.jsonOutput {
-		return writeJSON(c.stdout, st)
-	}
 	if err := c.requireCluster(st); err != nil {
 		return err
+	}
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, st)
 	}
 	printList(c.stdout, st, c.pauseReason(ctx, st))
 	return nil
@@ -349,15 +349,15 @@ func cmdHistory(ctx context.Context, c *cli) error {
 	if err != nil {
 		return err
 	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
 	if c.g.jsonOutput {
 		h := st.History
 		if h == nil {
 			h = []keyspace.HistoryEntry{}
 		}
 		return writeJSON(c.stdout, h)
-	}
-	if err := c.requireCluster(st); err != nil {
-		return err
 	}
 	printHistory(c.stdout, st)
 	return nil
