@@ -432,7 +432,8 @@ func setFromFile(s setting, v any) error {
 // readSecret returns a password from the environment variable envName or
 // from file; both set is an error. Errors never hold the password.
 func readSecret(env map[string]string, envName, fileSetting, file string) (secret, error) {
-	v, inEnv := env[envName]
+	v := env[envName]
+	inEnv := v != "" // an empty variable counts as unset
 	switch {
 	case inEnv && file != "":
 		return "", configErrorf("both %s and --%s are set: keep one", envName, fileSetting)
