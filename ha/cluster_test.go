@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,8 @@ type clusterOpts struct {
 	maxLag   int64
 	// telemetry gives each manager an SDK tracer and meter provider.
 	telemetry bool
+	// configure, when set, edits each node's Config before New.
+	configure func(node string, c *Config)
 }
 
 func startCluster(t testing.TB, opts clusterOpts) *testCluster {
@@ -111,6 +114,9 @@ func (c *testCluster) startManager(n *testNode) {
 	}
 	if tp != nil {
 		cfg.TracerProvider, cfg.MeterProvider = tp, mp
+	}
+	if c.opts.configure != nil {
+		c.opts.configure(n.name, &cfg)
 	}
 	mgr, err := New(cfg)
 	if err != nil {
@@ -695,5 +701,41 @@ func TestSyncRepeatedFailovers(t *testing.T) {
 			}
 			t.Fatalf("round %d: synchronous mode lost %d acknowledged writes on %s (killed %s): %v", round, len(lost), lead.name, old.name, why)
 		}
+	}
+}
+
+// TestWatchdogRequiredWithoutDevice: a node that requires a watchdog but
+// has no device never leads, says so in its member record (nofailover),
+// and does not keep the others from failing over.
+func TestWatchdogRequiredWithoutDevice(t *testing.T) {
+	c := startCluster(t, clusterOpts{configure: func(node string, cfg *Config) {
+		if node == "n1" {
+			cfg.LeaseTTL = 3 * time.Second // the watchdog counts whole seconds
+			cfg.Watchdog = WatchdogRequired
+			cfg.WatchdogDevice = filepath.Join(t.TempDir(), "no-watchdog")
+		}
+	}})
+	c.sample()
+	lead := c.waitHealthy(90 * time.Second)
+	if lead.name == "n1" {
+		t.Fatalf("n1 leads without its required watchdog")
+	}
+	testutil.Eventually(t, 10*time.Second, "n1 publishes nofailover", func() error {
+		st, err := ClusterStatus(context.Background(), c.cli, "test")
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Members {
+			if m.Node == "n1" && m.NoFailover {
+				return nil
+			}
+		}
+		return errors.New("n1's member record does not say nofailover")
+	})
+	kill9(t, lead)
+	c.stopManager(lead, true)
+	c.waitNewLeader(lead.name, 30*time.Second, "the other standby takes over")
+	if lr, _ := c.leaderRecord(); lr != nil && lr.Node == "n1" {
+		t.Fatalf("n1 was promoted without its required watchdog")
 	}
 }

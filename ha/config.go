@@ -95,6 +95,18 @@ type Config struct {
 	// at once.
 	PrimaryStartTimeout time.Duration
 
+	// Watchdog arms a Linux watchdog device while this node leads, so that
+	// a frozen or dead manager whose PostgreSQL still accepts writes gets
+	// its machine reset before its lease can expire: off (default),
+	// automatic (use it when available) or required (never lead without
+	// it). The leader arms it when it wins, before promoting, with a
+	// timeout that ends no later than its term's ValidUntil, pets it only
+	// after a renewal that keeps that true, and disarms it (magic close)
+	// after its PostgreSQL has stopped accepting writes.
+	Watchdog WatchdogMode
+	// WatchdogDevice is the watchdog device. Default /dev/watchdog.
+	WatchdogDevice string
+
 	// Logger receives the manager's log lines, with cluster and node
 	// attributes. Nil means slog.Default().
 	Logger *slog.Logger
@@ -145,6 +157,12 @@ func (c *Config) setDefaults() {
 	if c.PrimaryStartTimeout == 0 {
 		c.PrimaryStartTimeout = DefaultPrimaryStartTimeout
 	}
+	if c.Watchdog == "" {
+		c.Watchdog = WatchdogOff
+	}
+	if c.WatchdogDevice == "" {
+		c.WatchdogDevice = DefaultWatchdogDevice
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -193,6 +211,10 @@ func (c Config) Validate() error {
 		return &ConfigError{"SyncStandbys", c.SyncStandbys, "must be at least 1"}
 	case c.PrimaryStartTimeout < 0:
 		return &ConfigError{"PrimaryStartTimeout", c.PrimaryStartTimeout, "must not be negative"}
+	case c.Watchdog != WatchdogOff && c.Watchdog != WatchdogAutomatic && c.Watchdog != WatchdogRequired:
+		return &ConfigError{"Watchdog", fmt.Sprintf("%q", c.Watchdog), `must be "off", "automatic" or "required"`}
+	case c.Watchdog != WatchdogOff && c.LeaseTTL-c.FenceBudget < 2*time.Second:
+		return &ConfigError{"Watchdog", c.Watchdog, fmt.Sprintf("needs LeaseTTL - FenceBudget (%v) of at least 2s: the device counts whole seconds", c.LeaseTTL-c.FenceBudget)}
 	}
 	return nil
 }

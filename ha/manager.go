@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -53,6 +54,7 @@ type Manager struct {
 	// which the fencer also reads under termMu).
 	termMu     sync.Mutex
 	term       *election.Term
+	wd         *watchdog // armed while leading, when configured
 	fencerStop chan struct{}
 	fencerDone chan struct{}
 
@@ -230,6 +232,11 @@ func (m *Manager) leading() bool {
 
 func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	o := observation{Now: m.cfg.now(), Node: m.cfg.Node, Cfg: m.cfg}
+	if m.cfg.Watchdog == WatchdogRequired && !watchdogUsable(m.cfg.WatchdogDevice) {
+		// This node may not lead: say so in its member record, so that
+		// the other candidates do not wait for it.
+		o.Cfg.NoFailover = true
+	}
 	if !m.view.fill(&o) {
 		return o, false
 	}
@@ -346,7 +353,7 @@ func (m *Manager) publish(ctx context.Context, o observation) {
 		Timeline: l.Timeline, SystemID: strconv.FormatUint(l.SystemID, 10),
 		WriteLSN: l.WriteLSN, ReceiveLSN: l.ReceiveLSN, ReplayLSN: l.ReplayLSN,
 		LagBytes: lag, Healthy: l.Running, Streaming: l.Streaming,
-		NoFailover: m.cfg.NoFailover, Priority: m.cfg.Priority, UpdatedAt: time.Now().UTC(),
+		NoFailover: o.Cfg.NoFailover, Priority: m.cfg.Priority, UpdatedAt: time.Now().UTC(),
 	}
 	b, err := keyspace.Encode(rec)
 	if err != nil {
@@ -371,13 +378,18 @@ func (m *Manager) leave() {
 	defer cancel()
 	if term != nil {
 		m.stopFencer()
+		stopped := true
 		if term.Err() == nil {
 			if err := m.inst.Stop(ctx, replicate.Fast); err != nil {
 				m.log.Warn("stop PostgreSQL on leave", "err", err.Error())
 				if err := m.inst.Fence(ctx); err != nil {
-					m.log.Error("fence PostgreSQL on leave", "err", err.Error())
+					stopped = false
+					m.log.Error("fence PostgreSQL on leave; the watchdog stays armed", "err", err.Error())
 				}
 			}
+		}
+		if stopped {
+			m.disarmWatchdog()
 		}
 		if err := term.Resign(ctx); err != nil {
 			m.log.Warn("resign on leave", "err", err.Error())
@@ -480,6 +492,9 @@ func (m *Manager) fence(ctx context.Context, reason string) error {
 	err := m.inst.Fence(fctx)
 	m.wasPrimary = true
 	m.log.Warn("fenced PostgreSQL", "reason", reason, "err", errString(err))
+	if err == nil {
+		m.disarmWatchdog()
+	}
 	m.dropTerm(ctx)
 	if err != nil {
 		return fmt.Errorf("fence: %w", err)
@@ -507,6 +522,11 @@ func (m *Manager) dropTerm(ctx context.Context) {
 // campaign runs a bounded campaign and, on winning, re-checks that this
 // node is still the best candidate before it keeps the term.
 func (m *Manager) campaign(ctx context.Context, o observation) error {
+	if m.cfg.Watchdog == WatchdogRequired {
+		if fi, err := os.Stat(m.cfg.WatchdogDevice); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+			return fmt.Errorf("not campaigning: Watchdog is required and %s is not a usable watchdog device (%v); load softdog or set WatchdogDevice", m.cfg.WatchdogDevice, err)
+		}
+	}
 	rec := keyspace.LeaderRecord{Node: m.cfg.Node, Host: m.cfg.Host, Port: m.cfg.Port, Timeline: o.Local.Timeline}
 	b, err := keyspace.Encode(rec)
 	if err != nil {
@@ -521,20 +541,63 @@ func (m *Manager) campaign(ctx context.Context, o observation) error {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	m.setTerm(term)
+	if err := m.armWatchdog(term); err != nil {
+		m.dropTerm(ctx)
+		return err
+	}
 	// Re-check with the freshest view: another node may have published a
 	// better position while we campaigned.
 	o2, ok := m.observe(ctx)
-	if ok {
+	named := o2.Switchover != nil && o2.Switchover.To == m.cfg.Node
+	if ok && !named { // a switchover or manual failover names this node: it is the choice
 		o2.Leading = false
 		o2.Leader = nil
 		if best, why := bestCandidate(o2); best != m.cfg.Node {
 			m.log.Info("won the election but is no longer the best candidate; resigning", "why", why)
+			m.disarmWatchdog() // not promoted: PostgreSQL is still a standby
 			m.dropTerm(ctx)
 			return nil
 		}
 	}
 	m.log.Info("leading", "token", term.Token())
 	return nil
+}
+
+// armWatchdog arms the watchdog for a new term, before anything can make
+// this node's PostgreSQL writable. In required mode a failure is returned
+// (the caller gives the term up); in automatic mode it is logged.
+func (m *Manager) armWatchdog(term *election.Term) error {
+	if m.cfg.Watchdog == WatchdogOff {
+		return nil
+	}
+	wd, err := openWatchdog(m.cfg.WatchdogDevice, time.Now(), term.ValidUntil())
+	if err != nil {
+		if m.cfg.Watchdog == WatchdogRequired {
+			return fmt.Errorf("watchdog required: %w", err)
+		}
+		m.log.Warn("leading without a watchdog (Watchdog is automatic)", "err", err.Error())
+		return nil
+	}
+	m.termMu.Lock()
+	m.wd = wd
+	m.termMu.Unlock()
+	m.log.Info("watchdog armed", "device", wd.path, "timeout", wd.timeout)
+	return nil
+}
+
+// disarmWatchdog disarms the watchdog; call it only once PostgreSQL no
+// longer accepts writes.
+func (m *Manager) disarmWatchdog() {
+	m.termMu.Lock()
+	wd := m.wd
+	m.wd = nil
+	m.termMu.Unlock()
+	if wd == nil {
+		return
+	}
+	if err := wd.disarm(); err != nil {
+		m.log.Error("disarm watchdog", "device", wd.path, "err", err.Error())
+	}
 }
 
 func (m *Manager) setTerm(term *election.Term) {
@@ -554,7 +617,19 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 	defer close(done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var petted time.Time // the ValidUntil of the last pet
 	for {
+		if vu := term.ValidUntil(); vu.After(petted) {
+			m.termMu.Lock()
+			wd := m.wd
+			m.termMu.Unlock()
+			if wd != nil && shouldPet(time.Now(), vu, wd.timeout) {
+				if err := wd.pet(); err != nil {
+					m.log.Error("pet watchdog", "err", err.Error())
+				}
+				petted = vu
+			}
+		}
 		at := term.ValidUntil().Add(-m.cfg.FenceBudget)
 		d := time.Until(at)
 		if d <= 0 || term.Err() != nil && !errors.Is(term.Err(), election.ErrResigned) {
@@ -566,6 +641,9 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			// A fence is a step down: end the term too, even if a late
 			// renewal has just extended it, so that the loop does not
 			// restart PostgreSQL as a primary and a standby takes over.
+			if err == nil {
+				m.disarmWatchdog()
+			}
 			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 			if err := term.Resign(rctx); err != nil {
 				m.log.Debug("resign after fence", "err", err.Error())
@@ -621,10 +699,12 @@ func (m *Manager) bootstrap(ctx context.Context, o observation) error {
 		return fmt.Errorf("bootstrap: read initialize: %w", err)
 	}
 	if len(resp.Kvs) > 0 {
+		m.disarmWatchdog()
 		m.dropTerm(ctx) // someone else initialized the cluster meanwhile
 		return nil
 	}
 	if err := m.inst.Init(ctx); err != nil {
+		m.disarmWatchdog()
 		m.dropTerm(ctx)
 		return fmt.Errorf("bootstrap: %w", err)
 	}
@@ -689,7 +769,13 @@ func (m *Manager) promote(ctx context.Context, o observation) error {
 		return fmt.Errorf("promote: %w", err)
 	}
 	m.wasPrimary, m.following, m.crashedAt = true, "", time.Time{}
-	if err := m.appendHistory(ctx, term, keyspace.HistoryEntry{Timeline: tl, SwitchLSN: o.Local.position(), Leader: m.cfg.Node, Reason: "failover", Token: term.Token(), Time: time.Now().UTC()}); err != nil {
+	reason := "failover"
+	if sw := o.Switchover; sw != nil && sw.To == m.cfg.Node {
+		reason = switchoverKind(sw)
+	} else if sw != nil && sw.From != "" && sw.To == "" {
+		reason = "switchover"
+	}
+	if err := m.appendHistory(ctx, term, keyspace.HistoryEntry{Timeline: tl, SwitchLSN: o.Local.position(), Leader: m.cfg.Node, Reason: reason, Token: term.Token(), Time: time.Now().UTC()}); err != nil {
 		m.log.Warn("append timeline history", "err", err.Error())
 	}
 	m.tel.promotions.Add(ctx, 1)
@@ -913,6 +999,7 @@ func (m *Manager) resign(ctx context.Context, o observation, reason string) erro
 	}
 	m.wasPrimary = true
 	m.crashedAt = time.Time{}
+	m.disarmWatchdog() // PostgreSQL is stopped
 	m.log.Info("resigning leadership", "reason", reason)
 	m.dropTerm(ctx)
 	return nil

@@ -322,15 +322,10 @@ func TestWithdrawOnTimeout(t *testing.T) {
 }
 
 // TestSwitchoverToEveryNode hands leadership to each node in turn, twice
-// round. It is skipped while an ha bug makes it fail: a switchover target
-// that is not the best candidate by (timeline, LSN, priority, name) wins
-// the election, then campaign()'s re-check (ha/manager.go, "won the
-// election but is no longer the best candidate; resigning") ignores the
-// pending switchover naming it and resigns, again and again (about fifty
-// campaigns a second), until ha's switchoverTimeout or until pghactl
-// withdraws the request. Remove the Skip once ha is fixed.
+// round. It caught an ha livelock: a switchover target that was not the
+// best candidate by (timeline, LSN, priority, name) won the election, then
+// resigned in campaign()'s re-check, again and again.
 func TestSwitchoverToEveryNode(t *testing.T) {
-	t.Skip("known ha bug: a switchover to a standby that is not the best candidate can livelock (see the comment)")
 	c := startCluster(t, 3)
 	for i := range 6 {
 		st := c.waitHealthy(90*time.Second, 3)
