@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -467,9 +468,14 @@ func (w *writer) waitMore(t testing.TB, n int, timeout time.Duration, what strin
 	})
 }
 
-// lost returns acknowledged ids missing on node n.
+// lost returns acknowledged ids missing on node n. The acknowledged ids are
+// taken before the table is read: a write acknowledged after the read
+// (the writer may still run) is not a loss.
 func (w *writer) lost(t testing.TB, n *testNode) []int64 {
 	t.Helper()
+	w.mu.Lock()
+	acked := slices.Clone(w.acked)
+	w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := n.inst.Connect(ctx)
@@ -488,10 +494,8 @@ func (w *writer) lost(t testing.TB, n *testNode) []int64 {
 		have[id] = true
 	}
 	rows.Close()
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	var lost []int64
-	for _, id := range w.acked {
+	for _, id := range acked {
 		if !have[id] {
 			lost = append(lost, id)
 		}
