@@ -208,6 +208,42 @@ func TestDecide(t *testing.T) {
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 			o.Switchover = &keyspace.SwitchoverRecord{To: "n1", Force: true}
 		}, actCampaign, "forced"},
+		{"former primary behind the cluster's timeline is not eligible", func(o *observation) {
+			o.Local.WasPrimary, o.Local.Running = true, false
+			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n2"}}
+		}, actWait, "former primary on timeline 1"},
+		{"strict mode without a sync record does not fail over", func(o *observation) {
+			o.Cfg.SyncMode = SyncStrict
+			o.History = []keyspace.HistoryEntry{{Timeline: 1}}
+		}, actWait, "strict synchronous mode and no sync record"},
+		{"switchover without a target picks the most advanced healthy replica", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1"}
+			o.Members["n2"] = replica("n2", 1, 900, 11)
+			o.Members["n3"] = replica("n3", 1, 1000, 11)
+			sick := replica("n4", 1, 5000, 11)
+			sick.Rec.Healthy = false
+			o.Members["n4"] = sick
+		}, actResign, "switchover to n3"},
+		{"switchover in sync mode picks only a synchronous standby", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n2"}
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1"}
+			o.Members["n2"] = replica("n2", 1, 900, 11)
+			o.Members["n3"] = replica("n3", 1, 1000, 11)
+		}, actResign, "switchover to n2"},
+		{"switchover to a standby outside the sync set is not done", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n2"}
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n3"}
+			o.Members["n2"] = replica("n2", 1, 900, 11)
+			o.Members["n3"] = replica("n3", 1, 1000, 11)
+		}, actLead, "leading"},
 		{"switchover to an absent node is not done", func(o *observation) {
 			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
 			o.Local.InRecovery = false
