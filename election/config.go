@@ -81,6 +81,7 @@ type ConfigError struct {
 	Reason string
 }
 
+// Error returns "election: <field> <value> <reason>".
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("election: %s %v %s", e.Field, e.Value, e.Reason)
 }

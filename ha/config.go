@@ -178,6 +178,7 @@ type ConfigError struct {
 	Reason string
 }
 
+// Error returns "ha: <field> <value> <reason>".
 func (e *ConfigError) Error() string { return fmt.Sprintf("ha: %s %v %s", e.Field, e.Value, e.Reason) }
 
 // Validate reports the first invalid field, after applying defaults to a

@@ -89,6 +89,7 @@ type CommandError struct {
 }
 
 // Error returns the command line, how it failed and its output's tail.
+// Error describes the failure.
 func (e *CommandError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "replicate: %s %s: %v", e.Path, strings.Join(e.Args, " "), e.Err)
@@ -100,6 +101,7 @@ func (e *CommandError) Error() string {
 }
 
 // Unwrap returns Err.
+// Unwrap returns the underlying error.
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // ExitError is what [Instance.ExitErr] returns when the postmaster exited
@@ -113,6 +115,7 @@ type ExitError struct {
 }
 
 // Error says how the postmaster exited, followed by the server log's tail.
+// Error describes the failure.
 func (e *ExitError) Error() string {
 	how := fmt.Sprintf("exit code %d", e.ExitCode)
 	if e.Signal != "" {
@@ -137,6 +140,7 @@ type ServerError struct {
 
 // Error returns the operation and its error, followed by the server log's
 // tail.
+// Error describes the failure.
 func (e *ServerError) Error() string {
 	s := fmt.Sprintf("replicate: %s: %s", e.Op, strings.TrimPrefix(fmt.Sprint(e.Err), "replicate: "))
 	if e.LogTail != "" {
@@ -146,6 +150,7 @@ func (e *ServerError) Error() string {
 }
 
 // Unwrap returns Err.
+// Unwrap returns the underlying error.
 func (e *ServerError) Unwrap() error { return e.Err }
 
 // RewindError reports a pg_rewind that did not succeed. When Impossible is
@@ -168,6 +173,7 @@ func (e *RewindError) Error() string {
 }
 
 // Unwrap returns Err.
+// Unwrap returns the underlying error.
 func (e *RewindError) Unwrap() error { return e.Err }
 
 // Is reports ErrRewindImpossible for impossible rewinds.
@@ -184,8 +190,10 @@ type opError struct {
 
 func opErr(op string, err error) error { return &opError{op, err} }
 
+// Error describes the failure.
 func (e *opError) Error() string {
 	return "replicate: " + e.op + ": " + strings.TrimPrefix(e.err.Error(), "replicate: ")
 }
 
+// Unwrap returns the underlying error.
 func (e *opError) Unwrap() error { return e.err }

@@ -344,6 +344,7 @@ type RecordError struct {
 	Err   error
 }
 
+// Error names the record kind, the field (if any) and what is wrong.
 func (e *RecordError) Error() string {
 	if e.Field == "" {
 		return fmt.Sprintf("keyspace: %s record: %v", e.Kind, e.Err)
@@ -351,6 +352,7 @@ func (e *RecordError) Error() string {
 	return fmt.Sprintf("keyspace: %s record: field %q %v", e.Kind, e.Field, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *RecordError) Unwrap() error { return e.Err }
 
 func fieldErr(kind, field string, err error) error {
