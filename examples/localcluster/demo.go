@@ -45,6 +45,8 @@ type demo struct {
 	// previous failure.
 	lostBefore int
 
+	logF *os.File // the managers' log, in base
+
 	mu     sync.Mutex
 	live_  bool     // a live table is being drawn
 	notes  []string // narration, newest last
@@ -261,22 +263,17 @@ func (d *demo) stopManager(n *node) {
 	n.mu.Unlock()
 }
 
-var logOnce sync.Once
-var logF *os.File
-
 // logFile is where the managers' logs go: the demo's own output is the
-// narration.
+// narration. Managers start from one goroutine, so no lock is needed.
 func (d *demo) logFile() io.Writer {
-	logOnce.Do(func() {
+	if d.logF == nil {
 		f, err := os.Create(filepath.Join(d.base, "managers.log"))
-		if err == nil {
-			logF = f
+		if err != nil {
+			return io.Discard
 		}
-	})
-	if logF == nil {
-		return io.Discard
+		d.logF = f
 	}
-	return logF
+	return d.logF
 }
 
 func (d *demo) close() {
@@ -313,8 +310,8 @@ func (d *demo) close() {
 	if d.etcd != nil {
 		d.etcd.Close()
 	}
-	if logF != nil {
-		logF.Close()
+	if d.logF != nil {
+		d.logF.Close()
 	}
 	if d.base != "" {
 		os.RemoveAll(d.base)
