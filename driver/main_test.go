@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
@@ -63,12 +61,8 @@ func TestMain(m *testing.M) {
 		shared.close()
 	}
 	if code == 0 {
-		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-		if procs, err := testutil.ChildPostgresProcesses(); err == nil && len(procs) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked postgres processes:\n%v\n", procs)
+		if err := testutil.CheckLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
 	}

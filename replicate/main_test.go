@@ -7,7 +7,6 @@ import (
 
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
-	"go.uber.org/goleak"
 )
 
 // exampleBase is a temp dir for the Examples' servers; "" when PostgreSQL
@@ -48,12 +47,8 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(exampleBase)
 	}
 	if code == 0 {
-		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-		if procs, err := testutil.ChildPostgresProcesses(); err == nil && len(procs) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked postgres processes:\n%v\n", procs)
+		if err := testutil.CheckLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
 	}

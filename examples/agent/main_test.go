@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/pgha/pgha/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // TestMain fails the run when a test leaves a goroutine or a postgres
@@ -17,12 +16,8 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(buildDir)
 	}
 	if code == 0 {
-		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-		if procs, err := testutil.ChildPostgresProcesses(); err == nil && len(procs) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked postgres processes:\n%v\n", procs)
+		if err := testutil.CheckLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
 	}

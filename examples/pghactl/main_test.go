@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/pgha/pgha/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // TestMain fails the run when a test leaves a goroutine or a postgres
@@ -14,12 +13,8 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
-		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-		if procs, err := testutil.ChildPostgresProcesses(); err == nil && len(procs) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked postgres processes:\n%v\n", procs)
+		if err := testutil.CheckLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
 	}
