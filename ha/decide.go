@@ -89,6 +89,7 @@ const (
 	actWait actionKind = iota
 	actBootstrap
 	actClone
+	actStart
 	actFollow
 	actRewind
 	actCampaign
@@ -100,7 +101,7 @@ const (
 	actRefuse
 )
 
-var actionNames = [...]string{"wait", "bootstrap", "clone", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse"}
+var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse"}
 
 func (k actionKind) String() string { return actionNames[k] }
 

@@ -60,12 +60,6 @@ type Manager struct {
 
 	wasPrimary bool
 	following  string
-	// pgStatus is the local PostgreSQL status read by the last observe,
-	// for the actions of the same round (the heartbeat needs its replicas).
-	pgStatus replicate.Status
-	// slots are the members whose replication slot this term has ensured;
-	// reset when a term starts (the slots live on the leader's server).
-	slots map[string]bool
 	// notStreamingSince: when a running standby was first seen not
 	// streaming; zero while it streams.
 	notStreamingSince time.Time
@@ -257,7 +251,6 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
 	defer cancel()
 	st, err := m.inst.Status(sctx)
-	m.pgStatus = st
 	if err != nil && m.inst.PID() > 0 && m.inst.ExitErr() == nil {
 		// The postmaster runs but did not answer in time (a loaded
 		// machine): its state is unknown, so decide nothing this round
@@ -463,8 +456,8 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 			return fmt.Errorf("start after rewind: %w", err)
 		}
 		return nil
-	case actRestartPrimary:
-		if m.crashedAt.IsZero() {
+	case actStart, actRestartPrimary:
+		if a.Kind == actRestartPrimary && m.crashedAt.IsZero() {
 			m.crashedAt = o.Now
 		}
 		sctx, cancel := context.WithTimeout(ctx, m.cfg.PrimaryStartTimeout)
@@ -608,7 +601,6 @@ func (m *Manager) disarmWatchdog() {
 }
 
 func (m *Manager) setTerm(term *election.Term) {
-	m.slots = map[string]bool{}
 	m.termMu.Lock()
 	m.term = term
 	m.fencerStop = make(chan struct{})
@@ -845,14 +837,12 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 		m.cfg.Client.Txn(ctx).If(term.IsOwner()).Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
 	}
 	for name := range o.Members {
-		if name == m.cfg.Node || m.slots[name] {
+		if name == m.cfg.Node {
 			continue
 		}
 		if err := m.inst.EnsureSlot(ctx, replicate.SlotName(name)); err != nil {
 			m.log.Debug("ensure slot", "member", name, "err", err.Error())
-			continue
 		}
-		m.slots[name] = true
 	}
 	if m.cfg.SyncMode != SyncOff {
 		return m.maintainSync(ctx, term, o)
@@ -865,7 +855,12 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 // the others lack: it is widened before synchronous_standby_names names a
 // new standby, and narrowed only after a standby left it.
 func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o observation) error {
-	st := m.pgStatus // read by this round's observe
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	defer cancel()
+	st, err := m.inst.Status(sctx)
+	if err != nil {
+		return err
+	}
 	var streaming []string
 	for _, r := range st.Replicas {
 		if r.State == "streaming" {
