@@ -261,6 +261,10 @@ func (c *testCluster) waitHealthy(timeout time.Duration, exclude ...string) *tes
 		if !writable(lead) {
 			return fmt.Errorf("leader %s's PostgreSQL does not accept writes", lr.Node)
 		}
+		lst, err := lead.inst.Status(context.Background())
+		if err != nil {
+			return fmt.Errorf("leader %s: %v", lead.name, err)
+		}
 		for _, n := range c.nodes {
 			if n == lead || contains(exclude, n.name) {
 				continue
@@ -269,7 +273,9 @@ func (c *testCluster) waitHealthy(timeout time.Duration, exclude ...string) *tes
 			if err != nil {
 				return fmt.Errorf("%s: %v", n.name, err)
 			}
-			if !st.InRecovery || st.WALReceiver == nil || st.WALReceiver.Status != "streaming" || st.WALReceiver.SenderPort != lead.inst.Config().Port {
+			// A WAL receiver reports "streaming" before it has switched
+			// to the leader's new timeline: require that too.
+			if !st.InRecovery || st.WALReceiver == nil || st.WALReceiver.Status != "streaming" || st.WALReceiver.SenderPort != lead.inst.Config().Port || st.WALReceiver.Timeline != lst.Timeline {
 				return fmt.Errorf("%s not streaming from %s (running %v, recovery %v, receiver %+v, last action %q)", n.name, lead.name, st.Running, st.InRecovery, st.WALReceiver, n.mgr.Status().LastAction)
 			}
 		}
