@@ -43,6 +43,7 @@ type config struct {
 	pgListenAddresses         string
 	pgPort                    int
 	pgAdvertiseHost           string
+	pgAdvertisePort           int
 	pgSocketDir               string
 	pgLogFile                 string
 	pgSuperuser               string
@@ -148,6 +149,7 @@ func (c *config) settings() []setting {
 		{"pg-listen-addresses", "PostgreSQL listen_addresses", &c.pgListenAddresses},
 		{"pg-port", "PostgreSQL port", &c.pgPort},
 		{"pg-advertise-host", "host or IP other nodes and clients reach this node's PostgreSQL at (default 127.0.0.1, allowed only when PostgreSQL listens on loopback)", &c.pgAdvertiseHost},
+		{"pg-advertise-port", "port other nodes and clients reach this node's PostgreSQL at, when a proxy or NAT sits in front of it (default: pg-port)", &c.pgAdvertisePort},
 		{"pg-socket-dir", "unix socket directory (default: the data directory's parent)", &c.pgSocketDir},
 		{"pg-log-file", "PostgreSQL log file (default: <data dir>.log)", &c.pgLogFile},
 		{"pg-superuser", "database superuser", &c.pgSuperuser},
@@ -491,6 +493,12 @@ func (c *config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return configErrorf("listen %q: want host:port or :port (e.g. :8008): %v", c.listen, err)
+	}
+	if c.pgAdvertisePort < 0 || c.pgAdvertisePort > 65535 {
+		return configErrorf("pg-advertise-port %d is outside 1..65535: set %s to the port other nodes reach PostgreSQL at, or 0 for pg-port", c.pgAdvertisePort, s["pg-advertise-port"].where())
+	}
+	if c.pgAdvertisePort == 0 {
+		c.pgAdvertisePort = c.pgPort
 	}
 	if c.pgAdvertiseHost == "" {
 		if !loopbackOnly(c.pgListenAddresses) {

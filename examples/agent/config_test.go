@@ -117,6 +117,7 @@ func TestConfigErrors(t *testing.T) {
 		{"etcd password without user", good, []string{"PGHA_ETCD_PASSWORD=" + testSuper}, "an etcd password is set but no etcd-username"},
 		{"cert without key", append(good, "--etcd-cert-file", "/c.pem"), nil, "etcd-cert-file and etcd-key-file go together"},
 		{"advertise host", append(good, "--pg-listen-addresses", "*"), nil, `pg-advertise-host is required when PostgreSQL listens beyond loopback (pg-listen-addresses "*")`},
+		{"advertise port", append(good, "--pg-advertise-port", "70000"), nil, `pg-advertise-port 70000 is outside 1..65535`},
 		{"log level", append(good, "--log-level", "loud"), nil, `log-level "loud": use debug, info, warn or error`},
 		{"listen", append(good, "--listen", "8008"), nil, `listen "8008": want host:port or :port`},
 	} {

@@ -167,7 +167,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		KeyRoot:             cfg.keyRoot,
 		Instance:            inst,
 		Host:                cfg.pgAdvertiseHost,
-		Port:                cfg.pgPort,
+		Port:                cfg.pgAdvertisePort,
 		LeaseTTL:            cfg.leaseTTL,
 		LoopInterval:        cfg.loopInterval,
 		MaxLagOnFailover:    cfg.maxLagOnFailover,
@@ -203,7 +203,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(handler, slog.LevelWarn),
 	}
 	log.Info("pgha-agent starting", "cluster", cfg.cluster, "node", cfg.node, "http", ln.Addr().String(),
-		"etcd", cfg.etcdEndpoints, "data_dir", cfg.pgDataDir, "postgres", fmt.Sprintf("%s:%d", cfg.pgAdvertiseHost, cfg.pgPort),
+		"etcd", cfg.etcdEndpoints, "data_dir", cfg.pgDataDir, "postgres", fmt.Sprintf("%s:%d", cfg.pgAdvertiseHost, cfg.pgAdvertisePort),
 		"postgres_version", inst.Version(), "sync_mode", cfg.syncMode)
 
 	// errStopped ends the group when Run returns without an error.
