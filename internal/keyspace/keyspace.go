@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -134,8 +135,8 @@ func (r LeaderRecord) Validate() error {
 	switch {
 	case ValidName(r.Node) != nil:
 		return fieldErr("leader", "node", ValidName(r.Node))
-	case r.Host == "":
-		return fieldErr("leader", "host", errors.New("is empty"))
+	case validHost(r.Host) != nil:
+		return fieldErr("leader", "host", validHost(r.Host))
 	case r.Port <= 0 || r.Port > 65535:
 		return fieldErr("leader", "port", fmt.Errorf("%d is outside 1..65535", r.Port))
 	}
@@ -178,12 +179,50 @@ func (r MemberRecord) Validate() error {
 	switch {
 	case ValidName(r.Node) != nil:
 		return fieldErr("member", "node", ValidName(r.Node))
-	case r.Role == "":
-		return fieldErr("member", "role", errors.New("is empty"))
-	case r.Host == "":
-		return fieldErr("member", "host", errors.New("is empty"))
+	case validRole(r.Role) != nil:
+		return fieldErr("member", "role", validRole(r.Role))
+	case validHost(r.Host) != nil:
+		return fieldErr("member", "host", validHost(r.Host))
 	case r.Port <= 0 || r.Port > 65535:
 		return fieldErr("member", "port", fmt.Errorf("%d is outside 1..65535", r.Port))
+	case r.SystemID != "" && validSystemID(r.SystemID) != nil:
+		return fieldErr("member", "system_id", validSystemID(r.SystemID))
+	case r.LagBytes < -1:
+		return fieldErr("member", "lag_bytes", fmt.Errorf("%d is below -1 (-1 means unknown)", r.LagBytes))
+	}
+	return nil
+}
+
+// validRole checks a member's role against the roles this version knows.
+func validRole(r Role) error {
+	switch r {
+	case RolePrimary, RoleReplica, RoleStarting, RoleFenced, RoleStopped:
+		return nil
+	case "":
+		return errors.New("is empty")
+	}
+	return fmt.Errorf("%q is not %s, %s, %s, %s or %s", string(r), RolePrimary, RoleReplica, RoleStarting, RoleFenced, RoleStopped)
+}
+
+// validHost checks a host name, address or socket directory: not empty, no
+// spaces or control characters (it goes into connection strings).
+func validHost(h string) error {
+	if h == "" {
+		return errors.New("is empty")
+	}
+	if strings.ContainsFunc(h, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("%q holds a space or control character", h)
+	}
+	return nil
+}
+
+// validSystemID checks a PostgreSQL system identifier: a decimal uint64.
+func validSystemID(s string) error {
+	if s == "" {
+		return errors.New("is empty")
+	}
+	if _, err := strconv.ParseUint(s, 10, 64); err != nil || s[0] == '+' {
+		return fmt.Errorf("%q is not a decimal system identifier (0..18446744073709551615)", s)
 	}
 	return nil
 }
@@ -198,8 +237,11 @@ type InitializeRecord struct {
 
 // Validate reports the first missing or invalid field.
 func (r InitializeRecord) Validate() error {
-	if r.SystemID == "" {
-		return fieldErr("initialize", "system_id", errors.New("is empty"))
+	if err := validSystemID(r.SystemID); err != nil {
+		return fieldErr("initialize", "system_id", err)
+	}
+	if r.Node != "" && ValidName(r.Node) != nil {
+		return fieldErr("initialize", "node", ValidName(r.Node))
 	}
 	return nil
 }
@@ -381,32 +423,43 @@ func kindOf(v any) string {
 	return "unknown"
 }
 
-// Decode parses and validates a record. It returns a *[RecordError] when the
-// JSON does not parse, the version is missing or newer than [Version], or
-// a field is invalid.
+// Decode parses and validates a record. It returns the zero record and a
+// *[RecordError] when the JSON does not parse, a field holds a value of the
+// wrong JSON type, the version is missing or newer than [Version], or a
+// field is invalid.
 func Decode[T Record](b []byte) (T, error) {
-	var r T
-	kind := kindOf(&r)
+	var zero T
+	kind := kindOf(&zero)
 	var head struct {
 		V *int `json:"v"`
 	}
 	if err := json.Unmarshal(b, &head); err != nil {
-		return r, &RecordError{Kind: kind, Err: fmt.Errorf("does not parse as JSON: %w", err)}
+		return zero, parseErr(kind, err)
 	}
 	switch {
 	case head.V == nil:
-		return r, &RecordError{Kind: kind, Field: "v", Err: errors.New("is missing")}
+		return zero, &RecordError{Kind: kind, Field: "v", Err: errors.New("is missing")}
 	case *head.V < 1 || *head.V > Version:
-		return r, &RecordError{Kind: kind, Field: "v", Err: fmt.Errorf("%d is not a supported version (1..%d): upgrade this node", *head.V, Version)}
+		return zero, &RecordError{Kind: kind, Field: "v", Err: fmt.Errorf("%d is not a supported version (1..%d): upgrade this node", *head.V, Version)}
 	}
+	var r T
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, &RecordError{Kind: kind, Err: fmt.Errorf("does not parse: %w", err)}
+		return zero, parseErr(kind, err)
 	}
 	if err := r.Validate(); err != nil {
-		var zero T
 		return zero, err
 	}
 	return r, nil
+}
+
+// parseErr is the RecordError for JSON that does not parse into a record:
+// it names the field when the JSON holds a value of the wrong type.
+func parseErr(kind string, err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return &RecordError{Kind: kind, Field: te.Field, Err: fmt.Errorf("is a JSON %s, want %s", te.Value, te.Type)}
+	}
+	return &RecordError{Kind: kind, Err: fmt.Errorf("does not parse as JSON: %w", err)}
 }
 
 // Encode validates r, sets its version to [Version] and returns its JSON.
