@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,9 +116,20 @@ type Config struct {
 	// Takes precedence over EtcdEndpoints.
 	Etcd *clientv3.Client
 	// EtcdEndpoints are etcd client URLs; the pool creates (and closes) its
-	// own client for them when Etcd is nil. For TLS or authentication,
-	// build the client yourself and set Etcd.
+	// own client for them when Etcd is nil, with EtcdTLS, EtcdUsername and
+	// EtcdPassword. For other client settings, build the client yourself
+	// and set Etcd.
 	EtcdEndpoints []string
+	// EtcdTLS is the TLS configuration of the pool's own etcd client (CA
+	// roots, client certificate), for https:// EtcdEndpoints. Nil means
+	// plain http. Ignored when Etcd is set.
+	EtcdTLS *tls.Config
+	// EtcdUsername and EtcdPassword authenticate the pool's own etcd client
+	// when etcd authentication is on; both or neither. The pool needs only
+	// read access to the cluster's prefix (see ha.EtcdRoles). Ignored when
+	// Etcd is set. The password never appears in errors or logs.
+	EtcdUsername string
+	EtcdPassword string
 	// Cluster is the cluster name: keys live under KeyRoot/Cluster/.
 	// Required with etcd.
 	Cluster string
@@ -185,6 +197,9 @@ func (c *Config) copy() *Config {
 	n := *c
 	n.Hosts = slices.Clone(c.Hosts)
 	n.EtcdEndpoints = slices.Clone(c.EtcdEndpoints)
+	if c.EtcdTLS != nil {
+		n.EtcdTLS = c.EtcdTLS.Clone()
+	}
 	if c.PoolConfig != nil {
 		n.PoolConfig = c.PoolConfig.Copy()
 	}
@@ -238,6 +253,9 @@ func (c *Config) Validate() error {
 	if c.usesEtcd() {
 		if c.Cluster == "" {
 			return &ConfigError{"Cluster", `""`, "is required with etcd: set the cluster name (pgha_cluster)"}
+		}
+		if (c.EtcdUsername == "") != (c.EtcdPassword == "") && c.Etcd == nil {
+			return &ConfigError{"EtcdUsername/EtcdPassword", strconv.Quote(c.EtcdUsername) + " (password redacted)", "must be set together: etcd authenticates a user with its password"}
 		}
 		if _, err := keyspace.NewLayout(c.KeyRoot, c.Cluster); err != nil {
 			return &ConfigError{"Cluster/KeyRoot", strconv.Quote(c.KeyRoot) + " " + strconv.Quote(c.Cluster), "is invalid: " + err.Error()}

@@ -138,6 +138,9 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 		if cli == nil {
 			cli, err = clientv3.New(clientv3.Config{
 				Endpoints:            cfg.EtcdEndpoints,
+				TLS:                  cfg.EtcdTLS,
+				Username:             cfg.EtcdUsername,
+				Password:             cfg.EtcdPassword,
 				DialTimeout:          5 * time.Second,
 				DialKeepAliveTime:    2 * time.Second,
 				DialKeepAliveTimeout: 2 * time.Second,
