@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -122,6 +123,11 @@ type Config struct {
 	// Default false: Clone refuses with [ErrDataDirNotEmpty].
 	ReplaceDataDir bool
 
+	// TLS, when TLS.CertFile is set, makes the server require TLS and this
+	// node verify the servers it connects to. Default: off (no ssl
+	// settings written, pg_hba "host" lines, libpq's default sslmode).
+	TLS TLSConfig
+
 	// UnsafeNoSync skips fsync in initdb, pg_basebackup and pg_rewind. For
 	// tests only: a machine crash can corrupt the data directory.
 	UnsafeNoSync bool
@@ -134,6 +140,101 @@ type Config struct {
 	// promote, fence, rewind). Nil means no-op.
 	TracerProvider trace.TracerProvider
 }
+
+// TLSConfig is the PostgreSQL TLS setup of a node. Every file is PEM and
+// every path absolute. With TLS on (CertFile set):
+//
+//   - the server runs with ssl=on and these files (settings that
+//     Config.Parameters may not override);
+//   - pg_hba.conf has only "hostssl" lines for TCP: a plain TCP connection
+//     is refused; unix-socket connections are unchanged;
+//   - every connection this node makes to another node (primary_conninfo,
+//     pg_basebackup, pg_rewind, its own checks) uses sslmode=verify-full
+//     with sslrootcert=CAFile: the other node's certificate must be signed
+//     by CAFile and name the host this node reaches it by (a SAN).
+//
+// PostgreSQL reads KeyFile, and libpq (in the walreceiver, pg_basebackup
+// and pg_rewind, which run as OSUser) reads ClientKeyFile: each must be
+// readable by OSUser and owned by it with mode 0600 or less, or owned by
+// root with mode 0640 or less. [New] checks the files exist.
+type TLSConfig struct {
+	// CertFile is this server's certificate; it must name every host and
+	// address clients and other nodes use to reach it. Setting it turns
+	// TLS on.
+	CertFile string
+	// KeyFile is CertFile's private key. Required with CertFile.
+	KeyFile string
+	// CAFile holds the CA certificate(s) that signed the nodes' server
+	// certificates (sslrootcert for this node's connections) and clients'
+	// certificates (ssl_ca_file). Required with CertFile.
+	CAFile string
+	// ClientCertFile and ClientKeyFile, when set, are the client
+	// certificate this node presents to other nodes (streaming, cloning,
+	// rewinding). Optional; both or neither. Passwords (SCRAM) are still
+	// required.
+	ClientCertFile string
+	ClientKeyFile  string
+}
+
+// Enabled reports whether TLS is on: CertFile is set.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
+
+// validate checks the fields' presence and shape (not the files).
+func (t TLSConfig) validate() error {
+	fields := []struct{ name, v string }{
+		{"TLS.CertFile", t.CertFile}, {"TLS.KeyFile", t.KeyFile}, {"TLS.CAFile", t.CAFile},
+		{"TLS.ClientCertFile", t.ClientCertFile}, {"TLS.ClientKeyFile", t.ClientKeyFile},
+	}
+	for _, f := range fields {
+		if f.v != "" && !filepath.IsAbs(f.v) {
+			return &ConfigError{f.name, strconv.Quote(f.v), "must be an absolute path"}
+		}
+		if strings.ContainsAny(f.v, "'\\\n\r\x00") {
+			return &ConfigError{f.name, strconv.Quote(f.v), "must not contain quotes, backslashes or line breaks"}
+		}
+	}
+	if !t.Enabled() {
+		for _, f := range fields[1:] {
+			if f.v != "" {
+				return &ConfigError{f.name, strconv.Quote(f.v), "is set but TLS.CertFile is empty: set TLS.CertFile (and KeyFile, CAFile) to turn TLS on"}
+			}
+		}
+		return nil
+	}
+	if t.KeyFile == "" {
+		return &ConfigError{"TLS.KeyFile", `""`, "is required with TLS.CertFile: the server certificate's private key"}
+	}
+	if t.CAFile == "" {
+		return &ConfigError{"TLS.CAFile", `""`, "is required with TLS.CertFile: the CA that signed the nodes' certificates (this node verifies the others with sslmode=verify-full)"}
+	}
+	if (t.ClientCertFile == "") != (t.ClientKeyFile == "") {
+		return &ConfigError{"TLS.ClientCertFile/ClientKeyFile", strconv.Quote(t.ClientCertFile) + " " + strconv.Quote(t.ClientKeyFile), "must be set together"}
+	}
+	return nil
+}
+
+// checkFiles checks that the TLS files exist and are regular files.
+func (t TLSConfig) checkFiles() error {
+	for _, f := range []struct{ name, v string }{
+		{"TLS.CertFile", t.CertFile}, {"TLS.KeyFile", t.KeyFile}, {"TLS.CAFile", t.CAFile},
+		{"TLS.ClientCertFile", t.ClientCertFile}, {"TLS.ClientKeyFile", t.ClientKeyFile},
+	} {
+		if f.v == "" {
+			continue
+		}
+		fi, err := os.Stat(f.v)
+		if err != nil {
+			return &ConfigError{f.name, strconv.Quote(f.v), fmt.Sprintf("cannot be read: %v", err)}
+		}
+		if !fi.Mode().IsRegular() {
+			return &ConfigError{f.name, strconv.Quote(f.v), "is not a regular file"}
+		}
+	}
+	return nil
+}
+
+// tlsParams are the server settings Config.TLS owns.
+var tlsParams = map[string]bool{"ssl": true, "ssl_cert_file": true, "ssl_key_file": true, "ssl_ca_file": true}
 
 // DefaultConfig returns a Config with every default filled in. Set Name,
 // DataDir and the two passwords before use.
@@ -278,6 +379,16 @@ func (c Config) Validate() error {
 		}
 		if strings.ContainsAny(c.Parameters[k], "\n\r\x00") {
 			return &ConfigError{"Parameters", fmt.Sprintf("%s=%q", k, c.Parameters[k]), "value must be one line"}
+		}
+	}
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if c.TLS.Enabled() {
+		for _, k := range keys {
+			if tlsParams[k] {
+				return &ConfigError{"Parameters", strconv.Quote(k), "is set from Config.TLS when TLS is on; remove it from Parameters"}
+			}
 		}
 	}
 	if !roleRE.MatchString(c.OSUser) && !nameRE.MatchString(c.OSUser) {

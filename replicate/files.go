@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Files the Instance writes into the data directory.
@@ -242,6 +245,10 @@ func (i *Instance) nodeConf() string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s = %s\n", k, quoteConf(i.cfg.Parameters[k]))
 	}
+	if t := i.cfg.TLS; t.Enabled() {
+		fmt.Fprintf(&b, "ssl = on\nssl_cert_file = %s\nssl_key_file = %s\nssl_ca_file = %s\n",
+			quoteConf(t.CertFile), quoteConf(t.KeyFile), quoteConf(t.CAFile))
+	}
 	fmt.Fprintf(&b, "listen_addresses = %s\n", quoteConf(i.cfg.ListenAddresses))
 	fmt.Fprintf(&b, "port = %d\n", i.cfg.Port)
 	fmt.Fprintf(&b, "unix_socket_directories = %s\n", quoteConf(i.cfg.SocketDir))
@@ -250,22 +257,70 @@ func (i *Instance) nodeConf() string {
 
 // hbaConf is the content of pg_hba.conf: the superuser locally, the
 // replication role for replication from ReplicationNetworks, everyone from
-// ClientNetworks; all with SCRAM.
+// ClientNetworks; all with SCRAM. With TLS on, every TCP line is hostssl:
+// plain TCP connections match no line and are refused.
 func (i *Instance) hbaConf() string {
 	var b strings.Builder
 	b.WriteString("# Written by github.com/pgha/pgha/replicate at every start; edits are lost.\n")
 	b.WriteString("# TYPE  DATABASE     USER  ADDRESS  METHOD\n")
 	su, repl := quoteIdent(i.cfg.Superuser), quoteIdent(i.cfg.ReplicationUser)
+	host := "host   "
+	if i.cfg.TLS.Enabled() {
+		host = "hostssl"
+	}
 	fmt.Fprintf(&b, "local   all          %s  scram-sha-256\n", su)
-	fmt.Fprintf(&b, "host    all          %s  127.0.0.1/32  scram-sha-256\n", su)
-	fmt.Fprintf(&b, "host    all          %s  ::1/128  scram-sha-256\n", su)
+	fmt.Fprintf(&b, "%s all          %s  127.0.0.1/32  scram-sha-256\n", host, su)
+	fmt.Fprintf(&b, "%s all          %s  ::1/128  scram-sha-256\n", host, su)
 	for _, n := range i.cfg.ReplicationNetworks {
-		fmt.Fprintf(&b, "host    replication  %s  %s  scram-sha-256\n", repl, n)
+		fmt.Fprintf(&b, "%s replication  %s  %s  scram-sha-256\n", host, repl, n)
 	}
 	for _, n := range i.cfg.ClientNetworks {
-		fmt.Fprintf(&b, "host    all          all  %s  scram-sha-256\n", n)
+		fmt.Fprintf(&b, "%s all          all  %s  scram-sha-256\n", host, n)
 	}
 	return b.String()
+}
+
+// sslConninfo are the libpq keywords of this node's TCP connections to
+// other nodes: with TLS on, sslmode=verify-full against CAFile and the
+// client certificate if any; nothing with TLS off.
+func (i *Instance) sslConninfo() []string {
+	t := i.cfg.TLS
+	if !t.Enabled() {
+		return nil
+	}
+	kv := []string{"sslmode=verify-full", "sslrootcert=" + quoteConninfo(t.CAFile)}
+	if t.ClientCertFile != "" {
+		kv = append(kv, "sslcert="+quoteConninfo(t.ClientCertFile), "sslkey="+quoteConninfo(t.ClientKeyFile))
+	}
+	return kv
+}
+
+// sslEnv is sslConninfo as libpq environment variables, for pg_basebackup.
+func (i *Instance) sslEnv() []string {
+	t := i.cfg.TLS
+	if !t.Enabled() {
+		return nil
+	}
+	env := []string{"PGSSLMODE=verify-full", "PGSSLROOTCERT=" + t.CAFile}
+	if t.ClientCertFile != "" {
+		env = append(env, "PGSSLCERT="+t.ClientCertFile, "PGSSLKEY="+t.ClientKeyFile)
+	}
+	return env
+}
+
+// clientTLS is the TLS configuration of this process's own connections to
+// host: pgconn's for sslmode=verify-full (server name = host) with TLS on,
+// nil (no TLS) with TLS off.
+func (i *Instance) clientTLS(host string) (*tls.Config, error) {
+	kv := i.sslConninfo()
+	if kv == nil {
+		return nil, nil
+	}
+	cc, err := pgconn.ParseConfig(strings.Join(append([]string{"host=" + quoteConninfo(host)}, kv...), " "))
+	if err != nil {
+		return nil, fmt.Errorf("replicate: TLS settings for %s: %w", host, err)
+	}
+	return cc.TLSConfig, nil
 }
 
 // passFileContent is the libpq password file holding the replication
@@ -361,6 +416,7 @@ func (i *Instance) primaryConninfo(src Source) string {
 		"application_name=" + quoteConninfo(i.cfg.Name),
 		"connect_timeout=5",
 	}
+	parts = append(parts, i.sslConninfo()...)
 	return strings.Join(parts, " ")
 }
 

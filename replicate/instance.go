@@ -117,6 +117,9 @@ func New(cfg Config) (*Instance, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.TLS.checkFiles(); err != nil {
+		return nil, err
+	}
 	cfg.setDefaults()
 	cfg.DataDir = filepath.Clean(cfg.DataDir)
 	cfg.Parameters = cloneMap(cfg.Parameters)
@@ -713,6 +716,11 @@ func (i *Instance) connectTo(ctx context.Context, host string, port int, db stri
 	cc, err := pgx.ParseConfig("")
 	if err != nil {
 		return nil, fmt.Errorf("replicate: %w", err)
+	}
+	if !strings.HasPrefix(host, "/") {
+		if cc.TLSConfig, err = i.clientTLS(host); err != nil {
+			return nil, err
+		}
 	}
 	cc.Host = host
 	cc.Port = uint16(port)

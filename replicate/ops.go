@@ -136,6 +136,7 @@ func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 		args = append(args, "--no-sync")
 	}
 	env := []string{"PGPASSWORD=" + i.cfg.ReplicationPassword, "PGAPPNAME=" + i.cfg.Name, "PGCONNECT_TIMEOUT=5"}
+	env = append(env, i.sslEnv()...)
 	if _, err := i.run(ctx, "pg_basebackup", args, runOpts{env: env}); err != nil {
 		var ce *CommandError
 		if errors.As(err, &ce) && strings.Contains(ce.Stderr, "password authentication failed") {
@@ -417,11 +418,11 @@ func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
 	if err := i.checkpointSource(ctx, src); err != nil {
 		return &RewindError{Reason: "checkpoint on the source", Err: err}
 	}
-	conninfo := strings.Join([]string{
+	conninfo := strings.Join(append([]string{
 		"host=" + quoteConninfo(src.Host), fmt.Sprintf("port=%d", src.Port),
 		"user=" + quoteConninfo(i.cfg.Superuser), "dbname=postgres",
 		"application_name=" + quoteConninfo(i.cfg.Name+"-rewind"), "connect_timeout=5",
-	}, " ")
+	}, i.sslConninfo()...), " ")
 	args := []string{"--target-pgdata=" + i.cfg.DataDir, "--source-server=" + conninfo}
 	if i.cfg.UnsafeNoSync {
 		args = append(args, "--no-sync")

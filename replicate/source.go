@@ -70,7 +70,9 @@ func (i *Instance) replConn(ctx context.Context, src Source) (*pgconn.PgConn, er
 	cc.Password = i.cfg.ReplicationPassword
 	cc.Database = ""
 	cc.ConnectTimeout = 5 * time.Second
-	cc.TLSConfig = nil
+	if cc.TLSConfig, err = i.clientTLS(src.Host); err != nil {
+		return nil, err
+	}
 	cc.Fallbacks = nil
 	cc.RuntimeParams = map[string]string{"replication": "true", "application_name": i.cfg.Name}
 	c, err := pgconn.ConnectConfig(ctx, cc)
