@@ -228,8 +228,18 @@ func TestBadInputs(t *testing.T) {
 		}
 		err = inst.Start(ctx)
 		t.Logf("Start error: %v", err)
-		if !errors.Is(err, replicate.ErrVersionMismatch) || !strings.Contains(err.Error(), "PostgreSQL 9") {
-			t.Fatalf("Start of a data dir of PostgreSQL 9 = %v, want ErrVersionMismatch naming both versions", err)
+		if !errors.Is(err, replicate.ErrVersionMismatch) || !strings.Contains(err.Error(), "PostgreSQL 9") ||
+			!strings.Contains(err.Error(), "PostgreSQL "+inst.Version()) || !strings.Contains(err.Error(), inst.BinDir()) || !strings.Contains(err.Error(), "BinDir") {
+			t.Fatalf("Start of a data dir of PostgreSQL 9 = %v, want ErrVersionMismatch naming both versions, the binary directory and the fix", err)
+		}
+		// A PG_VERSION that is not a version names the file.
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, "PG_VERSION"), []byte("fifteen\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err = inst.Start(ctx)
+		t.Logf("Start error: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "PG_VERSION holds \"fifteen\\n\"") || !strings.Contains(err.Error(), cfg.DataDir) {
+			t.Fatalf("Start with PG_VERSION \"fifteen\" = %v, want an error naming PG_VERSION, its content and the data dir", err)
 		}
 	})
 

@@ -131,13 +131,12 @@ func resolveBinaries(dir string) (binaries, error) {
 	if err := cmd.Run(); err != nil {
 		return binaries{}, &CommandError{Path: cmd.Path, Args: []string{"--version"}, ExitCode: exitCode(err), Stderr: tail(out.String()), Err: err}
 	}
-	m := versionRE.FindStringSubmatch(out.String())
-	if m == nil {
-		return binaries{}, fmt.Errorf("replicate: %s --version printed %q, want \"postgres (PostgreSQL) N.M\"", cmd.Path, strings.TrimSpace(out.String()))
+	major, version, err := parseServerVersion(out.String())
+	if err != nil {
+		return binaries{}, fmt.Errorf("replicate: %s --version %w", cmd.Path, err)
 	}
-	major, _ := strconv.Atoi(m[1])
 	if major < 13 {
-		return binaries{}, fmt.Errorf("replicate: PostgreSQL %s in %s is too old: replicate needs 13 or newer", m[1]+m[2], d)
+		return binaries{}, fmt.Errorf("replicate: PostgreSQL %s in %s is too old: replicate needs 13 or newer", version, d)
 	}
-	return binaries{dir: d, major: major, version: m[1] + m[2]}, nil
+	return binaries{dir: d, major: major, version: version}, nil
 }

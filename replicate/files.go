@@ -196,13 +196,21 @@ func (i *Instance) inGroup(gid uint32) bool {
 	return false
 }
 
-// quoteConf quotes a value for postgresql.conf: single quotes, a quote
-// doubled.
-func quoteConf(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// confQuoter escapes a value for a postgresql.conf string: PostgreSQL reads
+// backslash escapes there (\\, \n, \r, ...), and a quote is doubled, as
+// ALTER SYSTEM writes postgresql.auto.conf.
+var confQuoter = strings.NewReplacer(`\`, `\\`, "'", "''", "\n", `\n`, "\r", `\r`)
 
-// quoteConninfo quotes a libpq keyword/value connection string value.
+// quoteConf quotes a value for postgresql.conf: single quotes, backslashes
+// and quotes doubled, newlines escaped. (A value with a backslash used to
+// reach the server with its escapes interpreted: a\b became a, backspace.)
+func quoteConf(s string) string { return "'" + confQuoter.Replace(s) + "'" }
+
+// quoteConninfo quotes a libpq keyword/value connection string value. An
+// unquoted value ends at any isspace() character, so all of them force
+// quotes.
 func quoteConninfo(s string) string {
-	if s != "" && !strings.ContainsAny(s, " '\\\t\n") {
+	if s != "" && !strings.ContainsAny(s, " '\\\t\n\v\f\r") {
 		return s
 	}
 	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
@@ -379,10 +387,22 @@ func (i *Instance) setAutoConf(set map[string]*string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("replicate: read %s: %w", autoConfFile, err)
 	}
+	return i.writeFile(p, []byte(editAutoConf(string(b), set)), 0o600)
+}
+
+// editAutoConf returns the postgresql.auto.conf content old with each key
+// of set replaced by its value, or removed when the value is nil. Keys are
+// matched as PostgreSQL matches parameter names: without regard to case.
+// Other lines are kept, in order.
+func editAutoConf(old string, set map[string]*string) string {
+	lower := make(map[string]bool, len(set))
+	for k := range set {
+		lower[strings.ToLower(k)] = true
+	}
 	var out []string
-	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+	for _, l := range strings.Split(strings.TrimRight(old, "\n"), "\n") {
 		k, _, _ := strings.Cut(l, "=")
-		if _, ok := set[strings.TrimSpace(k)]; ok {
+		if lower[strings.ToLower(strings.TrimSpace(k))] {
 			continue
 		}
 		if l != "" {
@@ -402,7 +422,7 @@ func (i *Instance) setAutoConf(set map[string]*string) error {
 			out = append(out, k+" = "+quoteConf(*v))
 		}
 	}
-	return i.writeFile(p, []byte(strings.Join(out, "\n")+"\n"), 0o600)
+	return strings.Join(out, "\n") + "\n"
 }
 
 // primaryConninfo is the primary_conninfo for streaming from src. It holds

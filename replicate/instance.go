@@ -1,7 +1,6 @@
 package replicate
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -297,18 +296,18 @@ func (i *Instance) watchAdopted(p *process) {
 }
 
 // readPID returns the PID in DataDir/postmaster.pid, 0 if there is none.
+// A file that does not parse (e.g. truncated by a crash) counts as none:
+// PostgreSQL itself replaces it at start.
 func readPID(dataDir string) int {
-	f, err := os.Open(filepath.Join(dataDir, pidFile))
+	b, err := os.ReadFile(filepath.Join(dataDir, pidFile))
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	if !sc.Scan() {
+	info, err := parsePIDFile(b)
+	if err != nil {
 		return 0
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(sc.Text()))
-	return pid
+	return info.PID
 }
 
 // pidFileStatus returns line 8 of postmaster.pid: "starting", "ready",
@@ -318,11 +317,11 @@ func pidFileStatus(dataDir string) string {
 	if err != nil {
 		return ""
 	}
-	lines := strings.Split(string(b), "\n")
-	if len(lines) < 8 {
+	info, err := parsePIDFile(b)
+	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(lines[7])
+	return info.Status
 }
 
 // processAlive reports whether pid is a live process (not a zombie).
@@ -334,12 +333,11 @@ func processAlive(pid int) bool {
 	if err != nil {
 		return !errors.Is(err, os.ErrNotExist)
 	}
-	// The state follows the parenthesised command name, which may hold spaces.
-	s := string(b)
-	if j := strings.LastIndexByte(s, ')'); j >= 0 && j+2 < len(s) {
-		return s[j+2] != 'Z' && s[j+2] != 'X'
+	st, err := parseProcStat(b)
+	if err != nil {
+		return true // unreadable: trust kill(pid, 0)
 	}
-	return true
+	return st.State != 'Z' && st.State != 'X'
 }
 
 // isOurPostmaster reports whether pid is a live postmaster of DataDir: alive
@@ -526,9 +524,13 @@ func (i *Instance) checkVersion() error {
 	if err != nil {
 		return fmt.Errorf("replicate: %w", err)
 	}
-	v := strings.TrimSpace(string(b))
-	if v != strconv.Itoa(i.bins.major) {
-		return fmt.Errorf("%w: data directory %s was created by PostgreSQL %s, the binaries in %s are %s", ErrVersionMismatch, i.cfg.DataDir, v, i.bins.dir, i.bins.version)
+	v, err := parsePGVersion(b)
+	if err != nil {
+		return fmt.Errorf("replicate: data directory %s: %w", i.cfg.DataDir, err)
+	}
+	if v != i.bins.major {
+		return fmt.Errorf("%w: data directory %s was created by PostgreSQL %d, the binaries in %s are PostgreSQL %s: set BinDir to PostgreSQL %d's binaries (or upgrade the data directory with pg_upgrade)",
+			ErrVersionMismatch, i.cfg.DataDir, v, i.bins.dir, i.bins.version, v)
 	}
 	return nil
 }
@@ -685,13 +687,8 @@ func childPIDs(pid int) []int {
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		j := strings.LastIndexByte(s, ')')
-		if j < 0 {
-			continue
-		}
-		f := strings.Fields(s[j+1:]) // state, ppid, ...
-		if len(f) >= 2 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
+		st, err := parseProcStat(b)
+		if err == nil && st.PPID == pid && st.State != 'Z' {
 			kids = append(kids, n)
 		}
 	}

@@ -367,9 +367,9 @@ func (i *Instance) Promote(ctx context.Context) (timeline uint32, err error) {
 	if err := conn.QueryRow(ctx, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)").Scan(&tliHex); err != nil {
 		return 0, fmt.Errorf("replicate: promote %s: read timeline: %w", i.cfg.Name, err)
 	}
-	t, err := strconv.ParseUint(tliHex, 16, 32)
+	t, err := parseTimeline(tliHex, 16)
 	if err != nil {
-		return 0, fmt.Errorf("replicate: promote %s: timeline %q: %w", i.cfg.Name, tliHex, err)
+		return 0, fmt.Errorf("replicate: promote %s: WAL file name: %w", i.cfg.Name, err)
 	}
 	if inRecovery {
 		return 0, errors.New("replicate: promote: still in recovery") // unreachable
@@ -485,32 +485,25 @@ func (i *Instance) checkpointSource(ctx context.Context, src Source) error {
 	return err
 }
 
-// controlData runs pg_controldata and returns its fields.
-func (i *Instance) controlData(ctx context.Context) (map[string]string, error) {
+// controlData runs pg_controldata and parses the fields replicate uses.
+func (i *Instance) controlData(ctx context.Context) (controlFile, error) {
 	out, err := i.run(ctx, "pg_controldata", []string{"-D", i.cfg.DataDir}, runOpts{})
 	if err != nil {
-		return nil, err
+		return controlFile{}, err
 	}
-	m := make(map[string]string)
-	for _, l := range strings.Split(out, "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if ok {
-			m[strings.TrimSpace(k)] = strings.TrimSpace(v)
-		}
+	c, err := parseControlData(out)
+	if err != nil {
+		return controlFile{}, fmt.Errorf("%w (data directory %s)", err, i.cfg.DataDir)
 	}
-	return m, nil
+	return c, nil
 }
 
 func (i *Instance) controlSystemID(ctx context.Context) (uint64, error) {
-	m, err := i.controlData(ctx)
+	c, err := i.controlData(ctx)
 	if err != nil {
 		return 0, err
 	}
-	id, err := strconv.ParseUint(m["Database system identifier"], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("replicate: pg_controldata %s: system identifier: %w", i.cfg.DataDir, err)
-	}
-	return id, nil
+	return c.SystemID, nil
 }
 
 // systemID returns the data directory's system identifier, from the
@@ -521,7 +514,11 @@ func (i *Instance) systemID(ctx context.Context) (uint64, error) {
 			defer conn.Close(context.Background())
 			var s string
 			if err := conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&s); err == nil {
-				return strconv.ParseUint(s, 10, 64)
+				id, err := parseSystemID(s)
+				if err != nil {
+					return 0, fmt.Errorf("replicate: pg_control_system(): %w", err)
+				}
+				return id, nil
 			}
 		}
 	}

@@ -101,13 +101,13 @@ func (i *Instance) identifySource(ctx context.Context, src Source) (sysID uint64
 		return 0, 0, fmt.Errorf("replicate: IDENTIFY_SYSTEM on %s: unexpected reply", src)
 	}
 	row := res[0].Rows[0]
-	sysID, err = strconv.ParseUint(string(row[0]), 10, 64)
+	sysID, err = parseSystemID(string(row[0]))
 	if err != nil {
-		return 0, 0, fmt.Errorf("replicate: IDENTIFY_SYSTEM on %s: system id %q: %w", src, row[0], err)
+		return 0, 0, fmt.Errorf("replicate: IDENTIFY_SYSTEM on %s: %w", src, err)
 	}
-	t, err := strconv.ParseUint(string(row[1]), 10, 32)
+	t, err := parseTimeline(string(row[1]), 10)
 	if err != nil {
-		return 0, 0, fmt.Errorf("replicate: IDENTIFY_SYSTEM on %s: timeline %q: %w", src, row[1], err)
+		return 0, 0, fmt.Errorf("replicate: IDENTIFY_SYSTEM on %s: %w", src, err)
 	}
 	if src.Slot != "" {
 		_, err := c.Exec(ctx, "CREATE_REPLICATION_SLOT "+quoteIdent(src.Slot)+" PHYSICAL RESERVE_WAL").ReadAll()
@@ -116,7 +116,7 @@ func (i *Instance) identifySource(ctx context.Context, src Source) (sysID uint64
 			return 0, 0, fmt.Errorf("replicate: create slot %s on %s: %w", src.Slot, src, err)
 		}
 	}
-	return sysID, uint32(t), nil
+	return sysID, t, nil
 }
 
 func isAuthError(err error) bool {

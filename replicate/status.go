@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -102,15 +101,11 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	}
 	p := i.running()
 	if p == nil {
-		m, err := i.controlData(ctx)
+		c, err := i.controlData(ctx)
 		if err != nil {
 			return st, opErr(fmt.Sprintf("status %s", i.cfg.Name), err)
 		}
-		st.SystemID, _ = strconv.ParseUint(m["Database system identifier"], 10, 64)
-		t, _ := strconv.ParseUint(m["Latest checkpoint's TimeLineID"], 10, 32)
-		st.Timeline = uint32(t)
-		st.ClusterState = m["Database cluster state"]
-		st.CheckpointLSN, _ = ParseLSN(m["Latest checkpoint location"])
+		st.SystemID, st.Timeline, st.ClusterState, st.CheckpointLSN = c.SystemID, c.Timeline, c.State, c.CheckpointLSN
 		return st, nil
 	}
 	st.PID = p.pid
@@ -135,7 +130,9 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("replicate: status %s: %w", i.cfg.Name, err)
 	}
-	st.SystemID, _ = strconv.ParseUint(sysID, 10, 64)
+	if st.SystemID, err = parseSystemID(sysID); err != nil {
+		return st, fmt.Errorf("replicate: status %s: pg_control_system(): %w", i.cfg.Name, err)
+	}
 	var perr error
 	set := func(dst *LSN, s *string) {
 		v, err := parseLSNOrZero(s)
@@ -153,11 +150,11 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	}
 	st.Timeline = uint32(ckptTLI)
 	if tliHex != nil {
-		t, err := strconv.ParseUint(*tliHex, 16, 32)
+		t, err := parseTimeline(*tliHex, 16)
 		if err != nil {
-			return st, fmt.Errorf("replicate: status %s: timeline %q: %w", i.cfg.Name, *tliHex, err)
+			return st, fmt.Errorf("replicate: status %s: WAL file name: %w", i.cfg.Name, err)
 		}
-		st.Timeline = uint32(t)
+		st.Timeline = t
 	}
 
 	rows, err := conn.Query(ctx, `SELECT coalesce(application_name, ''), coalesce(client_addr::text, ''),
