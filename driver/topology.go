@@ -3,15 +3,25 @@ package driver
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgha/pgha/internal/backoff"
 )
 
-// fastProbeInterval is how often nodes are probed while there is no
-// writable primary or an operation waits for one.
-const fastProbeInterval = 25 * time.Millisecond
+// While there is no writable primary or an operation waits for one,
+// nodes are probed more often than ProbeInterval: the first wait is
+// fastProbeInterval, the next ones back off with full jitter up to
+// maxFastProbeInterval (see internal/backoff), so that many pools that saw
+// the same failover do not reconnect to a dead node or the new primary in
+// lockstep. A change of the leader record (a kick) starts over at once.
+const (
+	fastProbeInterval    = 25 * time.Millisecond
+	maxFastProbeInterval = 200 * time.Millisecond
+)
 
 // probeLoop probes the known nodes every ProbeInterval (every 25 ms while
 // there is no primary or someone waits), until the pool closes. It owns the
@@ -30,12 +40,14 @@ func (p *Pool) probeLoop() {
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	fast := backoff.New(fastProbeInterval, min(p.cfg.ProbeInterval, maxFastProbeInterval))
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-timer.C:
 		case <-p.kick:
+			fast.Reset()
 		}
 		p.mu.Lock()
 		nodes := p.candidatesLocked()
@@ -57,9 +69,15 @@ func (p *Pool) probeLoop() {
 		}
 		probed = kept
 		p.probeRound(nodes)
+		// Kicks (leader record changes) reach every pool at the same
+		// instant: jitter the steady interval too, within its last
+		// quarter, so that pools drift apart again.
 		d := p.cfg.ProbeInterval
+		d = d - d/4 + rand.N(d/4+1)
 		if p.primary.Load() == nil || p.waiters.Load() > 0 {
-			d = min(d, fastProbeInterval)
+			d = min(d, fast.Next())
+		} else {
+			fast.Reset()
 		}
 		timer.Reset(d)
 	}

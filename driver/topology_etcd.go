@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pgha/pgha/election"
+	"github.com/pgha/pgha/internal/backoff"
 	"github.com/pgha/pgha/internal/keyspace"
 )
 
@@ -98,22 +99,23 @@ func (p *Pool) applyLeader(l election.Leader) {
 // watchMembers follows the member records until the pool closes.
 func (p *Pool) watchMembers(cli *clientv3.Client) {
 	pfx := p.layout.Members()
-	delay := 50 * time.Millisecond
+	// Every pool of every application watches these records: after an
+	// etcd outage they must not all re-read at the same instant.
+	b := backoff.New(50*time.Millisecond, 2*time.Second)
 	for p.ctx.Err() == nil {
 		resp, err := cli.Get(p.ctx, pfx, clientv3.WithPrefix())
 		if err != nil {
-			if !sleepCtx(p.ctx, delay) {
+			if !b.Wait(p.ctx) {
 				return
 			}
-			delay = min(2*delay, 2*time.Second)
 			continue
 		}
-		delay = 50 * time.Millisecond
 		recs := map[string][]byte{}
 		for _, kv := range resp.Kvs {
 			recs[string(kv.Key)] = kv.Value
 		}
 		p.applyMembers(recs)
+		started := time.Now()
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(p.ctx))
 		wch := cli.Watch(wctx, pfx, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 		for wr := range wch {
@@ -130,6 +132,14 @@ func (p *Pool) watchMembers(cli *clientv3.Client) {
 			p.applyMembers(recs)
 		}
 		cancel()
+		// The watch broke (etcd leader lost, compaction): re-read after a
+		// jittered wait, longer if it keeps breaking at once.
+		if time.Since(started) > 2*time.Second {
+			b.Reset()
+		}
+		if !b.Wait(p.ctx) {
+			return
+		}
 	}
 }
 
@@ -184,15 +194,4 @@ func (p *Pool) applyMembers(recs map[string][]byte) {
 		}
 	}
 	p.publishLocked("member records")
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -15,6 +15,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgha/pgha/internal/backoff"
 )
 
 // Leader is the holder of an election as seen in etcd. The zero Leader
@@ -336,7 +338,9 @@ func (e *Elector) observe(ctx context.Context, ch chan<- Leader) {
 			return false
 		}
 	}
-	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
+	// Every pool and manager observes the leader: after an etcd outage
+	// they must not all re-read at the same instant.
+	b := backoff.New(50*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
 		resp, err := e.cli.Get(ctx, e.pfx, clientv3.WithPrefix(),
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
@@ -344,12 +348,11 @@ func (e *Elector) observe(ctx context.Context, ch chan<- Leader) {
 			if ctx.Err() == nil {
 				e.log.Debug("observe: read leader", "err", err)
 			}
-			if !sleepCtx(ctx, backoff.next()) {
+			if !b.Wait(ctx) {
 				return
 			}
 			continue
 		}
-		backoff.reset()
 		cands := map[string]*mvccpb.KeyValue{}
 		for _, kv := range resp.Kvs {
 			cands[string(kv.Key)] = kv
@@ -359,9 +362,18 @@ func (e *Elector) observe(ctx context.Context, ch chan<- Leader) {
 		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		wch := e.cli.Watch(wctx, e.pfx, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		started := time.Now()
 		ok := e.follow(ctx, wch, cands, send)
 		cancel()
 		if !ok {
+			return
+		}
+		// The watch broke (etcd leader lost, compaction): re-read after a
+		// jittered wait, longer if it keeps breaking at once.
+		if time.Since(started) > 2*time.Second {
+			b.Reset()
+		}
+		if !b.Wait(ctx) {
 			return
 		}
 	}
@@ -410,31 +422,4 @@ func (e *Elector) leaderOf(cands map[string]*mvccpb.KeyValue) Leader {
 		return Leader{}
 	}
 	return Leader{Key: string(best.Key), Value: best.Value, Token: best.CreateRevision}
-}
-
-// sleepCtx waits d or until ctx is done; it reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// backoff is capped exponential backoff with full jitter.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
-
-func (b *backoff) reset() { b.cur = b.min }
-
-func (b *backoff) next() time.Duration {
-	d := b.cur
-	b.cur = min(b.cur*2, b.max)
-	return d/2 + jitter(d/2)
 }

@@ -14,6 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgha/pgha/internal/backoff"
 )
 
 // doneLead is how long before ValidUntil the term's expiry timer fires, so
@@ -401,7 +403,7 @@ func (t *Term) startWatch() {
 			cancel()
 		}()
 		rev := t.rev
-		b := newBackoff(50*time.Millisecond, time.Second)
+		b := backoff.New(50*time.Millisecond, time.Second)
 		for ctx.Err() == nil {
 			wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 			wch := t.e.cli.Watch(wctx, t.key, clientv3.WithRev(rev+1))
@@ -425,10 +427,10 @@ func (t *Term) startWatch() {
 			// The watch broke (compaction, etcd leader lost): re-read.
 			resp, err := t.e.cli.Get(ctx, t.key)
 			if err != nil {
-				sleepCtx(ctx, b.next())
+				b.Wait(ctx)
 				continue
 			}
-			b.reset()
+			b.Reset()
 			if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != t.rev {
 				t.end(ErrKeyDeleted)
 				return
