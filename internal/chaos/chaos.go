@@ -1,0 +1,452 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/pgha/pgha/internal/testutil"
+)
+
+// Options configure a run.
+type Options struct {
+	// Seed drives the nemesis and the clients. The same seed gives the
+	// same sequence of choices (not the same timings).
+	Seed int64
+	// Duration is how long faults are injected; the final heal and the
+	// checks come after.
+	Duration time.Duration
+	// Sync is the agents' sync mode: on, strict or off.
+	Sync string
+	// TTL is the lease TTL. Default 2 s.
+	TTL time.Duration
+	// MaxLag is MaxLagOnFailover in bytes. Default 1 MiB.
+	MaxLag int64
+	// Clients and Keys shape the workload. Defaults 4 and 16.
+	Clients, Keys int
+	// Dir receives the agents' and pools' logs, the report and, on an
+	// anomaly, the linearizability visualisation.
+	Dir string
+	// Progress receives the timeline as it happens. Nil: silent.
+	Progress io.Writer
+}
+
+func (o *Options) setDefaults() {
+	if o.Sync == "" {
+		o.Sync = "on"
+	}
+	if o.TTL == 0 {
+		o.TTL = 2 * time.Second
+	}
+	if o.MaxLag == 0 {
+		o.MaxLag = 1 << 20
+	}
+	if o.Clients == 0 {
+		o.Clients = 4
+	}
+	if o.Keys == 0 {
+		o.Keys = 16
+	}
+}
+
+// Report is what a run found.
+type Report struct {
+	Seed     int64
+	Sync     string
+	Duration time.Duration // fault injection time
+	Faults   []*fault
+	Rounds   int
+	// Failovers: promotions (timeline switches) during the run.
+	Failovers int
+	// ConvergeTimes: per round, from the heal to a converged cluster.
+	ConvergeTimes []time.Duration
+	// AgentRestarts: agents that exited on their own and were restarted.
+	AgentRestarts int
+
+	Ops, Writes, Reads           int
+	WritesOK, WritesFailed       int
+	WritesUnknown, UnknownCommit int
+	ReadsOK                      int
+	Lin                          linResult
+	// Lost: acknowledged writes missing after the heal.
+	Lost []int64
+	// LostBound: in asynchronous mode, the most acknowledged writes the
+	// failovers may lose (failovers × MaxLag / WAL bytes per write).
+	LostBound int
+	// FailedPresent: writes the pool reported as not executed that were
+	// committed.
+	FailedPresent []int64
+
+	SamplerRounds, MultiWriter, MultiPrimary int
+	Anomalies                                []string
+	Timeline                                 string
+
+	unavail map[string][]time.Duration // per fault kind
+}
+
+// Run runs the harness: a cluster, clients, Options.Duration of faults,
+// a final heal, the checks. It fails t on any anomaly, with the seed, the
+// timeline and where the logs and the visualisation are.
+func Run(t testing.TB, opts Options) *Report {
+	t.Helper()
+	opts.setDefaults()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	tl := newTimeline(opts.Progress)
+	rep := &Report{Seed: opts.Seed, Sync: opts.Sync}
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		rep.Anomalies = append(rep.Anomalies, msg)
+		tl.add("anomaly", "%s", msg)
+	}
+	defer func() {
+		rep.Timeline = tl.String()
+		os.WriteFile(filepath.Join(opts.Dir, "report.txt"), []byte(rep.String()+"\n--- timeline ---\n"+rep.Timeline), 0o644)
+		if len(rep.Anomalies) > 0 || t.Failed() {
+			t.Errorf("chaos: seed %d (rerun: make chaos SEED=%d DURATION=%v SYNC=%s)\n%s\n--- timeline ---\n%s\nlogs, report and visualisation in %s",
+				opts.Seed, opts.Seed, opts.Duration, opts.Sync, rep, rep.Timeline, opts.Dir)
+		}
+	}()
+
+	c := startCluster(t, opts, tl)
+	ctx := context.Background()
+	if err := waitConverged(c, tl, 120*time.Second); err != nil {
+		t.Fatalf("the cluster did not bootstrap: %v", err)
+	}
+	startTL := int64(0)
+	if lead := c.leader(ctx); lead != nil {
+		s, _ := lead.pgState(ctx)
+		startTL = s.timeline
+	}
+	tl.add("note", "bootstrapped: seed %d, sync %s, TTL %v", opts.Seed, opts.Sync, opts.TTL)
+
+	poolLog, err := os.OpenFile(filepath.Join(opts.Dir, "pools.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer poolLog.Close()
+	w := startWorkload(t, c, tl, opts.Clients, opts.Keys, opts.Seed, poolLog)
+	stopped := false
+	stopWorkload := func() {
+		if !stopped {
+			stopped = true
+			w.stop()
+		}
+	}
+	defer stopWorkload()
+	smp := startSampler(c, tl)
+	defer smp.stop()
+	stopWatch := watchLeader(c, tl)
+	defer stopWatch()
+
+	ns := &nemesis{c: c, rng: rand.New(rand.NewPCG(uint64(opts.Seed), 0x9e3779b97f4a7c15)), bin: agentBinary(t)}
+	injectStart := time.Now()
+	type window struct {
+		f        *fault
+		from, to int64
+	}
+	var windows []window
+	for time.Since(injectStart) < opts.Duration && !t.Failed() {
+		rep.Rounds++
+		var busy []string
+		var round []*fault
+		for _, kind := range ns.pick() {
+			f, err := ns.inject(ctx, kind, busy)
+			if err != nil {
+				t.Fatalf("inject %s: %v", kind, err)
+			}
+			if f == nil {
+				tl.add("note", "%s does not apply now", kind)
+				continue
+			}
+			tl.add("fault", "%s (leader: %v)", f, f.wasLeader)
+			round = append(round, f)
+			rep.Faults = append(rep.Faults, f)
+			if f.node != "" {
+				busy = append(busy, f.node)
+			}
+		}
+		hold := time.Second + time.Duration(ns.rng.IntN(3000))*time.Millisecond
+		waitFor(hold)
+		for i := len(round) - 1; i >= 0; i-- {
+			f := round[i]
+			if err := f.heal(); err != nil {
+				t.Fatalf("heal %s: %v", f, err)
+			}
+			f.healed = time.Now()
+			tl.add("heal", "%s", f)
+		}
+		healed := time.Now()
+		if err := waitConverged(c, tl, 90*time.Second); err != nil {
+			fail("round %d: not converged 90 s after the heal of %v: %v", rep.Round(), round, err)
+			break
+		}
+		rep.ConvergeTimes = append(rep.ConvergeTimes, time.Since(healed))
+		waitFor(time.Duration(200+ns.rng.IntN(600)) * time.Millisecond)
+		end := tl.since(time.Now())
+		for _, f := range round {
+			windows = append(windows, window{f, tl.since(f.at), end})
+		}
+	}
+	rep.Duration = time.Since(injectStart)
+	tl.add("note", "faults stop after %d rounds; final heal", rep.Rounds)
+
+	// Everything is healed (each round heals its faults); let the clients
+	// see the converged cluster, then stop them and wait for the standbys
+	// to replay everything.
+	if err := waitConverged(c, tl, 120*time.Second); err != nil {
+		fail("final heal: not converged within 120 s: %v", err)
+	}
+	waitFor(time.Second)
+	stopWorkload()
+	smp.stop()
+	stopWatch()
+	rep.SamplerRounds, rep.MultiWriter, rep.MultiPrimary = smp.counts()
+	if rep.MultiWriter > 0 {
+		fail("one-writer invariant: %d sampler rounds saw more than one node able to acknowledge writes", rep.MultiWriter)
+	}
+	rep.AgentRestarts = restarts(tl)
+
+	// Final state of every node.
+	var datas []nodeData
+	err = testutil.Poll(60*time.Second, func() error {
+		datas = datas[:0]
+		for _, n := range c.nodes {
+			d, err := n.data(ctx)
+			if err != nil {
+				return fmt.Errorf("%s: %w", n.name, err)
+			}
+			datas = append(datas, d)
+		}
+		for i := 1; i < len(datas); i++ {
+			if len(datas[i].logVals) != len(datas[0].logVals) || datas[i].regSum != datas[0].regSum || datas[i].timeline != datas[0].timeline {
+				return fmt.Errorf("%s: timeline %d, %d log rows, registers %s; %s: timeline %d, %d log rows, registers %s",
+					c.nodes[0].name, datas[0].timeline, len(datas[0].logVals), datas[0].regSum,
+					c.nodes[i].name, datas[i].timeline, len(datas[i].logVals), datas[i].regSum)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fail("after the heal the nodes differ: %v", err)
+		return rep
+	}
+	for i := 1; i < len(datas); i++ {
+		for v := range datas[0].logVals {
+			if !datas[i].logVals[v] {
+				fail("value %d is on %s but not on %s", v, c.nodes[0].name, c.nodes[i].name)
+				break
+			}
+		}
+		if datas[i].history != datas[0].history {
+			fail("timeline history differs: %s has\n%s\n%s has\n%s", c.nodes[0].name, datas[0].history, c.nodes[i].name, datas[i].history)
+		}
+	}
+	rep.Failovers = int(datas[0].timeline - startTL)
+	if st, err := c.state(ctx); err != nil {
+		fail("read the etcd history: %v", err)
+	} else {
+		var hs []historyEntry
+		for _, h := range st.History {
+			hs = append(hs, historyEntry{timeline: h.Timeline, switchLSN: h.SwitchLSN, leader: h.Leader})
+		}
+		for _, b := range historyMatches(datas[0].history, hs) {
+			fail("timeline history: %s", b)
+		}
+	}
+
+	// The history against the final state.
+	ops := w.history()
+	committed := datas[0].logVals
+	for _, o := range ops {
+		rep.Ops++
+		if o.kind == opRead {
+			rep.Reads++
+			if o.outcome == outOK {
+				rep.ReadsOK++
+			}
+			continue
+		}
+		rep.Writes++
+		switch o.outcome {
+		case outOK:
+			rep.WritesOK++
+			if !committed[o.value] {
+				rep.Lost = append(rep.Lost, o.value)
+			}
+		case outFailed:
+			rep.WritesFailed++
+			if committed[o.value] {
+				rep.FailedPresent = append(rep.FailedPresent, o.value)
+			}
+		case outUnknown:
+			rep.WritesUnknown++
+			if committed[o.value] {
+				rep.UnknownCommit++
+			}
+		}
+	}
+	if len(rep.FailedPresent) > 0 {
+		fail("%d writes the pool reported as not executed were committed: %v", len(rep.FailedPresent), head(rep.FailedPresent))
+	}
+	if opts.Sync == "off" {
+		bpw := walPerWrite(ctx, c)
+		if bpw > 0 {
+			rep.LostBound = int(int64(rep.Failovers) * opts.MaxLag / bpw)
+		}
+		if len(rep.Lost) > rep.LostBound {
+			fail("asynchronous mode lost %d acknowledged writes, more than the %d that %d failovers × MaxLagOnFailover %d B allow (%d WAL bytes a write)",
+				len(rep.Lost), rep.LostBound, rep.Failovers, opts.MaxLag, bpw)
+		}
+	} else {
+		if len(rep.Lost) > 0 {
+			fail("synchronous mode lost %d acknowledged writes: %v", len(rep.Lost), head(rep.Lost))
+		}
+		rep.Lin = checkLinearizable(ops, committed, 5*time.Minute, filepath.Join(opts.Dir, "linearizability.html"))
+		switch rep.Lin.result {
+		case porcupine.Illegal:
+			fail("the history is not linearizable (visualisation: %s)", rep.Lin.visual)
+		case porcupine.Unknown:
+			fail("the linearizability check did not finish within 5 minutes (%d operations)", rep.Lin.checked)
+		}
+	}
+	rep.Timeline = tl.String()
+	rep.unavail = map[string][]time.Duration{}
+	acks := ackTimes(ops)
+	for _, wd := range windows {
+		rep.unavail[wd.f.kind] = append(rep.unavail[wd.f.kind], unavailability(acks, wd.from, wd.to))
+	}
+	return rep
+}
+
+// Round is the number of the round in progress (for messages).
+func (r *Report) Round() int { return r.Rounds }
+
+// waitConverged polls until the cluster has converged, restarting agents
+// that exited on their own.
+func waitConverged(c *cluster, tl *timeline, timeout time.Duration) error {
+	return testutil.Poll(timeout, func() error {
+		for _, n := range c.nodes {
+			n.mu.Lock()
+			a := n.agent
+			n.mu.Unlock()
+			if a == nil {
+				continue // killed by a fault not healed yet: not ours to restart
+			}
+			select {
+			case <-a.done:
+				tl.add("note", "agent %s exited on its own (%v); restarted", n.name, a.cmd.ProcessState)
+				n.mu.Lock()
+				n.agent = nil
+				n.mu.Unlock()
+				if err := c.startAgent(n, agentBin); err != nil {
+					return err
+				}
+			default:
+			}
+		}
+		return c.converged(context.Background())
+	})
+}
+
+func restarts(tl *timeline) int {
+	n := 0
+	for _, e := range tl.events() {
+		if e.kind == "note" && strings.Contains(e.text, "exited on its own") {
+			n++
+		}
+	}
+	return n
+}
+
+// walPerWrite measures the WAL one workload write produces on the
+// primary, in bytes (the average of 50).
+func walPerWrite(ctx context.Context, c *cluster) int64 {
+	lead := c.leader(ctx)
+	if lead == nil {
+		return 0
+	}
+	conn, err := lead.connect(ctx)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close(context.Background())
+	var start, end string
+	conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&start)
+	for i := range 50 {
+		if _, err := conn.Exec(ctx, writeSQL, -int64(i+1), 0); err != nil {
+			return 0
+		}
+	}
+	var d int64
+	conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end)
+	if err := conn.QueryRow(ctx, "SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::bigint", end, start).Scan(&d); err != nil {
+		return 0
+	}
+	return d / 50
+}
+
+func waitFor(d time.Duration) {
+	t := time.NewTimer(d)
+	<-t.C
+}
+
+func head(vs []int64) []int64 {
+	if len(vs) > 20 {
+		return vs[:20]
+	}
+	return vs
+}
+
+// String is the report: faults by kind, failovers, write unavailability
+// per fault kind, operations checked, anomalies.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos report: seed %d, sync %s, %v of faults in %d rounds\n", r.Seed, r.Sync, r.Duration.Round(time.Second), r.Rounds)
+	counts := map[string]int{}
+	for _, f := range r.Faults {
+		counts[f.kind]++
+	}
+	fmt.Fprintf(&b, "faults injected: %d\n", len(r.Faults))
+	fmt.Fprintf(&b, "  %-20s %5s  %-28s\n", "kind", "count", "write unavailability median / max")
+	for _, k := range allFaults {
+		u := slices.Clone(r.unavail[k])
+		sort.Slice(u, func(i, j int) bool { return u[i] < u[j] })
+		med, mx := "-", "-"
+		if len(u) > 0 {
+			med, mx = fmtDur(u[len(u)/2]), fmtDur(u[len(u)-1])
+		}
+		fmt.Fprintf(&b, "  %-20s %5d  %s / %s\n", k, counts[k], med, mx)
+	}
+	fmt.Fprintf(&b, "failovers (timeline switches): %d; agents restarted after exiting on their own: %d\n", r.Failovers, r.AgentRestarts)
+	if len(r.ConvergeTimes) > 0 {
+		ct := slices.Clone(r.ConvergeTimes)
+		slices.Sort(ct)
+		fmt.Fprintf(&b, "heal → converged: median %s, max %s\n", fmtDur(ct[len(ct)/2]), fmtDur(ct[len(ct)-1]))
+	}
+	fmt.Fprintf(&b, "operations: %d (%d reads, %d ok; %d writes: %d ok, %d failed, %d unknown of which %d committed)\n",
+		r.Ops, r.Reads, r.ReadsOK, r.Writes, r.WritesOK, r.WritesFailed, r.WritesUnknown, r.UnknownCommit)
+	if r.Sync == "off" {
+		fmt.Fprintf(&b, "acknowledged writes lost: %d (bound from MaxLagOnFailover: %d)\n", len(r.Lost), r.LostBound)
+	} else {
+		fmt.Fprintf(&b, "acknowledged writes lost: %d; linearizability (porcupine, register per key): %s, %d operations checked in %v\n",
+			len(r.Lost), r.Lin.result, r.Lin.checked, r.Lin.elapsed.Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, "one-writer sampler: %d rounds, %d with more than one node able to acknowledge writes, %d with more than one primary out of recovery\n",
+		r.SamplerRounds, r.MultiWriter, r.MultiPrimary)
+	fmt.Fprintf(&b, "anomalies: %d\n", len(r.Anomalies))
+	for _, a := range r.Anomalies {
+		fmt.Fprintf(&b, "  - %s\n", a)
+	}
+	return b.String()
+}

@@ -1,0 +1,114 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgha/pgha/driver"
+)
+
+func w(client, key int, v, call, ret int64, out outcome) op {
+	return op{client: client, kind: opWrite, key: key, value: v, call: call, ret: ret, outcome: out}
+}
+
+func r(client, key int, v, call, ret int64) op {
+	return op{client: client, kind: opRead, key: key, value: v, call: call, ret: ret, outcome: outOK}
+}
+
+// The checker must reject the anomalies a broken failover produces, and
+// accept what unknown outcomes allow.
+func TestLinearizabilityChecker(t *testing.T) {
+	cases := []struct {
+		name      string
+		ops       []op
+		committed []int64
+		want      porcupine.CheckResult
+	}{
+		{"sequential", []op{w(0, 1, 5, 0, 10, outOK), r(1, 1, 5, 20, 30)}, []int64{5}, porcupine.Ok},
+		{"stale read after an acknowledged write", []op{w(0, 1, 5, 0, 10, outOK), r(1, 1, 0, 20, 30)}, []int64{5}, porcupine.Illegal},
+		{"lost write read back as the older value", []op{w(0, 1, 5, 0, 10, outOK), w(0, 1, 6, 11, 15, outOK), r(1, 1, 5, 20, 30)}, []int64{5, 6}, porcupine.Illegal},
+		{"concurrent read may see either", []op{w(0, 1, 5, 0, 10, outOK), r(1, 1, 0, 5, 30)}, []int64{5}, porcupine.Ok},
+		{"unknown committed write applies later", []op{w(0, 1, 5, 0, 10, outUnknown), r(1, 1, 0, 20, 30), r(1, 1, 5, 40, 50)}, []int64{5}, porcupine.Ok},
+		{"unknown write cannot be undone", []op{w(0, 1, 5, 0, 10, outUnknown), r(1, 1, 5, 20, 30), r(1, 1, 0, 40, 50)}, []int64{5}, porcupine.Illegal},
+		{"read of a write that never committed", []op{w(0, 1, 5, 0, 10, outUnknown), r(1, 1, 5, 20, 30)}, nil, porcupine.Illegal},
+		{"read of a failed write", []op{w(0, 1, 5, 0, 10, outFailed), r(1, 1, 5, 20, 30)}, []int64{5}, porcupine.Illegal},
+		{"keys are independent", []op{w(0, 1, 5, 0, 10, outOK), r(1, 2, 0, 20, 30)}, []int64{5}, porcupine.Ok},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			committed := map[int64]bool{}
+			for _, v := range tc.committed {
+				committed[v] = true
+			}
+			res := checkLinearizable(tc.ops, committed, 10*time.Second, "")
+			if res.result != tc.want {
+				t.Fatalf("check = %s, want %s", res.result, tc.want)
+			}
+		})
+	}
+}
+
+// An illegal history produces the visualisation.
+func TestLinearizabilityVisualisation(t *testing.T) {
+	path := t.TempDir() + "/lin.html"
+	res := checkLinearizable([]op{w(0, 1, 5, 0, 10, outOK), r(1, 1, 0, 20, 30)}, map[int64]bool{5: true}, 10*time.Second, path)
+	if res.result != porcupine.Illegal || res.visual != path {
+		t.Fatalf("result %s, visual %q", res.result, res.visual)
+	}
+}
+
+func TestClassifyWrite(t *testing.T) {
+	cases := []struct {
+		err  error
+		want outcome
+	}{
+		{nil, outOK},
+		{&driver.Error{Kind: driver.ErrNoPrimary, Op: "exec"}, outFailed},
+		{&driver.Error{Kind: driver.ErrFailover, Op: "exec"}, outFailed},
+		{&driver.Error{Kind: driver.ErrOutcomeUnknown, Op: "exec", Err: io.ErrUnexpectedEOF}, outUnknown},
+		{&pgconn.PgError{Severity: "ERROR", Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, outFailed},
+		{&pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}, outUnknown},
+		{fmt.Errorf("exec: %w", errors.New("context deadline exceeded")), outUnknown},
+	}
+	for _, tc := range cases {
+		if got := classifyWrite(tc.err); got != tc.want {
+			t.Errorf("classifyWrite(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestUnavailability(t *testing.T) {
+	ms := int64(time.Millisecond)
+	acks := []int64{10 * ms, 20 * ms, 500 * ms, 510 * ms}
+	cases := []struct {
+		from, to int64
+		want     time.Duration
+	}{
+		{0, 30 * ms, 10 * time.Millisecond},          // 0→10, 10→20, 20→30
+		{15 * ms, 600 * ms, 480 * time.Millisecond},  // 20→500
+		{600 * ms, 900 * ms, 300 * time.Millisecond}, // nothing acknowledged
+	}
+	for _, tc := range cases {
+		if got := unavailability(acks, tc.from, tc.to); got != tc.want {
+			t.Errorf("unavailability(%d, %d) = %v, want %v", tc.from/ms, tc.to/ms, got, tc.want)
+		}
+	}
+}
+
+func TestHistoryMatches(t *testing.T) {
+	file := "1\t0/5000A0\tno recovery target specified\n\n2\t0/7000000\tno recovery target specified\n"
+	ok := []historyEntry{{1, 0, "a"}, {2, 0x500000, "b"}, {3, 0x7000000, "c"}}
+	if bad := historyMatches(file, ok); len(bad) != 0 {
+		t.Errorf("consistent history: %v", bad)
+	}
+	bad := historyMatches(file, []historyEntry{{2, 0x600000, "b"}, {4, 0x8000000, "d"}})
+	if len(bad) != 2 || !strings.Contains(bad[0], "before the 0/600000") || !strings.Contains(bad[1], "timeline 4") {
+		t.Errorf("inconsistent history: %q", bad)
+	}
+}
