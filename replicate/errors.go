@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 )
 
 // Sentinel errors. Operations wrap them with context; match them with
@@ -197,3 +198,69 @@ func (e *opError) Error() string {
 
 // Unwrap returns the underlying error.
 func (e *opError) Unwrap() error { return e.err }
+
+// diskError is an operation that failed because the file system holding
+// the data directory is full or read-only. errors.Is(err, syscall.ENOSPC)
+// or errors.Is(err, syscall.EROFS) matches it; Error says what to do.
+type diskError struct {
+	dir   string
+	errno syscall.Errno // ENOSPC (also for EDQUOT) or EROFS
+	err   error
+}
+
+// Error names the directory, the cause and the fix.
+func (e *diskError) Error() string {
+	inner := strings.TrimPrefix(e.err.Error(), "replicate: ")
+	if e.errno == syscall.EROFS {
+		return fmt.Sprintf("replicate: %s: the file system of %s is read-only (EROFS): remount it read-write (or fix the volume), then retry; nothing was deleted", inner, e.dir)
+	}
+	return fmt.Sprintf("replicate: %s: the file system of %s is full (ENOSPC): free space on it or grow the volume, then retry; nothing was deleted", inner, e.dir)
+}
+
+// Unwrap returns the underlying error.
+func (e *diskError) Unwrap() error { return e.err }
+
+// Is matches the errno, also when the cause was only seen in a tool's
+// output or the server log.
+func (e *diskError) Is(target error) bool { return target == e.errno }
+
+// withDiskHint turns an error caused by a full or read-only file system
+// into a *diskError naming dir; other errors are returned unchanged.
+func withDiskHint(err error, dir string) error {
+	if err == nil {
+		return nil
+	}
+	var de *diskError
+	if errors.As(err, &de) {
+		return err
+	}
+	switch {
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || outputSays(err, "No space left on device", "Disk quota exceeded"):
+		return &diskError{dir: dir, errno: syscall.ENOSPC, err: err}
+	case errors.Is(err, syscall.EROFS) || outputSays(err, "Read-only file system"):
+		return &diskError{dir: dir, errno: syscall.EROFS, err: err}
+	}
+	return err
+}
+
+// outputSays reports whether a failed tool's output or the server log's
+// tail carried in err contains one of msgs.
+func outputSays(err error, msgs ...string) bool {
+	var texts []string
+	var ce *CommandError
+	if errors.As(err, &ce) {
+		texts = append(texts, ce.Stderr)
+	}
+	var se *ServerError
+	if errors.As(err, &se) {
+		texts = append(texts, se.LogTail)
+	}
+	for _, t := range texts {
+		for _, m := range msgs {
+			if strings.Contains(t, m) {
+				return true
+			}
+		}
+	}
+	return false
+}

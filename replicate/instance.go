@@ -370,13 +370,15 @@ func (i *Instance) isOurPostmaster(pid int) bool {
 // [ErrNotInitialized], [ErrVersionMismatch],
 // [ErrWrongOwner], [ErrSystemIDMismatch], [ErrPortInUse], [ErrFenced] (a
 // Fence stopped the server while Start waited for it), or a [*ServerError]
-// with the server log's tail. When ctx ends first the server
+// with the server log's tail. A full or read-only file system gives an
+// error that errors.Is matches with syscall.ENOSPC or syscall.EROFS,
+// naming DataDir and the fix. When ctx ends first the server
 // is left starting (it stays supervised) and Start returns a *ServerError
 // wrapping ctx.Err().
 func (i *Instance) Start(ctx context.Context) error {
 	i.opMu.Lock()
 	defer i.opMu.Unlock()
-	return i.start(ctx)
+	return withDiskHint(i.start(ctx), i.cfg.DataDir)
 }
 
 func (i *Instance) start(ctx context.Context) error {

@@ -40,10 +40,13 @@ func sourceAttrs(src Source) []attribute.KeyValue {
 // must be empty: otherwise Init changes nothing and returns an error
 // wrapping [ErrDataDirNotEmpty]. When running as root, DataDir is made
 // owned by OSUser, and every parent directory must let OSUser through
-// ([ErrWrongOwner] otherwise).
+// ([ErrWrongOwner] otherwise). Init, Clone and Start report a full or
+// read-only file system as an error matching syscall.ENOSPC or
+// syscall.EROFS (errors.Is) that names DataDir and the fix.
 func (i *Instance) Init(ctx context.Context) (err error) {
 	ctx, span := i.startSpan(ctx, "replicate.Init")
 	defer func() { endSpan(span, err) }()
+	defer func() { err = withDiskHint(err, i.cfg.DataDir) }()
 	i.opMu.Lock()
 	defer i.opMu.Unlock()
 	start := time.Now()
@@ -108,6 +111,7 @@ func (i *Instance) Init(ctx context.Context) (err error) {
 func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 	ctx, span := i.startSpan(ctx, "replicate.Clone", sourceAttrs(src)...)
 	defer func() { endSpan(span, err) }()
+	defer func() { err = withDiskHint(err, i.cfg.DataDir) }()
 	if err := src.validate(); err != nil {
 		return err
 	}
