@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -48,7 +47,10 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 
 // etcdClient connects to etcd. The client dials lazily: an etcd that is
 // down at start is retried by the HA loop, not fatal (except that
-// username/password authentication happens here).
+// username/password authentication happens here). Settings that can never
+// work (a wrong CA, a missing or refused client certificate, http:// for a
+// TLS etcd, a wrong password, a user without read access to the cluster's
+// prefix) fail here within etcd-dial-timeout, naming the setting to fix.
 func (c *config) etcdClient() (*clientv3.Client, error) {
 	tlsCfg, err := c.tlsConfig()
 	if err != nil {
@@ -69,7 +71,11 @@ func (c *config) etcdClient() (*clientv3.Client, error) {
 		Logger: zap.NewNop(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("etcd %v: %w: check --etcd-endpoints, the TLS files and the credentials", c.etcdEndpoints, err)
+		return nil, c.etcdDialError(err)
+	}
+	if err := c.checkEtcd(cli); err != nil {
+		cli.Close()
+		return nil, err
 	}
 	return cli, nil
 }
