@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
@@ -66,7 +68,9 @@ func startSecureEtcd(t testing.TB) *secureEtcd {
 
 // startSecureCluster is startCluster against a secure etcd: each manager
 // holds only the manager role (n1 and n2 by password, n3 by client
-// certificate). The test's own client (c.cli) is root.
+// certificate), and each PostgreSQL requires TLS (replicate.Config.TLS;
+// n2 also presents a client certificate). The test's own client (c.cli)
+// is root.
 func startSecureCluster(t testing.TB, s *secureEtcd, opts clusterOpts) *testCluster {
 	t.Helper()
 	if opts.n == 0 {
@@ -79,6 +83,14 @@ func startSecureCluster(t testing.TB, s *secureEtcd, opts clusterOpts) *testClus
 	for i := 1; i <= opts.n; i++ {
 		name := fmt.Sprintf("n%d", i)
 		cfg := testutil.PostgresConfig(t, name)
+		// PostgreSQL requires TLS too: every node verifies the others
+		// (verify-full against 127.0.0.1, the host they advertise).
+		srv := s.ca.IssueServer(t, name, "127.0.0.1")
+		cfg.TLS = replicate.TLSConfig{CertFile: srv.CertFile, KeyFile: srv.KeyFile, CAFile: s.ca.CertFile}
+		if i == 2 {
+			cc := s.ca.IssueClient(t, "replicator")
+			cfg.TLS.ClientCertFile, cfg.TLS.ClientKeyFile = cc.CertFile, cc.KeyFile
+		}
 		inst, err := replicate.New(cfg)
 		if err != nil {
 			t.Fatalf("replicate.New(%s): %v", name, err)
@@ -126,13 +138,17 @@ func startSecureCluster(t testing.TB, s *secureEtcd, opts clusterOpts) *testClus
 // failover; and each role is refused what it must not do.
 func TestSecureEtcdLeastPrivilege(t *testing.T) {
 	s := startSecureEtcd(t)
-	c := startSecureCluster(t, s, clusterOpts{syncMode: SyncOn})
+	// TTL 6 s, not 2 s: on a loaded machine, TLS and authentication
+	// must not turn slow renewals into leader churn that the test would
+	// mistake for a failure of what it checks.
+	c := startSecureCluster(t, s, clusterOpts{syncMode: SyncOn, ttl: 6 * time.Second})
 	c.sample()
-	old := c.waitHealthy(90 * time.Second)
+	c.waitHealthy(90 * time.Second)
 	c.waitSyncSet()
 
 	// The pool: its own etcd client over TLS, with the read-only role.
-	pcfg, err := driver.ParseConfig(fmt.Sprintf("host=127.0.0.1 user=postgres password=%s dbname=postgres pool_max_conns=4", testutil.PostgresSuperuserPassword))
+	pcfg, err := driver.ParseConfig(fmt.Sprintf("host=127.0.0.1 user=postgres password=%s dbname=postgres pool_max_conns=4 sslmode=verify-full sslrootcert=%s",
+		testutil.PostgresSuperuserPassword, s.ca.CertFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,25 +168,46 @@ func TestSecureEtcdLeastPrivilege(t *testing.T) {
 	if _, err := pool.Exec(ctx, "CREATE TABLE sec (id int PRIMARY KEY, node text)"); err != nil {
 		t.Fatalf("pool write before failover: %v", err)
 	}
-	var on string
-	if err := pool.QueryRow(ctx, "INSERT INTO sec VALUES (1, current_setting('cluster_name')) RETURNING node").Scan(&on); err != nil || on != old.name {
-		t.Fatalf("pool wrote on %q (err %v); the leader is %s", on, err, old.name)
-	}
+	// The pool writes on the leader (read again after the write: the
+	// leader may change meanwhile, which the pool must then follow).
+	var old *testNode
+	testutil.Eventually(t, 30*time.Second, "the pool writes on the leader", func() error {
+		var on string
+		if err := pool.QueryRow(ctx, "INSERT INTO sec VALUES (1, current_setting('cluster_name')) ON CONFLICT (id) DO UPDATE SET node = excluded.node RETURNING node").Scan(&on); err != nil {
+			return err
+		}
+		lr, err := c.leaderRecord()
+		if err != nil {
+			return err
+		}
+		if on != lr.Node {
+			return fmt.Errorf("pool wrote on %s; the leader is %s", on, lr.Node)
+		}
+		old = c.node(on)
+		return nil
+	})
+	checkTLSOnly(t, ctx, old)
 
 	kill9(t, old)
 	c.waitNewLeader(old.name, 30*time.Second, "a new leader after kill -9 of "+old.name)
 	lead := c.waitHealthy(90 * time.Second)
-	testutil.Eventually(t, 30*time.Second, "the pool writes on the new leader "+lead.name, func() error {
+	testutil.Eventually(t, 30*time.Second, "the pool writes on the new leader", func() error {
 		var on string
 		err := pool.QueryRow(ctx, "INSERT INTO sec VALUES (2, current_setting('cluster_name')) ON CONFLICT (id) DO UPDATE SET node = excluded.node RETURNING node").Scan(&on)
 		if err != nil {
 			return err
 		}
-		if on != lead.name {
-			return fmt.Errorf("wrote on %s", on)
+		lr, err := c.leaderRecord()
+		if err != nil {
+			return err
 		}
+		if on != lr.Node || on == old.name {
+			return fmt.Errorf("wrote on %s; the leader is %s, the killed one %s", on, lr.Node, old.name)
+		}
+		lead = c.node(on)
 		return nil
 	})
+	checkTLSOnly(t, ctx, lead)
 	var n int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM sec").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("rows after failover: %d, %v; want 2 (none lost in synchronous mode)", n, err)
@@ -251,4 +288,32 @@ func TestSecureEtcdRoleCommands(t *testing.T) {
 	if _, err := EtcdRoles("", "bad name"); err == nil || !strings.Contains(err.Error(), "cluster") {
 		t.Fatalf("EtcdRoles with an invalid cluster: %v; want an error naming the cluster", err)
 	}
+}
+
+// checkTLSOnly checks that the leader n refuses plain TCP connections and
+// that every standby's WAL sender connection to it uses TLS.
+func checkTLSOnly(t *testing.T, ctx context.Context, n *testNode) {
+	t.Helper()
+	cfg := n.inst.Config()
+	_, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=postgres sslmode=disable connect_timeout=5",
+		cfg.Port, cfg.SuperuserPassword))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28000" {
+		t.Fatalf("plain TCP connection to leader %s: %v; want a pg_hba rejection (28000)", n.name, err)
+	}
+	testutil.Eventually(t, 30*time.Second, "every WAL sender of "+n.name+" uses TLS", func() error {
+		conn, err := n.inst.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		var total, ssl int
+		if err := conn.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)").Scan(&total, &ssl); err != nil {
+			return err
+		}
+		if total != 2 || ssl != total {
+			return fmt.Errorf("%d WAL senders, %d over TLS; want 2, all over TLS", total, ssl)
+		}
+		return nil
+	})
 }
