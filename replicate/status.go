@@ -28,8 +28,10 @@ type Status struct {
 	SystemID uint64
 	// Timeline: on a primary, the timeline it writes (from its current WAL
 	// file name); on a standby, the timeline its WAL receiver receives, or
-	// without one the timeline of its latest restartpoint; when stopped, the
-	// latest checkpoint's timeline from pg_controldata.
+	// without a streaming one the highest timeline whose history file is
+	// in pg_wal and whose switch point it has replayed past (else its
+	// latest restartpoint's); when stopped, the latest checkpoint's
+	// timeline from pg_controldata.
 	Timeline uint32
 	// ClusterState is pg_controldata's "Database cluster state" when the
 	// server is stopped, e.g. "shut down", "shut down in recovery", or "in
@@ -202,6 +204,11 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	}
 	if perr != nil {
 		return st, fmt.Errorf("replicate: status %s: %w", i.cfg.Name, perr)
+	}
+	if st.InRecovery && (st.WALReceiver == nil || st.WALReceiver.Status != "streaming") {
+		if st.Timeline, err = replayTimeline(ctx, conn, st.ReplayLSN, st.Timeline); err != nil {
+			return st, fmt.Errorf("replicate: status %s: replay timeline: %w", i.cfg.Name, err)
+		}
 	}
 	return st, nil
 }
