@@ -55,6 +55,12 @@ type config struct {
 	pgParameters              map[string]string
 	pgOSUser                  string
 	keepPostgresRunning       bool
+	// PostgreSQL TLS (replicate.Config.TLS): on when pgSSLCertFile is set.
+	pgSSLCertFile       string
+	pgSSLKeyFile        string
+	pgSSLCAFile         string
+	pgSSLClientCertFile string
+	pgSSLClientKeyFile  string
 
 	leaseTTL            time.Duration
 	loopInterval        time.Duration
@@ -160,6 +166,11 @@ func (c *config) settings() []setting {
 		{"pg-client-networks", "CIDR prefixes clients connect from, comma-separated (default loopback)", &c.pgClientNetworks},
 		{"pg-parameters", "extra server settings, name=value, comma-separated (a map in the config file)", &c.pgParameters},
 		{"pg-os-user", "OS user PostgreSQL runs as when the agent runs as root", &c.pgOSUser},
+		{"pg-ssl-cert-file", "PostgreSQL server certificate, naming pg-advertise-host (enables TLS: ssl=on, hostssl only, verify-full between nodes)", &c.pgSSLCertFile},
+		{"pg-ssl-key-file", "PostgreSQL server certificate's key (owned by pg-os-user, mode 0600)", &c.pgSSLKeyFile},
+		{"pg-ssl-ca-file", "CA that signed every node's PostgreSQL certificate (required with pg-ssl-cert-file)", &c.pgSSLCAFile},
+		{"pg-ssl-client-cert-file", "client certificate this node presents to other nodes (optional, with pg-ssl-client-key-file)", &c.pgSSLClientCertFile},
+		{"pg-ssl-client-key-file", "client certificate's key (owned by pg-os-user, mode 0600)", &c.pgSSLClientKeyFile},
 		{"keep-postgres-running", "leave a standby's PostgreSQL running when the agent exits (a leader's is always stopped)", &c.keepPostgresRunning},
 
 		{"lease-ttl", "leader and member lease TTL, whole seconds", &c.leaseTTL},
@@ -541,6 +552,9 @@ var fieldSettings = map[string]string{
 	"SuperuserPassword": "pg-superuser-password-file", "ReplicationUser": "pg-replication-user",
 	"ReplicationPassword": "pg-replication-password-file", "ReplicationNetworks": "pg-replication-networks",
 	"ClientNetworks": "pg-client-networks", "Parameters": "pg-parameters", "OSUser": "pg-os-user",
+	"TLS.CertFile": "pg-ssl-cert-file", "TLS.KeyFile": "pg-ssl-key-file", "TLS.CAFile": "pg-ssl-ca-file",
+	"TLS.ClientCertFile": "pg-ssl-client-cert-file", "TLS.ClientKeyFile": "pg-ssl-client-key-file",
+	"TLS.ClientCertFile/ClientKeyFile": "pg-ssl-client-cert-file",
 }
 
 // settingError names the agent setting behind a library's config error.

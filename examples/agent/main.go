@@ -151,7 +151,11 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		ClientNetworks:      cfg.pgClientNetworks,
 		Parameters:          cfg.pgParameters,
 		OSUser:              cfg.pgOSUser,
-		Logger:              log,
+		TLS: replicate.TLSConfig{
+			CertFile: cfg.pgSSLCertFile, KeyFile: cfg.pgSSLKeyFile, CAFile: cfg.pgSSLCAFile,
+			ClientCertFile: cfg.pgSSLClientCertFile, ClientKeyFile: cfg.pgSSLClientKeyFile,
+		},
+		Logger: log,
 	})
 	if err != nil {
 		var ce *replicate.ConfigError

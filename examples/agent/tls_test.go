@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/testutil"
 )
@@ -37,14 +41,23 @@ const mgrPassword = "mgr-secret-Kd82"
 
 // TestAgentEtcdTLS: the agent starts against an etcd with TLS (client
 // certificates required) and authentication, with a user holding only the
-// manager role of its cluster, and bootstraps.
+// manager role of its cluster, and bootstraps a PostgreSQL that requires
+// TLS (the --pg-ssl-* flags): plain TCP is refused, verify-full accepted.
 func TestAgentEtcdTLS(t *testing.T) {
 	etcd, ca := secureEtcd(t, "agenttls")
 	cert := ca.IssueClient(t, "mgr")
+	srv := ca.IssueServer(t, "t1", "127.0.0.1")
 	args, addr, _ := agentArgs(t, "t1", "agenttls", etcd.Endpoints()[0])
 	args = append(args, "--lease-ttl", "5s",
 		"--etcd-ca-file", ca.CertFile, "--etcd-cert-file", cert.CertFile, "--etcd-key-file", cert.KeyFile,
-		"--etcd-username", "mgr", "--etcd-dial-timeout", "30s")
+		"--etcd-username", "mgr", "--etcd-dial-timeout", "30s",
+		"--pg-ssl-cert-file", srv.CertFile, "--pg-ssl-key-file", srv.KeyFile, "--pg-ssl-ca-file", ca.CertFile)
+	port := ""
+	for i, a := range args {
+		if a == "--pg-port" {
+			port = args[i+1]
+		}
+	}
 	env := []string{
 		"PGHA_ETCD_PASSWORD=" + mgrPassword,
 		"PGHA_PG_SUPERUSER_PASSWORD=" + testutil.PostgresSuperuserPassword,
@@ -52,6 +65,19 @@ func TestAgentEtcdTLS(t *testing.T) {
 	}
 	startAgent(t, args, env)
 	waitStatus(t, addr, "/primary", 200)
+
+	ctx := testutil.Ctx(t, 30*time.Second)
+	dsn := fmt.Sprintf("host=127.0.0.1 port=%s user=postgres password=%s dbname=postgres connect_timeout=5 ", port, testutil.PostgresSuperuserPassword)
+	_, err := pgx.Connect(ctx, dsn+"sslmode=disable")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28000" {
+		t.Fatalf("plain TCP connection: %v; want a pg_hba rejection (28000)", err)
+	}
+	conn, err := pgx.Connect(ctx, dsn+"sslmode=verify-full sslrootcert="+ca.CertFile)
+	if err != nil {
+		t.Fatalf("verify-full connection: %v", err)
+	}
+	conn.Close(ctx)
 }
 
 // TestAgentEtcdTLSErrors: settings that can never work stop the agent at
@@ -116,6 +142,40 @@ func TestAgentEtcdTLSErrors(t *testing.T) {
 				t.Errorf("the error holds the password: %v", err)
 			}
 			t.Logf("after %v: %v", took.Round(time.Millisecond), err)
+		})
+	}
+}
+
+// TestAgentPGTLSFlagErrors: incomplete PostgreSQL TLS flags fail the start
+// naming the flag to set.
+func TestAgentPGTLSFlagErrors(t *testing.T) {
+	etcd := testutil.StartEtcd(t, 1)
+	ca := testutil.NewCA(t)
+	srv := ca.IssueServer(t, "t1", "127.0.0.1")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no key", []string{"--pg-ssl-cert-file", srv.CertFile, "--pg-ssl-ca-file", ca.CertFile}, "--pg-ssl-key-file"},
+		{"no CA", []string{"--pg-ssl-cert-file", srv.CertFile, "--pg-ssl-key-file", srv.KeyFile}, "--pg-ssl-ca-file"},
+		{"key without cert", []string{"--pg-ssl-key-file", srv.KeyFile}, "--pg-ssl-key-file"},
+		{"client cert without key", []string{"--pg-ssl-cert-file", srv.CertFile, "--pg-ssl-key-file", srv.KeyFile, "--pg-ssl-ca-file", ca.CertFile, "--pg-ssl-client-cert-file", srv.CertFile}, "--pg-ssl-client-cert-file"},
+		{"missing file", []string{"--pg-ssl-cert-file", srv.CertFile, "--pg-ssl-key-file", srv.KeyFile, "--pg-ssl-ca-file", ca.Dir + "/absent.crt"}, "--pg-ssl-ca-file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args, _, _ := agentArgs(t, "t1", "agentpgtls", etcd.Endpoints()[0])
+			args = append(args, tc.args...)
+			env := []string{
+				"PGHA_PG_SUPERUSER_PASSWORD=" + testutil.PostgresSuperuserPassword,
+				"PGHA_PG_REPLICATION_PASSWORD=" + testutil.PostgresReplicationPassword,
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := run(ctx, args, env, &syncBuffer{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run: %v; want an error naming %s", err, tc.want)
+			}
 		})
 	}
 }
