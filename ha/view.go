@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgha/pgha/internal/backoff"
 	"github.com/pgha/pgha/internal/keyspace"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -47,17 +48,17 @@ func newView(cli *clientv3.Client, layout keyspace.Layout, log *slog.Logger) *vi
 
 // run keeps the cache current until ctx is done.
 func (v *view) run(ctx context.Context) {
-	backoff := 50 * time.Millisecond
+	// Every manager of the cluster sees the same etcd outage: jittered
+	// backoff keeps them from re-reading in lockstep.
+	b := backoff.New(50*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
 		resp, err := v.cli.Get(ctx, v.layout.Prefix(), clientv3.WithPrefix())
 		if err != nil {
-			if !sleepCtx(ctx, backoff) {
+			if !b.Wait(ctx) {
 				return
 			}
-			backoff = min(backoff*2, 2*time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
 		v.mu.Lock()
 		v.kvs = map[string]*mvccpb.KeyValue{}
 		for _, kv := range resp.Kvs {
@@ -69,6 +70,7 @@ func (v *view) run(ctx context.Context) {
 		v.mu.Unlock()
 		v.signal()
 
+		started := time.Now()
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		for wr := range v.cli.Watch(wctx, v.layout.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
 			if wr.Err() != nil {
@@ -91,6 +93,14 @@ func (v *view) run(ctx context.Context) {
 			v.signal()
 		}
 		cancel()
+		// The watch broke (etcd leader lost, compaction): re-read after a
+		// jittered wait, longer if it keeps breaking at once.
+		if time.Since(started) > 2*time.Second {
+			b.Reset()
+		}
+		if !b.Wait(ctx) {
+			return
+		}
 	}
 }
 
