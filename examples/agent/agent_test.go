@@ -109,6 +109,7 @@ func TestAgent(t *testing.T) {
 	const etcdPassword = "etcd-root-Zq81xv"
 	const superPassword = "super-secret-Hf73kd"
 	const replPassword = "repl-secret-Pw29mc"
+	const httpToken = "http-token-Km55aq-0123456789"
 	enableEtcdAuth(t, etcd, etcdPassword)
 
 	pg := testutil.PostgresConfig(t, "a1")
@@ -141,6 +142,7 @@ pg_parameters:
 		"PGHA_LOG_LEVEL=debug",
 		"PGHA_PG_SUPERUSER_PASSWORD=" + superPassword,
 		"PGHA_ETCD_PASSWORD=" + etcdPassword,
+		"PGHA_HTTP_TOKEN=" + httpToken,
 	}
 	a := startAgent(t, args, env)
 
@@ -186,6 +188,43 @@ pg_parameters:
 		}
 	}
 
+	// State-changing endpoints: 401 without the token (nothing changes),
+	// 200 with it; GET on them is 405.
+	post := func(path, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("/pause", ""); code != http.StatusUnauthorized {
+		t.Errorf("POST /pause without a token = %d; want 401", code)
+	}
+	if code := post("/pause", "wrong-token-0123456789"); code != http.StatusUnauthorized {
+		t.Errorf("POST /pause with a wrong token = %d; want 401", code)
+	}
+	if _, c, _ := get(addr, "/cluster"); strings.Contains(c, `"paused":true`) {
+		t.Errorf("the cluster is paused after unauthenticated requests: %s", c)
+	}
+	if code := post("/pause", httpToken); code != http.StatusOK {
+		t.Errorf("POST /pause with the token = %d; want 200", code)
+	}
+	if _, c, _ := get(addr, "/cluster"); !strings.Contains(c, `"paused":true`) {
+		t.Errorf("/cluster after POST /pause: %s; want paused", c)
+	}
+	if code := post("/resume", httpToken); code != http.StatusOK {
+		t.Errorf("POST /resume with the token = %d; want 200", code)
+	}
+	if code, _, _ := get(addr, "/pause"); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /pause = %d; want 405", code)
+	}
+
 	if err := a.stop(t); err != nil {
 		t.Fatalf("run after cancel: %v; want nil", err)
 	}
@@ -201,7 +240,7 @@ pg_parameters:
 			t.Errorf("log lacks %q", want)
 		}
 	}
-	for name, pw := range map[string]string{"etcd": etcdPassword, "superuser": superPassword, "replication": replPassword} {
+	for name, pw := range map[string]string{"etcd": etcdPassword, "superuser": superPassword, "replication": replPassword, "HTTP token": httpToken} {
 		if strings.Contains(log, pw) {
 			t.Errorf("the %s password appears in the agent's log", name)
 		}

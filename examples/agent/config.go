@@ -74,12 +74,16 @@ type config struct {
 	logLevel        string
 	logFormat       string
 	shutdownTimeout time.Duration
+	httpTokenFile   string
 
 	// Secrets: from PGHA_*_PASSWORD or the *-password-file settings, never
 	// from a flag or the config file.
 	etcdPassword          secret
 	pgSuperuserPassword   secret
 	pgReplicationPassword secret
+	// httpToken, when set, enables POST /pause and /resume behind
+	// "Authorization: Bearer <token>".
+	httpToken secret
 }
 
 // secret is a password. It prints as [redacted] in logs, errors and
@@ -184,6 +188,7 @@ func (c *config) settings() []setting {
 
 		{"log-level", "debug, info, warn or error", &c.logLevel},
 		{"log-format", "text or json", &c.logFormat},
+		{"http-token-file", "file holding the bearer token for POST /pause and /resume (or PGHA_HTTP_TOKEN; unset: no state-changing endpoint)", &c.httpTokenFile},
 		{"shutdown-timeout", "how long the HTTP server may take to finish its requests at shutdown", &c.shutdownTimeout},
 	}
 }
@@ -276,6 +281,9 @@ func loadConfig(args, env []string, out io.Writer) (*config, error) {
 		return nil, err
 	}
 	if cfg.etcdPassword, err = readSecret(envMap, "PGHA_ETCD_PASSWORD", "etcd-password-file", cfg.etcdPasswordFile); err != nil {
+		return nil, err
+	}
+	if cfg.httpToken, err = readSecret(envMap, "PGHA_HTTP_TOKEN", "http-token-file", cfg.httpTokenFile); err != nil {
 		return nil, err
 	}
 	if cfg.node == "" {
@@ -407,39 +415,77 @@ func (c *config) loadFile(path string, settings []setting) error {
 	return nil
 }
 
-// setFromFile sets s from a decoded JSON value.
+// setFromFile sets s from a decoded JSON value. Text settings and list
+// elements must be strings: YAML reads on, off, yes, no as booleans and
+// 0123 as a number, and turning those back into text would silently give
+// "true" or "83". Map values (server parameters) may be any scalar.
 func setFromFile(s setting, v any) error {
 	switch p := s.ptr.(type) {
+	case *string:
+		str, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("want a string, got %s: quote the value (YAML reads on/off/yes/no as booleans and digits as numbers)", describeJSON(v))
+		}
+		*p = str
+		return nil
 	case *[]string:
 		switch v := v.(type) {
 		case []any:
 			var l []string
-			for _, e := range v {
-				l = append(l, fmt.Sprint(e))
+			for i, e := range v {
+				str, ok := e.(string)
+				if !ok {
+					return fmt.Errorf("element %d: want a string, got %s: quote it", i, describeJSON(e))
+				}
+				l = append(l, str)
 			}
 			*p = l
 			return nil
 		case string:
 			return parseInto(s, v)
 		}
-		return fmt.Errorf("want a list, got %v", v)
+		return fmt.Errorf("want a list, got %s", describeJSON(v))
 	case *map[string]string:
 		mv, ok := v.(map[string]any)
 		if !ok {
-			return fmt.Errorf("want a map of name: value, got %v", v)
+			return fmt.Errorf("want a map of name: value, got %s", describeJSON(v))
 		}
 		m := map[string]string{}
 		for k, e := range mv {
-			m[k] = fmt.Sprint(e)
+			switch e.(type) {
+			case string, json.Number, bool:
+				m[k] = fmt.Sprint(e)
+			default:
+				return fmt.Errorf("%s: want a single value, got %s", k, describeJSON(e))
+			}
 		}
 		*p = m
 		return nil
 	}
 	switch v.(type) {
 	case map[string]any, []any, nil:
-		return fmt.Errorf("want a single value, got %v", v)
+		return fmt.Errorf("want a single value, got %s", describeJSON(v))
 	}
 	return parseInto(s, fmt.Sprint(v))
+}
+
+// describeJSON names a decoded JSON value's type and value for an error.
+func describeJSON(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "nothing (null)"
+	case bool:
+		return fmt.Sprintf("the boolean %v", v)
+	case json.Number:
+		return "the number " + v.String()
+	case string:
+		return fmt.Sprintf("the string %q", v)
+	case []any:
+		return fmt.Sprintf("a list of %d", len(v))
+	case map[string]any:
+		return fmt.Sprintf("a map of %d", len(v))
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // readSecret returns a password from the environment variable envName or

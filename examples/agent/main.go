@@ -198,14 +198,18 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", mgr.Handler())
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          slog.NewLogLogger(handler, slog.LevelWarn),
+	if cfg.httpToken != "" {
+		admin, err := mgr.AdminHandler(string(cfg.httpToken))
+		if err != nil {
+			ln.Close()
+			return configErrorf("PGHA_HTTP_TOKEN or --http-token-file: %v", err)
+		}
+		mux.Handle("/pause", admin)
+		mux.Handle("/resume", admin)
 	}
+	// Timeouts and header and body limits: see ha.NewHTTPServer.
+	srv := ha.NewHTTPServer(cfg.listen, mux)
+	srv.ErrorLog = slog.NewLogLogger(handler, slog.LevelWarn)
 	log.Info("pgha-agent starting", "cluster", cfg.cluster, "node", cfg.node, "http", ln.Addr().String(),
 		"etcd", cfg.etcdEndpoints, "data_dir", cfg.pgDataDir, "postgres", fmt.Sprintf("%s:%d", cfg.pgAdvertiseHost, cfg.pgAdvertisePort),
 		"postgres_version", inst.Version(), "sync_mode", cfg.syncMode)
