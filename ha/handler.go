@@ -22,8 +22,11 @@ import (
 //   - /liveness: 200 while the HA loop has run within 3 loop intervals.
 //   - /cluster: the cluster's state from etcd as JSON (no secrets).
 //
-// Responses carry a small JSON body with the node's role. The handler is
-// safe for concurrent use and reads only snapshots the loop publishes.
+// Responses carry a small JSON body with the node's role; no endpoint
+// shows a password or changes state (those are in [Manager.AdminHandler],
+// behind a token). Other methods get 405. Serve it with [NewHTTPServer],
+// which sets timeouts and size limits. The handler is safe for concurrent
+// use and reads only snapshots the loop publishes.
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
