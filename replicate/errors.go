@@ -59,6 +59,13 @@ var (
 	// afresh instead. Returned wrapped in a [*RewindError].
 	ErrRewindImpossible = errors.New("replicate: rewind impossible")
 
+	// ErrRewindIncomplete: a pg_rewind of this data directory started
+	// modifying it and did not finish (its source died, it was killed):
+	// the directory may be damaged, so Start refuses it. Clone it afresh
+	// (with [Config.ReplaceDataDir] to move it aside). The marker is the
+	// file DataDir + ".rewind-incomplete".
+	ErrRewindIncomplete = errors.New("replicate: an interrupted rewind left the data directory unusable")
+
 	// ErrFenced: a Start raced with a Fence and lost: the server it started
 	// was stopped again at once.
 	ErrFenced = errors.New("replicate: fenced while starting")

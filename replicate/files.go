@@ -87,6 +87,9 @@ func (i *Instance) prepareEmptyDir(dir string, replace bool) error {
 			return fmt.Errorf("replicate: move data directory aside to %s: %w", aside, err)
 		}
 		i.log.Warn("moved data directory aside", "dir", dir, "to", aside)
+		if dir == i.cfg.DataDir {
+			i.clearRewindMarker(aside)
+		}
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return fmt.Errorf("replicate: create data directory: %w", err)
 		}

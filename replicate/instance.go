@@ -392,6 +392,9 @@ func (i *Instance) start(ctx context.Context) error {
 	if !i.initialized() {
 		return fmt.Errorf("%w: %s (run Init or Clone first)", ErrNotInitialized, i.cfg.DataDir)
 	}
+	if err := i.checkRewindIncomplete(); err != nil {
+		return err
+	}
 	if err := i.checkDirs(); err != nil {
 		return err
 	}

@@ -431,9 +431,23 @@ func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
 	if i.cfg.UnsafeNoSync {
 		args = append(args, "--no-sync")
 	}
+	// pg_rewind modifies the data directory in place; if it does not
+	// finish, what is left may not be startable or may be silently wrong.
+	// A marker beside the directory (pg_rewind would remove one inside)
+	// records the attempt until it succeeds: Start refuses the directory
+	// while it exists, and only a new Clone clears it.
+	if err := i.markRewind(src); err != nil {
+		return &RewindError{Reason: "write the rewind marker", Err: err}
+	}
 	out, err := i.run(ctx, "pg_rewind", args, runOpts{env: []string{"PGPASSWORD=" + i.cfg.SuperuserPassword}})
 	if err != nil {
+		if !rewindStartedModifying(err) {
+			i.unmarkRewind()
+		}
 		return classifyRewind(err)
+	}
+	if err := i.unmarkRewind(); err != nil {
+		return &RewindError{Reason: "remove the rewind marker", Err: err}
 	}
 	rewound := !strings.Contains(out, "no rewind required")
 	if err := i.writeStandbyConfig(src); err != nil {

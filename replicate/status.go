@@ -15,6 +15,10 @@ import (
 type Status struct {
 	// Initialized: DataDir holds a cluster.
 	Initialized bool
+	// RewindIncomplete: a pg_rewind of DataDir started modifying it and did
+	// not finish; Start refuses it ([ErrRewindIncomplete]) until a Clone
+	// replaces it.
+	RewindIncomplete bool
 	// Running: a postmaster runs for DataDir and accepted a connection.
 	Running bool
 	// PID of the postmaster, when running.
@@ -94,7 +98,7 @@ type WALReceiver struct {
 // rejected superuser password; a running server that refuses connections
 // (e.g. still starting) gives an error too.
 func (i *Instance) Status(ctx context.Context) (Status, error) {
-	st := Status{Initialized: i.initialized()}
+	st := Status{Initialized: i.initialized(), RewindIncomplete: i.rewindIncomplete()}
 	if !st.Initialized {
 		return st, nil
 	}
