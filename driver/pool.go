@@ -147,7 +147,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 				Logger:               zap.NewNop(),
 			})
 			if err != nil {
-				return nil, &ConfigError{"EtcdEndpoints", cfg.EtcdEndpoints, "cannot be used: " + err.Error()}
+				return nil, etcdClientError(cfg, err)
 			}
 			p.ownsEtcd = cli
 		}
@@ -161,6 +161,9 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 				p.ownsEtcd.Close()
 			}
 			return nil, err
+		}
+		if p.ownsEtcd != nil {
+			p.wg.Go(func() { p.diagnoseEtcd(cfg) })
 		}
 	}
 	p.wg.Go(p.probeLoop)
