@@ -116,6 +116,9 @@ type Config struct {
 	MeterProvider  metric.MeterProvider
 
 	now func() time.Time // tests may replace the clock
+	// replaceDataDir mirrors the Instance's ReplaceDataDir: a data
+	// directory left unusable by an interrupted rewind is re-cloned.
+	replaceDataDir bool
 }
 
 // DefaultConfig returns a Config with the defaults filled in; set Cluster,
@@ -135,6 +138,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Port == 0 && c.Instance != nil {
 		c.Port = c.Instance.Config().Port
+	}
+	if c.Instance != nil {
+		c.replaceDataDir = c.Instance.Config().ReplaceDataDir
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = DefaultLeaseTTL

@@ -35,6 +35,9 @@ type local struct {
 	// CrashedAt is when the postmaster exited unexpectedly while this node
 	// led; zero otherwise.
 	CrashedAt time.Time
+	// RewindIncomplete: an interrupted pg_rewind left the data directory
+	// unusable; only a new clone helps.
+	RewindIncomplete bool
 }
 
 // position returns the WAL position used to rank candidates.
@@ -192,6 +195,15 @@ func decideFollower(o observation) action {
 		a.Leader = ld
 		return a
 	}
+	if l.RewindIncomplete {
+		if !o.Cfg.replaceDataDir {
+			return act(actWait, "an interrupted rewind left the data directory unusable: re-clone it (set replicate.Config.ReplaceDataDir, agent --pg-replace-data-dir, to let pgha move it aside and clone)")
+		}
+		if !ld.Writable {
+			return act(actWait, "an interrupted rewind left the data directory unusable; waiting for leader %s to be writable to re-clone from it", ld.Node)
+		}
+		return follow(actClone, "an interrupted rewind left the data directory unusable: moving it aside and cloning from leader %s", ld.Node)
+	}
 	if l.WasPrimary {
 		return follow(actRewind, "this data directory ran as a primary; rewinding from leader %s before following", ld.Node)
 	}
@@ -282,6 +294,18 @@ func latestTimeline(o observation) uint32 {
 	return 0
 }
 
+// lastPrimary reports whether node is the primary of the cluster's latest
+// timeline, by its own local state (l.WasPrimary is known only for this
+// node): it acknowledged every commit acknowledged on that timeline, so in
+// synchronous mode it may lead again although it is not in the sync set
+// (which names its standbys). Without this, a leader that lost its lease
+// while its only synchronous standby was lost too would leave the cluster
+// without a primary for good.
+func lastPrimary(o observation, node string, l local) bool {
+	n := len(o.History)
+	return node == o.Node && l.WasPrimary && n > 0 && o.History[n-1].Leader == node && l.Timeline == o.History[n-1].Timeline
+}
+
 // eligible reports whether node (with local state l) may be promoted.
 func eligible(o observation, node string, l local) (bool, string) {
 	switch {
@@ -289,11 +313,13 @@ func eligible(o observation, node string, l local) (bool, string) {
 		return false, "nofailover is set"
 	case !l.Initialized:
 		return false, "no data"
+	case l.RewindIncomplete:
+		return false, "an interrupted rewind left the data directory unusable"
 	case l.WasPrimary && o.Initialized && len(o.History) > 0 && l.Timeline < latestTimeline(o):
 		return false, fmt.Sprintf("former primary on timeline %d, behind the cluster's timeline %d", l.Timeline, latestTimeline(o))
 	case l.Timeline < latestTimeline(o):
 		return false, fmt.Sprintf("on timeline %d, behind the cluster's timeline %d", l.Timeline, latestTimeline(o))
-	case o.Cfg.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, node):
+	case o.Cfg.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, node) && !lastPrimary(o, node, l):
 		return false, "not in the synchronous standby set"
 	case o.Cfg.SyncMode == SyncStrict && !o.SyncPresent && o.Initialized && len(o.History) > 0:
 		return false, "strict synchronous mode and no sync record"

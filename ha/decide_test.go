@@ -212,6 +212,49 @@ func TestDecide(t *testing.T) {
 			o.Local.WasPrimary, o.Local.Running = true, false
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n2"}}
 		}, actWait, "former primary on timeline 1"},
+		// Found by the chaos harness (seed 11).
+		{"the primary of the latest timeline may lead again outside the sync set (sync mode)", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n3"}
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery, o.Local.Timeline = true, false, false, 2
+			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n1"}}
+		}, actCampaign, "best"},
+		{"a former primary of an older timeline may not, outside the sync set", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n3"}
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery, o.Local.Timeline = true, false, false, 2
+			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n1"}, {Timeline: 3, Leader: "n3"}}
+		}, actWait, "former primary on timeline 2"},
+		{"a standby of the latest timeline outside the sync set may not", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n3"}
+			o.Local.Timeline = 2
+			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n1"}}
+		}, actWait, "not in the synchronous standby set"},
+		{"a primary of the latest timeline that another node promoted may not", func(o *observation) {
+			o.Cfg.SyncMode = SyncOn
+			o.SyncPresent, o.SyncSet = true, []string{"n3"}
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery, o.Local.Timeline = true, false, false, 2
+			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n2"}}
+		}, actWait, "not in the synchronous standby set"},
+		{"a half-rewound data directory is never a candidate", func(o *observation) {
+			o.Local.RewindIncomplete, o.Local.Running = true, false
+		}, actWait, "interrupted rewind"},
+		{"a half-rewound standby is re-cloned when ReplaceDataDir allows", func(o *observation) {
+			o.Leader = leader("n2", 2)
+			o.Cfg.replaceDataDir = true
+			o.Local.RewindIncomplete, o.Local.Running, o.Local.WasPrimary = true, false, true
+		}, actClone, "moving it aside and cloning from leader n2"},
+		{"a half-rewound standby waits for a writable leader to re-clone", func(o *observation) {
+			o.Leader = leader("n2", 2)
+			o.Leader.Writable = false
+			o.Cfg.replaceDataDir = true
+			o.Local.RewindIncomplete, o.Local.Running = true, false
+		}, actWait, "waiting for leader n2 to be writable"},
+		{"a half-rewound standby without ReplaceDataDir waits and says how to fix it", func(o *observation) {
+			o.Leader = leader("n2", 2)
+			o.Local.RewindIncomplete, o.Local.Running = true, false
+		}, actWait, "--pg-replace-data-dir"},
 		{"strict mode without a sync record does not fail over", func(o *observation) {
 			o.Cfg.SyncMode = SyncStrict
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}}

@@ -74,10 +74,16 @@ type Manager struct {
 	noSyncSince time.Time
 	// abandon makes Run return without leaving the cluster cleanly, like a
 	// crashed process (tests use it to lose a node).
-	abandon    bool
-	crashedAt  time.Time
+	abandon   bool
+	crashedAt time.Time
+	// exitAtTerm is the postmaster's exit error when the current term
+	// began (nil if it ran): only a later exit is a crash under this term.
+	exitAtTerm error
 	lastAction string
 	member     clientv3.LeaseID
+	// memberStop stops the keep-alive of the member lease (owned by the
+	// loop goroutine, like member).
+	memberStop context.CancelFunc
 }
 
 // New validates cfg and returns a Manager. It contacts nothing.
@@ -266,6 +272,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 		CrashedAt:   m.crashedAt,
 	}
 	if err == nil {
+		l.RewindIncomplete = st.RewindIncomplete
 		l.Running = st.Running
 		l.InRecovery = st.InRecovery
 		m.maxTimeline = max(m.maxTimeline, st.Timeline)
@@ -289,7 +296,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 			m.crashedAt = time.Time{}
 		}
 	}
-	if !l.Running && o.Leading && m.crashedAt.IsZero() && m.inst.ExitErr() != nil {
+	if exit := m.inst.ExitErr(); !l.Running && o.Leading && m.crashedAt.IsZero() && exit != nil && exit != m.exitAtTerm {
 		// The postmaster died under the leader (not stopped by us). This
 		// holds also when Status failed because it was dying.
 		m.crashedAt = o.Now
@@ -336,10 +343,13 @@ func (m *Manager) publish(ctx context.Context, o observation) {
 		if err != nil {
 			return
 		}
-		ka, err := m.cfg.Client.KeepAlive(context.WithoutCancel(ctx), g.ID)
+		kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		ka, err := m.cfg.Client.KeepAlive(kctx, g.ID)
 		if err != nil {
+			stop()
 			return
 		}
+		m.memberStop = stop
 		go func() {
 			for range ka { // drain; the channel closes when the lease is lost or revoked
 			}
@@ -365,7 +375,11 @@ func (m *Manager) publish(ctx context.Context, o observation) {
 			return
 		}
 		m.log.Debug("publish member record", "err", err)
-		m.member = 0 // the lease may be gone: grant a new one next time
+		// The lease may be gone: grant a new one next time, and stop
+		// renewing this one, so that repeated errors do not pile up
+		// leases and keep-alives.
+		m.member = 0
+		m.memberStop()
 	}
 }
 
@@ -394,6 +408,9 @@ func (m *Manager) leave() {
 		if err := term.Resign(ctx); err != nil {
 			m.log.Warn("resign on leave", "err", err.Error())
 		}
+	}
+	if m.memberStop != nil {
+		defer m.memberStop()
 	}
 	if m.member != 0 {
 		m.cfg.Client.Revoke(ctx, m.member)
@@ -601,6 +618,10 @@ func (m *Manager) disarmWatchdog() {
 }
 
 func (m *Manager) setTerm(term *election.Term) {
+	// A postmaster that had already exited when the term began (a former
+	// primary fenced in an earlier term, re-elected) did not crash under
+	// this term.
+	m.exitAtTerm = m.inst.ExitErr()
 	m.termMu.Lock()
 	m.term = term
 	m.fencerStop = make(chan struct{})

@@ -55,6 +55,7 @@ type config struct {
 	pgParameters              map[string]string
 	pgOSUser                  string
 	keepPostgresRunning       bool
+	pgReplaceDataDir          bool
 	// PostgreSQL TLS (replicate.Config.TLS): on when pgSSLCertFile is set.
 	pgSSLCertFile       string
 	pgSSLKeyFile        string
@@ -175,6 +176,7 @@ func (c *config) settings() []setting {
 		{"pg-ssl-ca-file", "CA that signed every node's PostgreSQL certificate (required with pg-ssl-cert-file)", &c.pgSSLCAFile},
 		{"pg-ssl-client-cert-file", "client certificate this node presents to other nodes (optional, with pg-ssl-client-key-file)", &c.pgSSLClientCertFile},
 		{"pg-ssl-client-key-file", "client certificate's key (owned by pg-os-user, mode 0600)", &c.pgSSLClientKeyFile},
+		{"pg-replace-data-dir", "when the data directory cannot be reused (an interrupted rewind), move it aside (never deleted) and clone afresh from the leader", &c.pgReplaceDataDir},
 		{"keep-postgres-running", "leave a standby's PostgreSQL running when the agent exits (a leader's is always stopped)", &c.keepPostgresRunning},
 
 		{"lease-ttl", "leader and member lease TTL, whole seconds", &c.leaseTTL},

@@ -145,6 +145,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		LogFile:             cfg.pgLogFile,
 		Superuser:           cfg.pgSuperuser,
 		SuperuserPassword:   string(cfg.pgSuperuserPassword),
+		ReplaceDataDir:      cfg.pgReplaceDataDir,
 		ReplicationUser:     cfg.pgReplicationUser,
 		ReplicationPassword: string(cfg.pgReplicationPassword),
 		ReplicationNetworks: cfg.pgReplicationNetworks,

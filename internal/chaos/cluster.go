@@ -144,7 +144,8 @@ func (c *cluster) startAgent(n *node, bin string) error {
 		"--listen", "127.0.0.1:0", "--lease-ttl", c.opts.TTL.String(), "--loop-interval", "200ms",
 		"--sync-mode", c.opts.Sync, "--max-lag-on-failover", strconv.FormatInt(c.opts.MaxLag, 10),
 		"--pg-data-dir", n.pg.DataDir, "--pg-bin-dir", n.pg.BinDir, "--pg-port", strconv.Itoa(n.pg.Port),
-		"--pg-advertise-port", advPort, "--pg-socket-dir", n.pg.SocketDir, "--etcd-dial-timeout", "2s")
+		"--pg-advertise-port", advPort, "--pg-socket-dir", n.pg.SocketDir, "--etcd-dial-timeout", "2s",
+		"--pg-replace-data-dir")
 	cmd.Env = append(os.Environ(),
 		"PGHA_PG_SUPERUSER_PASSWORD="+testutil.PostgresSuperuserPassword,
 		"PGHA_PG_REPLICATION_PASSWORD="+testutil.PostgresReplicationPassword)
