@@ -86,6 +86,10 @@ type Report struct {
 	// committed.
 	FailedPresent []int64
 
+	// DataChecked: the nodes converged and their data was checked; the
+	// lost/linearizability figures mean nothing without it.
+	DataChecked bool
+
 	SamplerRounds, MultiWriter, MultiPrimary int
 	Anomalies                                []string
 	Timeline                                 string
@@ -187,15 +191,18 @@ func Run(t testing.TB, opts Options) *Report {
 			tl.add("heal", "%s", f)
 		}
 		healed := time.Now()
-		if err := waitConverged(c, tl, 90*time.Second); err != nil {
-			fail("round %d: not converged 90 s after the heal of %v: %v", rep.Round(), round, err)
-			break
+		err := waitConverged(c, tl, 90*time.Second)
+		if err == nil {
+			rep.ConvergeTimes = append(rep.ConvergeTimes, time.Since(healed))
+			waitFor(time.Duration(200+ns.rng.IntN(600)) * time.Millisecond)
 		}
-		rep.ConvergeTimes = append(rep.ConvergeTimes, time.Since(healed))
-		waitFor(time.Duration(200+ns.rng.IntN(600)) * time.Millisecond)
 		end := tl.since(time.Now())
 		for _, f := range round {
 			windows = append(windows, window{f, tl.since(f.at), end})
+		}
+		if err != nil {
+			fail("round %d: not converged 90 s after the heal of %v: %v", rep.Round(), round, err)
+			break
 		}
 	}
 	rep.Duration = time.Since(injectStart)
@@ -216,6 +223,31 @@ func Run(t testing.TB, opts Options) *Report {
 		fail("one-writer invariant: %d sampler rounds saw more than one node able to acknowledge writes", rep.MultiWriter)
 	}
 	rep.AgentRestarts = restarts(tl)
+	ops := w.history()
+	rep.unavail = map[string][]time.Duration{}
+	acks := ackTimes(ops)
+	for _, wd := range windows {
+		rep.unavail[wd.f.kind] = append(rep.unavail[wd.f.kind], unavailability(acks, wd.from, wd.to))
+	}
+	for _, o := range ops {
+		rep.Ops++
+		if o.kind == opRead {
+			rep.Reads++
+			if o.outcome == outOK {
+				rep.ReadsOK++
+			}
+			continue
+		}
+		rep.Writes++
+		switch o.outcome {
+		case outOK:
+			rep.WritesOK++
+		case outFailed:
+			rep.WritesFailed++
+		case outUnknown:
+			rep.WritesUnknown++
+		}
+	}
 
 	// Final state of every node.
 	var datas []nodeData
@@ -266,34 +298,19 @@ func Run(t testing.TB, opts Options) *Report {
 	}
 
 	// The history against the final state.
-	ops := w.history()
+	rep.DataChecked = true
 	committed := datas[0].logVals
 	for _, o := range ops {
-		rep.Ops++
-		if o.kind == opRead {
-			rep.Reads++
-			if o.outcome == outOK {
-				rep.ReadsOK++
-			}
+		if o.kind != opWrite {
 			continue
 		}
-		rep.Writes++
-		switch o.outcome {
-		case outOK:
-			rep.WritesOK++
-			if !committed[o.value] {
-				rep.Lost = append(rep.Lost, o.value)
-			}
-		case outFailed:
-			rep.WritesFailed++
-			if committed[o.value] {
-				rep.FailedPresent = append(rep.FailedPresent, o.value)
-			}
-		case outUnknown:
-			rep.WritesUnknown++
-			if committed[o.value] {
-				rep.UnknownCommit++
-			}
+		switch {
+		case o.outcome == outOK && !committed[o.value]:
+			rep.Lost = append(rep.Lost, o.value)
+		case o.outcome == outFailed && committed[o.value]:
+			rep.FailedPresent = append(rep.FailedPresent, o.value)
+		case o.outcome == outUnknown && committed[o.value]:
+			rep.UnknownCommit++
 		}
 	}
 	if len(rep.FailedPresent) > 0 {
@@ -321,11 +338,6 @@ func Run(t testing.TB, opts Options) *Report {
 		}
 	}
 	rep.Timeline = tl.String()
-	rep.unavail = map[string][]time.Duration{}
-	acks := ackTimes(ops)
-	for _, wd := range windows {
-		rep.unavail[wd.f.kind] = append(rep.unavail[wd.f.kind], unavailability(acks, wd.from, wd.to))
-	}
 	return rep
 }
 
@@ -436,9 +448,12 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "operations: %d (%d reads, %d ok; %d writes: %d ok, %d failed, %d unknown of which %d committed)\n",
 		r.Ops, r.Reads, r.ReadsOK, r.Writes, r.WritesOK, r.WritesFailed, r.WritesUnknown, r.UnknownCommit)
-	if r.Sync == "off" {
+	switch {
+	case !r.DataChecked:
+		fmt.Fprintf(&b, "acknowledged writes lost, linearizability: not checked (the nodes did not converge)\n")
+	case r.Sync == "off":
 		fmt.Fprintf(&b, "acknowledged writes lost: %d (bound from MaxLagOnFailover: %d)\n", len(r.Lost), r.LostBound)
-	} else {
+	default:
 		fmt.Fprintf(&b, "acknowledged writes lost: %d; linearizability (porcupine, register per key): %s, %d operations checked in %v\n",
 			len(r.Lost), r.Lin.result, r.Lin.checked, r.Lin.elapsed.Round(time.Millisecond))
 	}
