@@ -50,11 +50,13 @@ bench: tools-postgres
 # for linearizability (sync mode) and the run ends with a report. SEED=0
 # picks a random seed (printed); rerun with it to reproduce. make test runs
 # a short fixed-seed version of the same harness.
+# FAULTS=kind,kind restricts the nemesis (kinds: see internal/chaos).
 SEED     ?= 0
 DURATION ?= 10m
 SYNC     ?= on
+FAULTS   ?=
 chaos: tools-postgres
-	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" PGHA_CHAOS_SEED=$(SEED) PGHA_CHAOS_DURATION=$(DURATION) PGHA_CHAOS_SYNC=$(SYNC) \
+	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" PGHA_CHAOS_SEED=$(SEED) PGHA_CHAOS_DURATION=$(DURATION) PGHA_CHAOS_SYNC=$(SYNC) PGHA_CHAOS_FAULTS=$(FAULTS) \
 		$(GO) test -run '^TestChaos$$' -count=1 -v -timeout 3h ./internal/chaos
 
 # fuzz runs every Fuzz target of the module for FUZZTIME each (seed

@@ -31,6 +31,9 @@ type Options struct {
 	TTL time.Duration
 	// MaxLag is MaxLagOnFailover in bytes. Default 1 MiB.
 	MaxLag int64
+	// Faults restricts the nemesis to these fault kinds (see allFaults);
+	// empty means all of them.
+	Faults []string
 	// Clients and Keys shape the workload. Defaults 4 and 16.
 	Clients, Keys int
 	// Dir receives the agents' and pools' logs, the report and, on an
@@ -153,7 +156,7 @@ func Run(t testing.TB, opts Options) *Report {
 	stopWatch := watchLeader(c, tl)
 	defer stopWatch()
 
-	ns := &nemesis{c: c, rng: rand.New(rand.NewPCG(uint64(opts.Seed), 0x9e3779b97f4a7c15)), bin: agentBinary(t)}
+	ns := &nemesis{c: c, rng: rand.New(rand.NewPCG(uint64(opts.Seed), 0x9e3779b97f4a7c15)), bin: agentBinary(t), kinds: opts.Faults}
 	injectStart := time.Now()
 	type window struct {
 		f        *fault

@@ -3,6 +3,8 @@ package chaos
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"strconv"
 	"testing"
 	"time"
@@ -59,6 +61,14 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("PGHA_CHAOS_SYNC=%q: want on, strict or off", s)
 		}
 		opts.Sync = s
+	}
+	if s := os.Getenv("PGHA_CHAOS_FAULTS"); s != "" {
+		for _, k := range strings.Split(s, ",") {
+			if !slices.Contains(allFaults, k) {
+				t.Fatalf("PGHA_CHAOS_FAULTS: unknown fault kind %q; the kinds are %s", k, strings.Join(allFaults, ","))
+			}
+			opts.Faults = append(opts.Faults, k)
+		}
 	}
 	if d := os.Getenv("PGHA_CHAOS_OUT"); d != "" {
 		opts.Dir = d

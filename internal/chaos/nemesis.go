@@ -51,6 +51,8 @@ type nemesis struct {
 	c   *cluster
 	rng *rand.Rand
 	bin string
+	// kinds are the fault kinds to pick from (default allFaults).
+	kinds []string
 }
 
 // etcdFault reports whether kind touches the etcd cluster itself.
@@ -59,9 +61,13 @@ func etcdFault(kind string) bool { return kind == faultEtcdMember || kind == fau
 // pick chooses the kinds of one round: one, or (one time in two) two
 // that do not step on each other.
 func (ns *nemesis) pick() []string {
-	kinds := []string{allFaults[ns.rng.IntN(len(allFaults))]}
+	from := ns.kinds
+	if len(from) == 0 {
+		from = allFaults
+	}
+	kinds := []string{from[ns.rng.IntN(len(from))]}
 	if ns.rng.IntN(2) == 0 {
-		k := allFaults[ns.rng.IntN(len(allFaults))]
+		k := from[ns.rng.IntN(len(from))]
 		if k != kinds[0] && !(etcdFault(k) && etcdFault(kinds[0])) {
 			kinds = append(kinds, k)
 		}
