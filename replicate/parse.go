@@ -174,8 +174,8 @@ func parseServerVersion(out string) (major int, version string, err error) {
 	if m == nil {
 		return 0, "", fmt.Errorf("printed %.200q, want \"postgres (PostgreSQL) N.M\"", strings.TrimSpace(out))
 	}
-	if len(m[1]) > 4 {
-		return 0, "", fmt.Errorf("printed version %.40q, want a major version below 10000", m[1])
+	if len(m[1]) > 4 || m[1][0] == '0' {
+		return 0, "", fmt.Errorf("printed version %.40q, want a major version from 1 to 9999 without leading zeros", m[1])
 	}
 	major, err = strconv.Atoi(m[1])
 	if err != nil || major == 0 {
@@ -200,7 +200,7 @@ func parseProcStat(b []byte) (procStat, error) {
 		return procStat{}, fmt.Errorf("/proc stat %.60q has no ')' after the command name", s)
 	}
 	f := strings.Fields(s[j+1:])
-	if len(f) < 2 || len(f[0]) != 1 {
+	if len(f) < 2 || len(f[0]) != 1 || !('A' <= f[0][0] && f[0][0] <= 'Z' || 'a' <= f[0][0] && f[0][0] <= 'z') {
 		return procStat{}, fmt.Errorf("/proc stat %.60q: want a one-letter state and the parent PID after the command name", s)
 	}
 	ppid, err := strconv.Atoi(f[1])

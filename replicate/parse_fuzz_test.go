@@ -186,7 +186,7 @@ func FuzzServerVersion(f *testing.F) {
 			}
 			return
 		}
-		if major <= 0 || !strings.HasPrefix(version, strconv.Itoa(major)) {
+		if major <= 0 || !strings.HasPrefix(version, strconv.Itoa(major)) || strings.HasPrefix(version, "0") {
 			t.Fatalf("parseServerVersion(%q) = %d, %q", out, major, version)
 		}
 	})
@@ -205,7 +205,7 @@ func FuzzProcStat(f *testing.F) {
 			}
 			return
 		}
-		if st.PPID < 0 || st.State <= ' ' {
+		if st.PPID < 0 || !strings.ContainsRune("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", rune(st.State)) {
 			t.Fatalf("parseProcStat(%q) = %+v", b, st)
 		}
 	})
