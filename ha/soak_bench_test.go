@@ -51,7 +51,9 @@ var soakOnce sync.Once
 //
 //	PGHA_SOAK_DURATION=10m go test -run '^$' -bench BenchmarkSoak -benchtime 1x -timeout 60m ./ha/
 //
-// The managers' logs go to a file whose path the benchmark prints.
+// The managers' logs go to a file whose path the benchmark prints. The
+// embedded etcd is never compacted here, so its revision history (every
+// member record update) adds to the heap over time.
 func BenchmarkSoak(b *testing.B) {
 	ran := false
 	soakOnce.Do(func() { ran = true; runSoak(b) })
@@ -181,6 +183,16 @@ func runSoak(b *testing.B) {
 		fmt.Println(row(s))
 	}
 	take()
+	// A fault the cluster does not recover from fails the run (through
+	// Fatal): print the figures gathered until then anyway.
+	defer func() {
+		if b.Failed() && len(samples) > 0 {
+			fmt.Printf("\nFAILED after %v; samples until then:\n%s\n", time.Since(start).Round(time.Second), header)
+			for _, s := range []soakSample{samples[0], samples[len(samples)-1]} {
+				fmt.Println(row(s))
+			}
+		}
+	}()
 
 	nextFault := time.Now().Add(faultEvery)
 	nextSample := time.Now().Add(sampleEvery)
