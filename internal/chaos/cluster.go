@@ -246,6 +246,21 @@ func (n *node) postgresPIDs() []int {
 	return append([]int{pm}, testutil.PostgresChildren(pm)...)
 }
 
+// walReceiverPID is the pid of n's WAL receiver process, 0 if none.
+func (n *node) walReceiverPID() int {
+	pm := n.postmasterPID()
+	if pm == 0 {
+		return 0
+	}
+	for _, pid := range testutil.PostgresChildren(pm) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.Contains(string(b), "walreceiver") {
+			return pid
+		}
+	}
+	return 0
+}
+
 // connect opens a superuser connection to n's PostgreSQL over its unix
 // socket (no proxy).
 func (n *node) connect(ctx context.Context) (*pgx.Conn, error) {

@@ -34,8 +34,8 @@
 // (kill -9, its PostgreSQL keeps running), an agent paused (SIGSTOP), a
 // whole node lost, a node cut off from etcd, the replication link cut, the
 // clients cut off from the primary, an etcd member lost, the etcd quorum
-// lost, added latency, and a PostgreSQL paused (SIGSTOP of the postmaster
-// and its children). Each round holds its faults for a while, heals them
+// lost, added latency, a PostgreSQL paused (SIGSTOP of the postmaster and
+// its children), and a standby's WAL receiver paused (it falls behind). Each round holds its faults for a while, heals them
 // and waits for the cluster to converge; the run ends by healing
 // everything.
 //

@@ -26,11 +26,12 @@ const (
 	faultEtcdQuorum  = "etcd-quorum-lost"   // two of three etcd members stopped
 	faultLatency     = "latency"            // 50-400 ms on a node's etcd and replication links
 	faultPGPaused    = "postgres-paused"    // SIGSTOP of a postmaster and its children
+	faultRecvPaused  = "receiver-paused"    // SIGSTOP of a standby's WAL receiver: it falls behind
 )
 
 // allFaults is every kind, in report order.
 var allFaults = []string{faultKillPrimary, faultAgentKilled, faultAgentPaused, faultNodeLost, faultEtcdCut,
-	faultReplCut, faultClientCut, faultEtcdMember, faultEtcdQuorum, faultLatency, faultPGPaused}
+	faultReplCut, faultClientCut, faultEtcdMember, faultEtcdQuorum, faultLatency, faultPGPaused, faultRecvPaused}
 
 // fault is one injected fault.
 type fault struct {
@@ -195,6 +196,26 @@ func (ns *nemesis) inject(ctx context.Context, kind string, busy []string) (*fau
 				return nil
 			}
 		}
+	case faultRecvPaused:
+		var names []string
+		for _, n := range c.nodes {
+			if n.name != lead && !slices.Contains(busy, n.name) {
+				names = append(names, n.name)
+			}
+		}
+		if len(names) == 0 {
+			return nil, nil
+		}
+		n := c.node(names[ns.rng.IntN(len(names))])
+		pid := n.walReceiverPID()
+		if pid == 0 {
+			return nil, nil
+		}
+		f.target, f.node = n.name, n.name
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			return nil, nil
+		}
+		f.heal = func() error { syscall.Kill(pid, syscall.SIGCONT); return nil }
 	case faultEtcdMember:
 		i := ns.rng.IntN(3)
 		f.target = c.etcd.Members()[i].Name
