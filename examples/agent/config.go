@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/keyspace"
@@ -428,6 +429,9 @@ func setFromFile(s setting, v any) error {
 		if !ok {
 			return fmt.Errorf("want a string, got %s: quote the value (YAML reads on/off/yes/no as booleans and digits as numbers)", describeJSON(v))
 		}
+		if err := plainText(str); err != nil {
+			return err
+		}
 		*p = str
 		return nil
 	case *[]string:
@@ -438,6 +442,9 @@ func setFromFile(s setting, v any) error {
 				str, ok := e.(string)
 				if !ok {
 					return fmt.Errorf("element %d: want a string, got %s: quote it", i, describeJSON(e))
+				}
+				if err := plainText(str); err != nil {
+					return fmt.Errorf("element %d: %w", i, err)
 				}
 				l = append(l, str)
 			}
@@ -454,8 +461,14 @@ func setFromFile(s setting, v any) error {
 		}
 		m := map[string]string{}
 		for k, e := range mv {
+			if err := plainText(k); err != nil {
+				return fmt.Errorf("name %w", err)
+			}
 			switch e.(type) {
 			case string, json.Number, bool:
+				if err := plainText(fmt.Sprint(e)); err != nil {
+					return fmt.Errorf("%s: %w", k, err)
+				}
 				m[k] = fmt.Sprint(e)
 			default:
 				return fmt.Errorf("%s: want a single value, got %s", k, describeJSON(e))
@@ -469,6 +482,19 @@ func setFromFile(s setting, v any) error {
 		return fmt.Errorf("want a single value, got %s", describeJSON(v))
 	}
 	return parseInto(s, fmt.Sprint(v))
+}
+
+// plainText rejects a file value that is not valid UTF-8 or holds a
+// control character (e.g. from a YAML !!binary tag or a "\u0000" escape):
+// names, paths and addresses never do.
+func plainText(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%.40q is not valid UTF-8", s)
+	}
+	if i := strings.IndexFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }); i >= 0 {
+		return fmt.Errorf("%.40q holds the control character %U at byte %d", s, s[i], i)
+	}
+	return nil
 }
 
 // describeJSON names a decoded JSON value's type and value for an error.
