@@ -38,6 +38,10 @@ type local struct {
 	// RewindIncomplete: an interrupted pg_rewind left the data directory
 	// unusable; only a new clone helps.
 	RewindIncomplete bool
+	// Diverged: this standby replayed WAL of its timeline past the point
+	// where a newer timeline forked off it; it can follow that timeline
+	// only after a rewind (replicate.Status.Diverged).
+	Diverged bool
 }
 
 // position returns the WAL position used to rank candidates.
@@ -216,6 +220,11 @@ func decideFollower(o observation) action {
 			return follow(actFollow, "repointing early to leader %s, which is being promoted", ld.Node)
 		}
 		return act(actWait, "leader %s is not writable yet", ld.Node)
+	}
+	if l.Running && l.InRecovery && l.Diverged && ld.Timeline > l.Timeline && l.Following == ld.Node {
+		// It will never switch to the leader's timeline by itself: no
+		// point waiting for the grace below.
+		return follow(actRewind, "diverged: replayed WAL of timeline %d past the point where leader %s's timeline %d forked off it: rewinding", l.Timeline, ld.Node, ld.Timeline)
 	}
 	if l.Running && l.InRecovery && ld.Timeline > l.Timeline && !l.Streaming && l.Following == ld.Node &&
 		!l.NotStreamingSince.IsZero() && o.Now.Sub(l.NotStreamingSince) >= rewindGrace(o.Cfg) {

@@ -107,6 +107,15 @@ func TestDecide(t *testing.T) {
 			o.Leader = leader("n2", 3)
 			o.Local.Streaming, o.Local.NotStreamingSince = false, t0.Add(-3*time.Second)
 		}, actRewind, "stuck"},
+		{"diverged standby rewinds at once", func(o *observation) {
+			o.Leader = leader("n2", 3)
+			o.Local.Diverged = true
+			o.Local.Streaming, o.Local.NotStreamingSince = false, t0
+		}, actRewind, "diverged"},
+		{"diverged flag alone, leader on the same timeline: no rewind", func(o *observation) {
+			o.Leader = leader("n2", 1)
+			o.Local.Diverged = true
+		}, actWait, "streaming from leader n2"},
 		{"standby just behind a promotion gets time to reconnect", func(o *observation) {
 			o.Leader = leader("n2", 3)
 			o.Local.Streaming, o.Local.NotStreamingSince = false, t0.Add(-500*time.Millisecond)

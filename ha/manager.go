@@ -273,6 +273,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	}
 	if err == nil {
 		l.RewindIncomplete = st.RewindIncomplete
+		l.Diverged = st.Diverged
 		l.Running = st.Running
 		l.InRecovery = st.InRecovery
 		m.maxTimeline = max(m.maxTimeline, st.Timeline)

@@ -32,11 +32,20 @@ type Status struct {
 	SystemID uint64
 	// Timeline: on a primary, the timeline it writes (from its current WAL
 	// file name); on a standby, the timeline its WAL receiver receives, or
-	// without a streaming one the highest timeline whose history file is
-	// in pg_wal and whose switch point it has replayed past (else its
-	// latest restartpoint's); when stopped, the latest checkpoint's
-	// timeline from pg_controldata.
+	// without a streaming one the highest timeline whose history file and
+	// WAL segments are in pg_wal and whose switch point it has replayed up
+	// to (else its latest restartpoint's); when stopped, the latest
+	// checkpoint's timeline from pg_controldata.
 	Timeline uint32
+	// Diverged: this standby replayed WAL of its timeline past the point
+	// where a newer timeline forked off it (it holds that timeline's
+	// history file, fetched from its upstream). It can never follow that
+	// timeline as it is, only after a pg_rewind ([Instance.Rewind]) or a
+	// new clone. PostgreSQL logs "new timeline N forked off current
+	// database system timeline M before current recovery point" and waits
+	// for good. Typical cause: an asynchronous standby that had received
+	// more WAL than the standby that was promoted.
+	Diverged bool
 	// ClusterState is pg_controldata's "Database cluster state" when the
 	// server is stopped, e.g. "shut down", "shut down in recovery", or "in
 	// production" after a crash. Empty when running.
@@ -210,7 +219,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		return st, fmt.Errorf("replicate: status %s: %w", i.cfg.Name, perr)
 	}
 	if st.InRecovery && (st.WALReceiver == nil || st.WALReceiver.Status != "streaming") {
-		if st.Timeline, err = replayTimeline(ctx, conn, st.ReplayLSN, st.Timeline); err != nil {
+		if st.Timeline, st.Diverged, err = replayTimeline(ctx, conn, st.ReplayLSN, st.Timeline); err != nil {
 			return st, fmt.Errorf("replicate: status %s: replay timeline: %w", i.cfg.Name, err)
 		}
 	}

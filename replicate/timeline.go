@@ -9,82 +9,176 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// replayTimeline returns the timeline a standby replays on when its WAL
-// receiver is not running: the highest timeline whose history file is in
-// pg_wal and whose switch point the standby has replayed past, or cur when
-// there is none.
-//
-// Without a WAL receiver PostgreSQL 15 exposes only the timeline of the
-// latest restartpoint, which lags behind the WAL actually replayed: a
-// standby killed right after following a new primary comes back reporting
-// the timeline before the promotion although it replays WAL of the new one,
-// and would be judged too old to be promoted (the chaos harness hit this:
-// with the sync standby reporting an old timeline no node was eligible and
-// the cluster stayed without a primary).
-func replayTimeline(ctx context.Context, conn *pgx.Conn, replay LSN, cur uint32) (uint32, error) {
-	rows, err := conn.Query(ctx, `SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}\.history$'`)
+// walTimelines is what a standby's pg_wal says about timelines: the
+// timelines it holds a history file for, and those it holds WAL segments
+// of (WAL it received or replayed on that timeline).
+type walTimelines struct {
+	history  []uint32 // ascending
+	segments map[uint32]bool
+}
+
+func readWALTimelines(ctx context.Context, conn *pgx.Conn) (walTimelines, error) {
+	w := walTimelines{segments: map[uint32]bool{}}
+	rows, err := conn.Query(ctx, `SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}(\.history|[0-9A-F]{16})$'`)
 	if err != nil {
-		return cur, err
+		return w, err
 	}
-	var tls []uint32
 	for rows.Next() {
 		var name string
 		if err := rows.Scan(&name); err != nil {
 			rows.Close()
-			return cur, err
+			return w, err
 		}
 		tl, err := parseTimeline(name[:8], 16)
-		if err == nil && tl > cur {
-			tls = append(tls, tl)
+		if err != nil {
+			continue
+		}
+		if strings.HasSuffix(name, ".history") {
+			w.history = append(w.history, tl)
+		} else {
+			w.segments[tl] = true
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return cur, err
+		return w, err
 	}
-	slices.Sort(tls)
-	for i := len(tls) - 1; i >= 0; i-- {
-		var content string
-		name := fmt.Sprintf("pg_wal/%08X.history", tls[i])
-		if err := conn.QueryRow(ctx, "SELECT pg_read_file($1)", name).Scan(&content); err != nil {
-			return cur, fmt.Errorf("read %s: %w", name, err)
+	slices.Sort(w.history)
+	return w, nil
+}
+
+func readHistoryFile(ctx context.Context, conn *pgx.Conn, tl uint32) ([]historyEntry, error) {
+	var content string
+	name := fmt.Sprintf("pg_wal/%08X.history", tl)
+	if err := conn.QueryRow(ctx, "SELECT pg_read_file($1)", name).Scan(&content); err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	h, err := parseHistory(content, tl)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return h, nil
+}
+
+// replayTimeline returns the timeline a standby replays on when its WAL
+// receiver is not streaming, and whether it has diverged from a newer
+// timeline it knows of.
+//
+// Without a streaming WAL receiver PostgreSQL 15 exposes only the timeline
+// of the latest restartpoint, which lags behind the WAL actually replayed:
+// a standby killed right after following a new primary comes back
+// reporting the timeline before the promotion although it replays WAL of
+// the new one, and would be judged too old to be promoted (the chaos
+// harness hit this: with the sync standby reporting an old timeline no
+// node was eligible and the cluster stayed without a primary). So the
+// timeline is the highest one whose history file is in pg_wal, whose
+// switch point the standby has replayed up to, and of which it holds WAL
+// segments: proof that it switched to it.
+//
+// A history file alone is no such proof. A standby that replayed WAL of
+// its old timeline past the point where the new timeline forked (an async
+// standby ahead of the promoted one) fetches the new history file and then
+// waits for good ("new timeline N forked off current database system
+// timeline M before current recovery point"); it must be reported on its
+// old timeline, and diverged, so that it is rewound. Reporting the new
+// timeline there hid the divergence and the standby never followed again.
+func replayTimeline(ctx context.Context, conn *pgx.Conn, replay LSN, cur uint32) (uint32, bool, error) {
+	w, err := readWALTimelines(ctx, conn)
+	if err != nil {
+		return cur, false, err
+	}
+	tl := cur
+	for i := len(w.history) - 1; i >= 0; i-- {
+		t := w.history[i]
+		if t <= cur {
+			break
 		}
-		switchAt, err := parseHistorySwitch(content, tls[i])
+		if !w.segments[t] {
+			continue
+		}
+		h, err := readHistoryFile(ctx, conn, t)
 		if err != nil {
-			return cur, fmt.Errorf("%s: %w", name, err)
+			return cur, false, err
 		}
-		if replay >= switchAt {
-			return tls[i], nil
+		if replay >= h[len(h)-1].Switch {
+			tl = t
+			break
 		}
 	}
-	return cur, nil
+	// Diverged: the newest timeline known forked off ours at a point we
+	// have replayed past.
+	if n := len(w.history); n > 0 && w.history[n-1] > tl {
+		h, err := readHistoryFile(ctx, conn, w.history[n-1])
+		if err != nil {
+			return tl, false, err
+		}
+		if at, ok := forkPoint(h, tl); ok && replay > at {
+			return tl, true, nil
+		}
+	}
+	return tl, false, nil
+}
+
+// historyEntry is one line of a timeline history file: timeline Parent
+// ended at Switch.
+type historyEntry struct {
+	Parent uint32
+	Switch LSN
+}
+
+// forkPoint returns where timeline tl ended in history h (the history of a
+// newer timeline), and false when tl is not one of its ancestors.
+func forkPoint(h []historyEntry, tl uint32) (LSN, bool) {
+	for _, e := range h {
+		if e.Parent == tl {
+			return e.Switch, true
+		}
+	}
+	return 0, false
+}
+
+// parseHistory parses timeline tl's history file: one entry per ancestor,
+// "parentTLI<tab>X/Y<tab>reason", parents increasing and below tl.
+func parseHistory(content string, tl uint32) ([]historyEntry, error) {
+	var h []historyEntry
+	for _, line := range strings.Split(content, "\n") {
+		l := strings.TrimSpace(line)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			return nil, fmt.Errorf("timeline history entry %q has no switch point (want \"parent<TAB>X/Y<TAB>reason\")", truncate(l, 80))
+		}
+		parent, err := parseTimeline(f[0], 10)
+		if err != nil {
+			return nil, fmt.Errorf("timeline history entry %q: parent timeline: %w", truncate(l, 80), err)
+		}
+		if parent >= tl {
+			return nil, fmt.Errorf("timeline history entry %q: parent timeline %d is not below %d", truncate(l, 80), parent, tl)
+		}
+		if n := len(h); n > 0 && parent <= h[n-1].Parent {
+			return nil, fmt.Errorf("timeline history entry %q: parent timeline %d does not increase", truncate(l, 80), parent)
+		}
+		lsn, err := ParseLSN(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("timeline history entry %q: switch point: %w", truncate(l, 80), err)
+		}
+		h = append(h, historyEntry{Parent: parent, Switch: lsn})
+	}
+	if len(h) == 0 {
+		return nil, fmt.Errorf("timeline history has no entry (want \"parent<TAB>X/Y<TAB>reason\")")
+	}
+	return h, nil
 }
 
 // parseHistorySwitch returns the point where timeline tl forked from its
-// parent, from tl's history file: the last entry, "parentTLI<tab>X/Y<tab>
-// reason", whose parent must be below tl.
+// parent, from tl's history file: the last entry.
 func parseHistorySwitch(content string, tl uint32) (LSN, error) {
-	var last string
-	for _, line := range strings.Split(content, "\n") {
-		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
-			last = l
-		}
-	}
-	f := strings.Fields(last)
-	if len(f) < 2 {
-		return 0, fmt.Errorf("timeline history has no entry (want \"parent<TAB>X/Y<TAB>reason\"), got %q", truncate(last, 80))
-	}
-	parent, err := parseTimeline(f[0], 10)
+	h, err := parseHistory(content, tl)
 	if err != nil {
-		return 0, fmt.Errorf("timeline history entry %q: parent timeline: %w", truncate(last, 80), err)
+		return 0, err
 	}
-	if parent >= tl {
-		return 0, fmt.Errorf("timeline history entry %q: parent timeline %d is not below %d", truncate(last, 80), parent, tl)
-	}
-	lsn, err := ParseLSN(f[1])
-	if err != nil {
-		return 0, fmt.Errorf("timeline history entry %q: switch point: %w", truncate(last, 80), err)
-	}
-	return lsn, nil
+	return h[len(h)-1].Switch, nil
 }
 
 func truncate(s string, n int) string {
