@@ -10,23 +10,16 @@ import (
 	"time"
 
 	"github.com/pgha/pgha/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	Cleanup()
 	if code == 0 {
-		// toxiproxy v2.5.0's latency toxic, removed while a chunk is in
-		// flight on a connection whose far end has gone, blocks forever
-		// handing that chunk on (toxics/latency.go, the Interrupt case):
-		// a leak inside the proxy library, not in pgha.
-		opts := append(testutil.LeakOptions(), goleak.IgnoreTopFunction("github.com/Shopify/toxiproxy/v2/toxics.(*LatencyToxic).Pipe"))
-		if err := goleak.Find(opts...); err != nil {
+		// testutil.LeakOptions ignores the toxiproxy stubs that the proxy
+		// library itself leaves blocked after long runs.
+		if err := testutil.CheckLeaks(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		} else if procs, err := testutil.ChildPostgresProcesses(); err == nil && len(procs) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked postgres processes:\n%v\n", procs)
 			code = 1
 		}
 	}
