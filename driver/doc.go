@@ -63,6 +63,12 @@
 // [Pool.Query], the results of [Pool.SendBatch]) are returned as pgx
 // reports them. All are returned as an [*Error] that wraps the pgx error:
 // errors.Is matches the sentinel, errors.As finds the *pgconn.PgError.
+// In synchronous replication, PostgreSQL reports a commit whose wait for
+// the standbys was cancelled on the server (pg_cancel_backend) as a
+// success with a WARNING, although it may exist on the primary alone: Exec,
+// QueryRow and Commit return it as an [*Error] matching [ErrOutcomeUnknown]
+// and [ErrNotReplicated] instead (Query, SendBatch, CopyFrom and
+// connections from Acquire do not check for it yet).
 // A caller's cancelled or expired context is returned as the caller's error;
 // it never counts against a node.
 //

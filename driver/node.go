@@ -138,6 +138,9 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	}
 	pc := p.cfg.PoolConfig.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
+	// A commit whose wait for the synchronous standbys PostgreSQL cancels
+	// "succeeds" with a warning: record it (syncwait.go).
+	pc.ConnConfig.OnNotice = noticeHook(pc.ConnConfig.OnNotice)
 	userAfterConnect := pc.AfterConnect
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		var ro bool

@@ -530,9 +530,9 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 		}
 	}
 	p.tel.routed(n, true)
-	tag, err := n.wp.Load().Exec(ctx, sql, arguments...)
+	tag, err, rep := p.exec(ctx, n, sql, arguments)
 	if err == nil {
-		return tag, nil
+		return tag, rep
 	}
 	at := time.Now()
 	retry, err := p.afterErr(ctx, n, "exec", err, false)
@@ -543,11 +543,48 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 		return pgconn.CommandTag{}, err
 	}
 	p.tel.routed(n, true)
-	tag, err = n.wp.Load().Exec(ctx, sql, arguments...)
+	tag, err, rep = p.exec(ctx, n, sql, arguments)
 	if err != nil {
 		_, err = p.afterErr(ctx, n, "exec", err, false)
+		return tag, err
 	}
-	return tag, err
+	return tag, rep
+}
+
+// exec runs sql on n's write pool as pgxpool.Pool.Exec does (acquire,
+// exec, release). rep is the [ErrNotReplicated] error for a statement
+// that succeeded while PostgreSQL cancelled its commit's wait for the
+// synchronous standbys.
+func (p *Pool) exec(ctx context.Context, n *node, sql string, args []any) (tag pgconn.CommandTag, err, rep error) {
+	c, err := n.wp.Load().Acquire(ctx)
+	if err != nil {
+		return tag, err, nil
+	}
+	defer c.Release()
+	pc := c.Conn().PgConn()
+	clearSyncWait(pc)
+	tag, err = c.Exec(ctx, sql, args...)
+	if err == nil {
+		rep = takeSyncWait(pc, "exec", n.key)
+	}
+	return tag, err, rep
+}
+
+// queryRow runs sql and scans its row on n's write pool, as
+// pgxpool.Pool.QueryRow does; rep as for [Pool.exec].
+func (p *Pool) queryRow(ctx context.Context, n *node, sql string, args, dest []any) (err, rep error) {
+	c, err := n.wp.Load().Acquire(ctx)
+	if err != nil {
+		return err, nil
+	}
+	defer c.Release()
+	pc := c.Conn().PgConn()
+	clearSyncWait(pc)
+	err = c.QueryRow(ctx, sql, args...).Scan(dest...)
+	if err == nil {
+		rep = takeSyncWait(pc, "query row", n.key)
+	}
+	return err, rep
 }
 
 // Query runs sql on the primary. Errors returned by Query itself are
@@ -607,8 +644,11 @@ func (r *poolRow) Scan(dest ...any) error {
 		}
 	}
 	p.tel.routed(n, true)
-	err := n.wp.Load().QueryRow(ctx, r.sql, r.args...).Scan(dest...)
-	if err == nil || errors.Is(err, pgx.ErrNoRows) {
+	err, rep := p.queryRow(ctx, n, r.sql, r.args, dest)
+	if err == nil {
+		return rep
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
 	at := time.Now()
@@ -620,8 +660,11 @@ func (r *poolRow) Scan(dest ...any) error {
 		return err
 	}
 	p.tel.routed(n, true)
-	err = n.wp.Load().QueryRow(ctx, r.sql, r.args...).Scan(dest...)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	err, rep = p.queryRow(ctx, n, r.sql, r.args, dest)
+	if err == nil {
+		return rep
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
 		_, err = p.afterErr(ctx, n, "query row", err, false)
 	}
 	return err
@@ -654,9 +697,9 @@ func (p *Pool) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, er
 		return nil, err
 	}
 	p.tel.routed(n, true)
-	t, err := n.wp.Load().BeginTx(ctx, txOptions)
+	t, err := p.beginTx(ctx, n, txOptions)
 	if err == nil {
-		return &tx{p: p, n: n, t: t}, nil
+		return t, nil
 	}
 	at := time.Now()
 	// BEGIN has no effect of its own: repeat it after any failover error.
@@ -667,12 +710,29 @@ func (p *Pool) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, er
 		return nil, err
 	}
 	p.tel.routed(n, true)
-	t, err = n.wp.Load().BeginTx(ctx, txOptions)
+	t, err = p.beginTx(ctx, n, txOptions)
 	if err != nil {
 		_, err = p.afterErr(ctx, n, "begin", err, true)
 		return nil, err
 	}
-	return &tx{p: p, n: n, t: t}, nil
+	return t, nil
+}
+
+// beginTx begins a transaction on a connection of n's write pool, as
+// pgxpool.Pool.BeginTx does, but keeps the connection until the
+// transaction ends: its commit's warnings must be read before another
+// goroutine can acquire it.
+func (p *Pool) beginTx(ctx context.Context, n *node, opts pgx.TxOptions) (*tx, error) {
+	c, err := n.wp.Load().Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.BeginTx(ctx, opts)
+	if err != nil {
+		c.Release()
+		return nil, err
+	}
+	return &tx{p: p, n: n, t: t, c: c}, nil
 }
 
 // CopyFrom copies rows into tableName on the primary. Only a failure

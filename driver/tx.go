@@ -6,15 +6,19 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // tx is a transaction on the primary. It maps failover errors: a
 // statement broken by a failover fails with ErrFailover, a COMMIT whose
 // outcome cannot be known with ErrOutcomeUnknown.
 type tx struct {
-	p      *Pool
-	n      *node
-	t      pgx.Tx
+	p *Pool
+	n *node
+	t pgx.Tx
+	// c is the pool connection of an outermost transaction, released
+	// when it ends (nil for a savepoint).
+	c      *pgxpool.Conn
 	nested bool // a savepoint: its "commit" is RELEASE, not a real commit
 	// broken is the failover error that broke the transaction, if any.
 	broken error
@@ -51,10 +55,29 @@ func (t *tx) Begin(ctx context.Context) (pgx.Tx, error) {
 	return &tx{p: t.p, n: t.n, t: nt, nested: true}, nil
 }
 
+// release returns an outermost transaction's connection to its pool, as
+// pgxpool.Tx does when it ends; idempotent.
+func (t *tx) release() {
+	if t.c != nil {
+		t.c.Release()
+		t.c = nil
+	}
+}
+
 func (t *tx) Commit(ctx context.Context) error {
+	var pc *pgconn.PgConn
+	if t.c != nil {
+		pc = t.c.Conn().PgConn()
+		clearSyncWait(pc)
+	}
 	err := t.t.Commit(ctx)
+	var rep error
+	if err == nil && pc != nil {
+		rep = takeSyncWait(pc, "commit", t.n.key)
+	}
+	t.release()
 	if err == nil {
-		return nil
+		return rep
 	}
 	if errors.Is(err, pgx.ErrTxClosed) || errors.Is(err, pgx.ErrTxCommitRollback) {
 		if t.broken != nil {
@@ -82,6 +105,7 @@ func (t *tx) Commit(ctx context.Context) error {
 
 func (t *tx) Rollback(ctx context.Context) error {
 	err := t.t.Rollback(ctx)
+	t.release()
 	if err != nil && !errors.Is(err, pgx.ErrTxClosed) && t.broken != nil {
 		// Rolling back a transaction that a failover broke: it is gone anyway.
 		return &Error{Kind: ErrFailover, Op: "rollback", Node: t.n.key, Err: err}
