@@ -80,7 +80,9 @@ type Manager struct {
 	// began (nil if it ran): only a later exit is a crash under this term.
 	exitAtTerm error
 	lastAction string
-	member     clientv3.LeaseID
+	// retry spaces out retries of a failing role change.
+	retry  retryGate
+	member clientv3.LeaseID
 	// memberStop stops the keep-alive of the member lease (owned by the
 	// loop goroutine, like member).
 	memberStop context.CancelFunc
@@ -113,7 +115,8 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("ha: telemetry: %w", err)
 	}
 	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log, tel: tel,
-		view: newView(cfg.Client, layout, log)}
+		retry: retryGate{min: cfg.LoopInterval, max: retryMax},
+		view:  newView(cfg.Client, layout, log)}
 	m.status.Node = cfg.Node
 	return m, nil
 }
@@ -183,8 +186,14 @@ func (m *Manager) step(ctx context.Context) error {
 	}
 	started := time.Now()
 	var err error
-	switch a.Kind {
-	case actWait, actLead:
+	ok, left, lastErr := m.retry.allow(a, o.Now)
+	switch {
+	case !ok:
+		// The same role change failed a moment ago: wait out its backoff
+		// (Status keeps showing its error).
+		err = lastErr
+		m.log.Debug("retry postponed", "action", a.Kind.String(), "retry_in", left.Round(time.Millisecond).String())
+	case a.Kind == actWait || a.Kind == actLead:
 		err = m.execute(ctx, a, o)
 	default: // a role change: one span each
 		sctx, span := m.span(ctx, a.Kind.String(), o)
@@ -195,8 +204,10 @@ func (m *Manager) step(ctx context.Context) error {
 		}
 	}
 	m.tel.loop.Record(ctx, time.Since(started).Seconds())
-	if err != nil && ctx.Err() == nil {
-		m.log.Warn("action did not complete", "action", a.Kind.String(), "err", err.Error())
+	if ok && ctx.Err() == nil {
+		if d := m.retry.done(a, o.Now, err); err != nil {
+			m.log.Warn("action did not complete", "action", a.Kind.String(), "err", err.Error(), "retry_in", d.Round(time.Millisecond).String())
+		}
 	}
 	if errors.Is(err, ErrRefused) {
 		return err
