@@ -642,6 +642,10 @@ func TestPrimaryNodeLost(t *testing.T) {
 	start := time.Now()
 	c.stopManager(old, true)
 	kill9(t, old)
+	// The killed postmaster's backends can still commit for a moment (the
+	// writer's session outlives its postmaster): only writes after a new
+	// leader count.
+	c.waitNewLeader(old.name, 30*time.Second, "a new leader")
 	w.waitMore(t, 20, 30*time.Second, "writes on the new primary")
 	t.Logf("node loss → writes resumed in %v", time.Since(start).Round(time.Millisecond))
 	lr, err := c.leaderRecord()

@@ -45,7 +45,25 @@
 // pool follows the leader record; other clients can keep writing to the old
 // primary until it is stopped. Synchronous mode bounds the damage (commits
 // on the old primary wait for a standby that follows the new one and so
-// never confirm). A watchdog is not implemented yet.
+// never confirm). [Config.Watchdog] closes the gap: the leader arms
+// /dev/watchdog before it can become writable, with a timeout that ends no
+// later than its lease, and pets it only after renewals, so the machine of
+// a frozen manager is reset in time.
+//
+// Every deadline is measured on the local monotonic clock, never from
+// timestamps in etcd records: a step of the wall clock (NTP, date -s)
+// neither ends a term early nor extends it (TestWallClockSteps steps it
+// ten minutes each way under a leader).
+//
+// # Rejoin
+//
+// A data directory that ran as a primary is rewound (pg_rewind) from the
+// new leader before it follows, and so is a standby that replayed WAL of
+// its timeline past the point where the leader's timeline forked off it
+// (an asynchronous standby that had received more than the standby that
+// was promoted): a node never streams on a diverged timeline. A rewind
+// interrupted half-way leaves the directory unusable; with
+// replicate.Config.ReplaceDataDir the node moves it aside and clones anew.
 //
 // # Synchronous mode
 //
@@ -66,7 +84,12 @@
 //
 // Invalid configuration is a *[ConfigError] naming the field. Every
 // decision is logged once with its reason when it changes; an action that
-// fails is logged and retried on the next round.
+// fails is logged and retried. A role change that keeps failing (clone,
+// rewind, follow, start, bootstrap) is retried with capped exponential
+// backoff and full jitter, from LoopInterval up to 15 s, so that a node
+// whose source is down neither runs pg_basebackup or pg_rewind against it
+// nor logs a warning every round; a new leader is tried at once. Safety
+// actions (fence, resign, promote) are never delayed.
 //
 // # Concurrency
 //
