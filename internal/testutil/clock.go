@@ -13,7 +13,8 @@ import (
 // a step does not move.
 //
 // Stepping the clock needs CAP_SYS_TIME (root): without it the test is
-// skipped, or fails under CI=true, where tests run as root. The step is
+// skipped, or fails under CI=true, where tests run as root.
+// PGHA_TEST_CLOCK=off skips it on a machine whose clock must not move. The step is
 // machine-wide: use it only in a test that runs alone (not t.Parallel),
 // and keep offsets small enough for what else runs on the machine.
 type WallClock struct {
@@ -26,6 +27,9 @@ type WallClock struct {
 // clock can be set (by setting it to the true time).
 func StepWallClock(t TB) *WallClock {
 	t.Helper()
+	if os.Getenv("PGHA_TEST_CLOCK") == "off" {
+		t.Skip("testutil: PGHA_TEST_CLOCK=off: not stepping this machine's wall clock")
+	}
 	c := &WallClock{t: t, origin: time.Now()}
 	if err := c.set(0); err != nil {
 		if os.Getenv("CI") == "true" {
