@@ -86,7 +86,7 @@
 // decision is logged once with its reason when it changes; an action that
 // fails is logged and retried. A role change that keeps failing (clone,
 // rewind, follow, start, bootstrap) is retried with capped exponential
-// backoff and full jitter, from LoopInterval up to 15 s, so that a node
+// backoff and full jitter, from LoopInterval up to 5 s, so that a node
 // whose source is down neither runs pg_basebackup or pg_rewind against it
 // nor logs a warning every round; a new leader is tried at once. Safety
 // actions (fence, resign, promote) are never delayed.

@@ -67,4 +67,8 @@ func (g *retryGate) done(a action, now time.Time, err error) time.Duration {
 }
 
 // retryMax caps the wait between two attempts of a failing role change.
-const retryMax = 15 * time.Second
+// It bounds how late a standby may follow a new primary after a fault that
+// made its follows fail for a while (in synchronous mode, commits can wait
+// for that standby), so it stays short: 5 s is still ten times fewer
+// attempts than one per default loop interval.
+const retryMax = 5 * time.Second
