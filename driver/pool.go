@@ -530,7 +530,7 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 		}
 	}
 	p.tel.routed(n, true)
-	tag, err, rep := p.exec(ctx, n, sql, arguments)
+	tag, rep, err := p.exec(ctx, n, sql, arguments)
 	if err == nil {
 		return tag, rep
 	}
@@ -543,7 +543,7 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 		return pgconn.CommandTag{}, err
 	}
 	p.tel.routed(n, true)
-	tag, err, rep = p.exec(ctx, n, sql, arguments)
+	tag, rep, err = p.exec(ctx, n, sql, arguments)
 	if err != nil {
 		_, err = p.afterErr(ctx, n, "exec", err, false)
 		return tag, err
@@ -555,10 +555,10 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 // exec, release). rep is the [ErrNotReplicated] error for a statement
 // that succeeded while PostgreSQL cancelled its commit's wait for the
 // synchronous standbys.
-func (p *Pool) exec(ctx context.Context, n *node, sql string, args []any) (tag pgconn.CommandTag, err, rep error) {
+func (p *Pool) exec(ctx context.Context, n *node, sql string, args []any) (tag pgconn.CommandTag, rep, err error) {
 	c, err := n.wp.Load().Acquire(ctx)
 	if err != nil {
-		return tag, err, nil
+		return tag, nil, err
 	}
 	defer c.Release()
 	pc := c.Conn().PgConn()
@@ -567,15 +567,15 @@ func (p *Pool) exec(ctx context.Context, n *node, sql string, args []any) (tag p
 	if err == nil {
 		rep = takeSyncWait(pc, "exec", n.key)
 	}
-	return tag, err, rep
+	return tag, rep, err
 }
 
 // queryRow runs sql and scans its row on n's write pool, as
 // pgxpool.Pool.QueryRow does; rep as for [Pool.exec].
-func (p *Pool) queryRow(ctx context.Context, n *node, sql string, args, dest []any) (err, rep error) {
+func (p *Pool) queryRow(ctx context.Context, n *node, sql string, args, dest []any) (rep, err error) {
 	c, err := n.wp.Load().Acquire(ctx)
 	if err != nil {
-		return err, nil
+		return nil, err
 	}
 	defer c.Release()
 	pc := c.Conn().PgConn()
@@ -584,7 +584,7 @@ func (p *Pool) queryRow(ctx context.Context, n *node, sql string, args, dest []a
 	if err == nil {
 		rep = takeSyncWait(pc, "query row", n.key)
 	}
-	return err, rep
+	return rep, err
 }
 
 // Query runs sql on the primary. Errors returned by Query itself are
@@ -644,7 +644,7 @@ func (r *poolRow) Scan(dest ...any) error {
 		}
 	}
 	p.tel.routed(n, true)
-	err, rep := p.queryRow(ctx, n, r.sql, r.args, dest)
+	rep, err := p.queryRow(ctx, n, r.sql, r.args, dest)
 	if err == nil {
 		return rep
 	}
@@ -660,7 +660,7 @@ func (r *poolRow) Scan(dest ...any) error {
 		return err
 	}
 	p.tel.routed(n, true)
-	err, rep = p.queryRow(ctx, n, r.sql, r.args, dest)
+	rep, err = p.queryRow(ctx, n, r.sql, r.args, dest)
 	if err == nil {
 		return rep
 	}
