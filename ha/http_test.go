@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,22 +103,16 @@ func TestHTTPServerLimits(t *testing.T) {
 
 	req, _ := http.NewRequest(http.MethodGet, base+"/liveness", nil)
 	req.Header.Set("X-Big", strings.Repeat("h", 2*HTTPMaxHeaderBytes+8192))
-	if code := do(t, req); code != http.StatusRequestHeaderFieldsTooLarge {
-		t.Errorf("GET with %d header bytes = %d; want 431", 2*HTTPMaxHeaderBytes+8192, code)
-	}
+	doOversized(t, req, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("GET with %d header bytes", 2*HTTPMaxHeaderBytes+8192))
 
 	req, _ = http.NewRequest(http.MethodPost, base+"/pause", bytes.NewReader(make([]byte, HTTPMaxBodyBytes+1)))
 	req.Header.Set("Authorization", "Bearer "+testAdminToken)
-	if code := do(t, req); code != http.StatusRequestEntityTooLarge {
-		t.Errorf("POST /pause with a %d-byte body = %d; want 413", HTTPMaxBodyBytes+1, code)
-	}
+	doOversized(t, req, http.StatusRequestEntityTooLarge, fmt.Sprintf("POST /pause with a %d-byte body", HTTPMaxBodyBytes+1))
 	// Streamed (chunked, no Content-Length): MaxBytesReader stops it.
 	body := io.MultiReader(strings.NewReader(`{"reason": "`), strings.NewReader(strings.Repeat("r", HTTPMaxBodyBytes)), strings.NewReader(`"}`))
 	req, _ = http.NewRequest(http.MethodPost, base+"/pause", body)
 	req.Header.Set("Authorization", "Bearer "+testAdminToken)
-	if code := do(t, req); code != http.StatusRequestEntityTooLarge {
-		t.Errorf("POST /pause with a streamed %d-byte body = %d; want 413", HTTPMaxBodyBytes+14, code)
-	}
+	doOversized(t, req, http.StatusRequestEntityTooLarge, fmt.Sprintf("POST /pause with a streamed %d-byte body", HTTPMaxBodyBytes+14))
 	if paused(t, m) {
 		t.Errorf("an oversized request paused the cluster")
 	}
@@ -220,6 +216,28 @@ func paused(t *testing.T, m *Manager) bool {
 }
 
 // do sends req on a fresh connection and returns the status code.
+// doOversized sends a request over a limit: the server must refuse it
+// with code want. It answers and closes the connection without reading
+// the rest, so the client, still sending, may see the connection reset
+// before it reads the answer (a race seen in CI): that is a refusal too.
+// Any other outcome fails the test.
+func doOversized(t *testing.T, req *http.Request, want int, what string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+			t.Logf("%s: the server closed the connection before the client read its answer: %v", what, err)
+			return
+		}
+		t.Fatalf("%s: %v", what, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Errorf("%s = %d; want %d", what, resp.StatusCode, want)
+	}
+}
+
 func do(t *testing.T, req *http.Request) int {
 	t.Helper()
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
