@@ -36,6 +36,7 @@ const (
 	DefaultLeaseTTL            = 5 * time.Second
 	DefaultLoopInterval        = 500 * time.Millisecond
 	DefaultMaxLagOnFailover    = 1 << 20 // 1 MiB
+	DefaultDepartedSlotTTL     = 30 * time.Minute
 	DefaultPrimaryStartTimeout = 30 * time.Second
 )
 
@@ -94,6 +95,17 @@ type Config struct {
 	// leadership. Default 30 s. In synchronous modes the leader fails over
 	// at once.
 	PrimaryStartTimeout time.Duration
+
+	// DepartedSlotTTL is how long the leader keeps the replication slot it
+	// created for a member after that member's record is gone (its lease
+	// expired: the node is down, or was removed for good). A slot keeps
+	// every WAL segment its member has not received, so the slot of a node
+	// that never comes back would fill the leader's disk. Default 30 min;
+	// negative: never drop. A member that comes back later than this may
+	// find the WAL it needs gone and must be cloned anew (see
+	// replicate.Config.ReplaceDataDir). Only slots this manager created
+	// while leading are ever dropped, never slots made by anyone else.
+	DepartedSlotTTL time.Duration
 
 	// Watchdog arms a Linux watchdog device while this node leads, so that
 	// a frozen or dead manager whose PostgreSQL still accepts writes gets
@@ -162,6 +174,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PrimaryStartTimeout == 0 {
 		c.PrimaryStartTimeout = DefaultPrimaryStartTimeout
+	}
+	if c.DepartedSlotTTL == 0 {
+		c.DepartedSlotTTL = DefaultDepartedSlotTTL
 	}
 	if c.Watchdog == "" {
 		c.Watchdog = WatchdogOff

@@ -81,8 +81,12 @@ type Manager struct {
 	exitAtTerm error
 	lastAction string
 	// retry spaces out retries of a failing role change.
-	retry  retryGate
-	member clientv3.LeaseID
+	retry retryGate
+	// ownSlots are the replication slots this manager created while
+	// leading, with when their member was first seen gone (zero while it
+	// is a member); see Config.DepartedSlotTTL.
+	ownSlots map[string]time.Time
+	member   clientv3.LeaseID
 	// memberStop stops the keep-alive of the member lease (owned by the
 	// loop goroutine, like member).
 	memberStop context.CancelFunc
@@ -869,18 +873,48 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 		// is stale: remove it (guarded by our leadership).
 		m.cfg.Client.Txn(ctx).If(term.IsOwner()).Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
 	}
-	for name := range o.Members {
-		if name == m.cfg.Node {
-			continue
-		}
-		if err := m.inst.EnsureSlot(ctx, replicate.SlotName(name)); err != nil {
-			m.log.Debug("ensure slot", "member", name, "err", err.Error())
-		}
-	}
+	m.maintainSlots(ctx, o)
 	if m.cfg.SyncMode != SyncOff {
 		return m.maintainSync(ctx, term, o)
 	}
 	return nil
+}
+
+// maintainSlots keeps a replication slot for every other member, and
+// drops a slot this manager created once its member has been gone for
+// DepartedSlotTTL, so that a departed node's slot does not retain WAL on
+// the leader forever.
+func (m *Manager) maintainSlots(ctx context.Context, o observation) {
+	if m.ownSlots == nil {
+		m.ownSlots = map[string]time.Time{}
+	}
+	present := map[string]bool{}
+	for name := range o.Members {
+		if name == m.cfg.Node {
+			continue
+		}
+		slot := replicate.SlotName(name)
+		present[slot] = true
+		if err := m.inst.EnsureSlot(ctx, slot); err != nil {
+			m.log.Debug("ensure slot", "member", name, "err", err.Error())
+			continue
+		}
+		m.ownSlots[slot] = time.Time{}
+	}
+	for slot, gone := range m.ownSlots {
+		switch {
+		case present[slot] || slot == replicate.SlotName(m.cfg.Node):
+		case gone.IsZero():
+			m.ownSlots[slot] = o.Now
+		case m.cfg.DepartedSlotTTL > 0 && o.Now.Sub(gone) >= m.cfg.DepartedSlotTTL:
+			if err := m.inst.DropSlot(ctx, slot); err != nil {
+				m.log.Debug("drop slot of departed member", "slot", slot, "err", err.Error())
+				continue
+			}
+			delete(m.ownSlots, slot)
+			m.log.Info("dropped the replication slot of a departed member", "slot", slot, "gone_for", o.Now.Sub(gone).Round(time.Second).String())
+		}
+	}
 }
 
 // maintainSync keeps synchronous_standby_names and the sync key in step so
