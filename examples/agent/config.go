@@ -72,6 +72,7 @@ type config struct {
 	noFailover          bool
 	priority            int
 	primaryStartTimeout time.Duration
+	departedSlotTTL     time.Duration
 
 	logLevel        string
 	logFormat       string
@@ -135,6 +136,7 @@ func defaultConfig() *config {
 		syncMode:            string(ha.SyncOff),
 		syncStandbys:        1,
 		primaryStartTimeout: ha.DefaultPrimaryStartTimeout,
+		departedSlotTTL:     ha.DefaultDepartedSlotTTL,
 		logLevel:            "info",
 		logFormat:           "text",
 		shutdownTimeout:     15 * time.Second,
@@ -188,6 +190,7 @@ func (c *config) settings() []setting {
 		{"nofailover", "never promote this node automatically", &c.noFailover},
 		{"priority", "tie-breaker between equally advanced candidates: higher wins", &c.priority},
 		{"primary-start-timeout", "how long a leader restarts its crashed PostgreSQL in place (asynchronous mode)", &c.primaryStartTimeout},
+		{"departed-slot-ttl", "how long the leader keeps the replication slot of a member that is gone (negative: forever)", &c.departedSlotTTL},
 
 		{"log-level", "debug, info, warn or error", &c.logLevel},
 		{"log-format", "text or json", &c.logFormat},
@@ -619,7 +622,8 @@ var fieldSettings = map[string]string{
 	"Cluster": "cluster", "Node": "node", "KeyRoot": "key-root", "Host": "pg-advertise-host",
 	"LeaseTTL": "lease-ttl", "LoopInterval": "loop-interval", "MaxLagOnFailover": "max-lag-on-failover",
 	"SyncMode": "sync-mode", "SyncStandbys": "sync-standbys", "PrimaryStartTimeout": "primary-start-timeout",
-	"FenceBudget": "lease-ttl",
+	"DepartedSlotTTL": "departed-slot-ttl",
+	"FenceBudget":     "lease-ttl",
 	// replicate.Config
 	"Name": "node", "DataDir": "pg-data-dir", "BinDir": "pg-bin-dir", "ListenAddresses": "pg-listen-addresses",
 	"Port": "pg-port", "SocketDir": "pg-socket-dir", "LogFile": "pg-log-file", "Superuser": "pg-superuser",

@@ -181,6 +181,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		NoFailover:          cfg.noFailover,
 		Priority:            cfg.priority,
 		PrimaryStartTimeout: cfg.primaryStartTimeout,
+		DepartedSlotTTL:     cfg.departedSlotTTL,
 		Logger:              log,
 		MeterProvider:       mp,
 	})
