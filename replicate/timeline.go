@@ -86,6 +86,16 @@ func replayTimeline(ctx context.Context, conn *pgx.Conn, replay LSN, cur uint32)
 	if err != nil {
 		return cur, false, err
 	}
+	// Each history file is read at most once.
+	read := map[uint32][]historyEntry{}
+	history := func(t uint32) ([]historyEntry, error) {
+		if h, ok := read[t]; ok {
+			return h, nil
+		}
+		h, err := readHistoryFile(ctx, conn, t)
+		read[t] = h
+		return h, err
+	}
 	tl := cur
 	for i := len(w.history) - 1; i >= 0; i-- {
 		t := w.history[i]
@@ -95,7 +105,7 @@ func replayTimeline(ctx context.Context, conn *pgx.Conn, replay LSN, cur uint32)
 		if !w.segments[t] {
 			continue
 		}
-		h, err := readHistoryFile(ctx, conn, t)
+		h, err := history(t)
 		if err != nil {
 			return cur, false, err
 		}
@@ -107,7 +117,7 @@ func replayTimeline(ctx context.Context, conn *pgx.Conn, replay LSN, cur uint32)
 	// Diverged: the newest timeline known forked off ours at a point we
 	// have replayed past.
 	if n := len(w.history); n > 0 && w.history[n-1] > tl {
-		h, err := readHistoryFile(ctx, conn, w.history[n-1])
+		h, err := history(w.history[n-1])
 		if err != nil {
 			return tl, false, err
 		}
@@ -169,16 +179,6 @@ func parseHistory(content string, tl uint32) ([]historyEntry, error) {
 		return nil, fmt.Errorf("timeline history has no entry (want \"parent<TAB>X/Y<TAB>reason\")")
 	}
 	return h, nil
-}
-
-// parseHistorySwitch returns the point where timeline tl forked from its
-// parent, from tl's history file: the last entry.
-func parseHistorySwitch(content string, tl uint32) (LSN, error) {
-	h, err := parseHistory(content, tl)
-	if err != nil {
-		return 0, err
-	}
-	return h[len(h)-1].Switch, nil
 }
 
 func truncate(s string, n int) string {

@@ -5,7 +5,9 @@ import (
 	"testing"
 )
 
-func TestParseHistorySwitch(t *testing.T) {
+// TestParseHistory checks the switch point of a timeline (its history's
+// last entry) and the rejections.
+func TestParseHistory(t *testing.T) {
 	cases := []struct {
 		content string
 		tl      uint32
@@ -23,30 +25,42 @@ func TestParseHistorySwitch(t *testing.T) {
 		{"1\tnope\tr\n", 2, 0, "switch point"},
 	}
 	for _, tc := range cases {
-		got, err := parseHistorySwitch(tc.content, tc.tl)
+		var got LSN
+		h, err := parseHistory(tc.content, tc.tl)
+		if err == nil {
+			got = h[len(h)-1].Switch
+		}
 		switch {
 		case tc.err == "" && (err != nil || got != tc.want):
-			t.Errorf("parseHistorySwitch(%q, %d) = %v, %v; want %v", tc.content, tc.tl, got, err, tc.want)
+			t.Errorf("parseHistory(%q, %d) switch = %v, %v; want %v", tc.content, tc.tl, got, err, tc.want)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
-			t.Errorf("parseHistorySwitch(%q, %d) error = %v; want one containing %q", tc.content, tc.tl, err, tc.err)
+			t.Errorf("parseHistory(%q, %d) error = %v; want one containing %q", tc.content, tc.tl, err, tc.err)
 		}
 	}
 }
 
-func FuzzParseHistorySwitch(f *testing.F) {
+func FuzzParseHistory(f *testing.F) {
 	f.Add("1\t0/3000000\tno recovery target specified\n", uint32(2))
 	f.Add("1\t0/3000000\tr\n\n2\t0/5A000A0\tr\n", uint32(3))
 	f.Add("", uint32(1))
 	f.Fuzz(func(t *testing.T, content string, tl uint32) {
-		lsn, err := parseHistorySwitch(content, tl)
+		h, err := parseHistory(content, tl)
 		if err != nil {
 			if !strings.Contains(err.Error(), "timeline history") {
 				t.Fatalf("error %q does not say it is about the timeline history", err)
 			}
 			return
 		}
-		if lsn.String() == "" {
-			t.Fatal("empty LSN")
+		if len(h) == 0 {
+			t.Fatal("accepted a history without an entry")
+		}
+		for i, e := range h {
+			if e.Parent >= tl || i > 0 && e.Parent <= h[i-1].Parent {
+				t.Fatalf("accepted parents %v for timeline %d: want increasing, below it", h, tl)
+			}
+		}
+		if at, ok := forkPoint(h, h[0].Parent); !ok || at != h[0].Switch {
+			t.Fatalf("forkPoint(%v, %d) = %v, %v", h, h[0].Parent, at, ok)
 		}
 	})
 }
