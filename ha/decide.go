@@ -84,8 +84,10 @@ type observation struct {
 	SyncSet     []string // from the sync key
 	SyncPresent bool
 	Paused      bool
-	// Switchover is a pending planned switchover, nil if none.
-	Switchover *keyspace.SwitchoverRecord
+	// Switchover is a pending planned switchover, nil if none;
+	// SwitchoverRev is the etcd revision it was written at.
+	Switchover    *keyspace.SwitchoverRecord
+	SwitchoverRev int64
 
 	ignored []string // records that did not decode (ClusterStatus)
 }

@@ -871,7 +871,11 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 	if o.Switchover != nil && o.Switchover.From != m.cfg.Node {
 		// A switchover record that names another node as the old leader
 		// is stale: remove it (guarded by our leadership).
-		m.cfg.Client.Txn(ctx).If(term.IsOwner()).Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
+		// Only the record observed: an operator's new request written
+		// since (naming this node) must survive (TestSwitchoverToEveryNode
+		// lost one that way in CI).
+		m.cfg.Client.Txn(ctx).If(term.IsOwner(), clientv3.Compare(clientv3.ModRevision(m.layout.Switchover()), "=", o.SwitchoverRev)).
+			Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
 	}
 	m.maintainSlots(ctx, o)
 	if m.cfg.SyncMode != SyncOff {

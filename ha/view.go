@@ -215,7 +215,7 @@ func (v *view) fill(o *observation) bool {
 	}
 	_, o.Paused = v.kvs[v.layout.Pause()]
 	if r, ok := decodeKV[keyspace.SwitchoverRecord](v, v.layout.Switchover()); ok {
-		o.Switchover = &r
+		o.Switchover, o.SwitchoverRev = &r, v.kvs[v.layout.Switchover()].ModRevision
 	}
 	return true
 }
