@@ -87,6 +87,11 @@ type Instance struct {
 	fenceGen uint64     // incremented by every Fence
 	src      *Source    // the source of the last Clone, Follow or Rewind
 	srcTLI   uint32     // src's timeline then
+
+	// adminSem (one slot) serialises use of admin, the persistent
+	// session for status queries (adminconn.go).
+	adminSem chan struct{}
+	admin    adminConn
 }
 
 // process is one postmaster: a supervised child or an adopted one.
@@ -128,7 +133,7 @@ func New(cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	i := &Instance{cfg: cfg, bins: bins}
+	i := &Instance{cfg: cfg, bins: bins, adminSem: make(chan struct{}, 1)}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup(cfg.OSUser)
 		if err != nil {
@@ -583,6 +588,8 @@ func (i *Instance) stop(ctx context.Context, mode StopMode) error {
 	if p == nil {
 		return nil
 	}
+	// A smart shutdown waits for every session, ours included.
+	i.closeAdmin(ctx)
 	p.stopping.Store(true)
 	i.signal(p, mode.signal())
 	select {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -55,18 +56,15 @@ func (i *Instance) EnsureSlot(ctx context.Context, name string) error {
 	if err := checkSlotName(name); err != nil {
 		return err
 	}
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return opErr(fmt.Sprintf("ensure slot %s", name), err)
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true)
-		WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, name)
-	var pe *pgconn.PgError
-	if err != nil && !(errors.As(err, &pe) && pe.Code == "42710") { // duplicate_object: a concurrent create
-		return fmt.Errorf("replicate: ensure slot %s: %w", name, err)
-	}
-	return nil
+	return i.withAdmin(ctx, fmt.Sprintf("ensure slot %s", name), func(conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true)
+			WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, name)
+		var pe *pgconn.PgError
+		if err != nil && !(errors.As(err, &pe) && pe.Code == "42710") { // duplicate_object: a concurrent create
+			return fmt.Errorf("replicate: ensure slot %s: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // DropSlot drops the replication slot name from this (running) server. It is
@@ -77,50 +75,46 @@ func (i *Instance) DropSlot(ctx context.Context, name string) error {
 	if err := checkSlotName(name); err != nil {
 		return err
 	}
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return opErr(fmt.Sprintf("drop slot %s", name), err)
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "42704" { // undefined_object: dropped concurrently
+	return i.withAdmin(ctx, fmt.Sprintf("drop slot %s", name), func(conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name)
+		var pe *pgconn.PgError
+		if err != nil && !(errors.As(err, &pe) && pe.Code == "42704") { // undefined_object: dropped concurrently
+			return fmt.Errorf("replicate: drop slot %s: %w", name, err)
+		}
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("replicate: drop slot %s: %w", name, err)
-	}
-	return nil
+	})
 }
 
 // Slots lists the physical replication slots on this (running) server,
 // ordered by name.
 func (i *Instance) Slots(ctx context.Context) ([]Slot, error) {
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return nil, opErr("list slots", err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, `SELECT slot_name::text, active, restart_lsn::text FROM pg_replication_slots
-		WHERE slot_type = 'physical' ORDER BY slot_name`)
-	if err != nil {
-		return nil, fmt.Errorf("replicate: list slots: %w", err)
-	}
-	defer rows.Close()
 	var out []Slot
-	for rows.Next() {
-		var s Slot
-		var lsn *string
-		if err := rows.Scan(&s.Name, &s.Active, &lsn); err != nil {
-			return nil, fmt.Errorf("replicate: list slots: %w", err)
+	err := i.withAdmin(ctx, "list slots", func(conn *pgx.Conn) error {
+		out = nil
+		rows, err := conn.Query(ctx, `SELECT slot_name::text, active, restart_lsn::text FROM pg_replication_slots
+			WHERE slot_type = 'physical' ORDER BY slot_name`)
+		if err != nil {
+			return fmt.Errorf("replicate: list slots: %w", err)
 		}
-		if s.RestartLSN, err = parseLSNOrZero(lsn); err != nil {
-			return nil, fmt.Errorf("replicate: list slots: %w", err)
+		defer rows.Close()
+		for rows.Next() {
+			var s Slot
+			var lsn *string
+			if err := rows.Scan(&s.Name, &s.Active, &lsn); err != nil {
+				return fmt.Errorf("replicate: list slots: %w", err)
+			}
+			if s.RestartLSN, err = parseLSNOrZero(lsn); err != nil {
+				return fmt.Errorf("replicate: list slots: %w", err)
+			}
+			out = append(out, s)
 		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("replicate: list slots: %w", err)
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("replicate: list slots: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -103,7 +103,10 @@ type WALReceiver struct {
 }
 
 // Status reports the local server's state. When it is not running, the
-// fields come from pg_controldata. Errors: [ErrAuthentication] for a
+// fields come from pg_controldata. When it runs, the queries go over one
+// persistent superuser session per Instance (opened on first use, reopened
+// after a restart or a broken connection; [Instance.Close] closes it), so
+// calling Status every loop round makes no new logins. Errors: [ErrAuthentication] for a
 // rejected superuser password; a running server that refuses connections
 // (e.g. still starting) gives an error too.
 func (i *Instance) Status(ctx context.Context) (Status, error) {
@@ -124,16 +127,21 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		return st, nil
 	}
 	st.PID = p.pid
-	conn, err := i.Connect(ctx)
-	if err != nil {
-		return st, opErr(fmt.Sprintf("status %s", i.cfg.Name), err)
-	}
-	defer conn.Close(context.Background())
-	st.Running = true
+	base := st
+	err := i.withAdmin(ctx, fmt.Sprintf("status %s", i.cfg.Name), func(conn *pgx.Conn) error {
+		st = base // a retry on a fresh session starts over
+		st.Running = true
+		return i.queryStatus(ctx, conn, &st)
+	})
+	return st, err
+}
+
+// queryStatus fills the running server's part of st from conn.
+func (i *Instance) queryStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
 	var sysID string
 	var write, flush, recv, replay, tliHex *string
 	var ckptTLI int32
-	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
+	err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
 		(SELECT system_identifier::text FROM pg_control_system()),
 		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
 		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn()::text END,
@@ -143,10 +151,10 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		current_setting('synchronous_standby_names')`).Scan(
 		&st.InRecovery, &sysID, &write, &flush, &recv, &replay, &tliHex, &ckptTLI, &st.SynchronousStandbyNames)
 	if err != nil {
-		return st, fmt.Errorf("replicate: status %s: %w", i.cfg.Name, err)
+		return fmt.Errorf("replicate: status %s: %w", i.cfg.Name, err)
 	}
 	if st.SystemID, err = parseSystemID(sysID); err != nil {
-		return st, fmt.Errorf("replicate: status %s: pg_control_system(): %w", i.cfg.Name, err)
+		return fmt.Errorf("replicate: status %s: pg_control_system(): %w", i.cfg.Name, err)
 	}
 	var perr error
 	set := func(dst *LSN, s *string) {
@@ -167,7 +175,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	if tliHex != nil {
 		t, err := parseTimeline(*tliHex, 16)
 		if err != nil {
-			return st, fmt.Errorf("replicate: status %s: WAL file name: %w", i.cfg.Name, err)
+			return fmt.Errorf("replicate: status %s: WAL file name: %w", i.cfg.Name, err)
 		}
 		st.Timeline = t
 	}
@@ -176,14 +184,14 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		coalesce(state, ''), coalesce(sync_state, ''), sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text
 		FROM pg_stat_replication ORDER BY application_name, pid`)
 	if err != nil {
-		return st, fmt.Errorf("replicate: status %s: pg_stat_replication: %w", i.cfg.Name, err)
+		return fmt.Errorf("replicate: status %s: pg_stat_replication: %w", i.cfg.Name, err)
 	}
 	for rows.Next() {
 		var r Replica
 		var sent, w, f, rp *string
 		if err := rows.Scan(&r.Name, &r.ClientAddr, &r.State, &r.SyncState, &sent, &w, &f, &rp); err != nil {
 			rows.Close()
-			return st, fmt.Errorf("replicate: status %s: pg_stat_replication: %w", i.cfg.Name, err)
+			return fmt.Errorf("replicate: status %s: pg_stat_replication: %w", i.cfg.Name, err)
 		}
 		set(&r.SentLSN, sent)
 		set(&r.WriteLSN, w)
@@ -193,7 +201,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		st.Replicas = append(st.Replicas, r)
 	}
 	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("replicate: status %s: pg_stat_replication: %w", i.cfg.Name, err)
+		return fmt.Errorf("replicate: status %s: pg_stat_replication: %w", i.cfg.Name, err)
 	}
 
 	var w WALReceiver
@@ -205,7 +213,7 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	switch {
 	case err == pgx.ErrNoRows:
 	case err != nil:
-		return st, fmt.Errorf("replicate: status %s: pg_stat_wal_receiver: %w", i.cfg.Name, err)
+		return fmt.Errorf("replicate: status %s: pg_stat_wal_receiver: %w", i.cfg.Name, err)
 	default:
 		w.SenderPort, w.Timeline = int(port), uint32(tli)
 		set(&w.FlushedLSN, flushed)
@@ -216,14 +224,14 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 		}
 	}
 	if perr != nil {
-		return st, fmt.Errorf("replicate: status %s: %w", i.cfg.Name, perr)
+		return fmt.Errorf("replicate: status %s: %w", i.cfg.Name, perr)
 	}
 	if st.InRecovery && (st.WALReceiver == nil || st.WALReceiver.Status != "streaming") {
 		if st.Timeline, st.Diverged, err = replayTimeline(ctx, conn, st.ReplayLSN, st.Timeline); err != nil {
-			return st, fmt.Errorf("replicate: status %s: replay timeline: %w", i.cfg.Name, err)
+			return fmt.Errorf("replicate: status %s: replay timeline: %w", i.cfg.Name, err)
 		}
 	}
-	return st, nil
+	return nil
 }
 
 // WaitReplayed waits until this running standby has replayed WAL up to lsn
