@@ -68,6 +68,8 @@ type observation struct {
 	ValidUntil time.Time
 
 	Members map[string]member
+	// ViewRev is the etcd revision the cluster view reflects.
+	ViewRev int64
 	// LeaderGoneRev is the etcd revision at which the leader key was
 	// deleted (0 while there is a leader). Only member records written
 	// after it are fresh enough to choose a candidate.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgha/pgha/election"
@@ -88,8 +89,13 @@ type Manager struct {
 	ownSlots map[string]time.Time
 	member   clientv3.LeaseID
 	// memberStop stops the keep-alive of the member lease (owned by the
-	// loop goroutine, like member).
+	// loop goroutine, like member); memberLost is set when that
+	// keep-alive ends.
 	memberStop context.CancelFunc
+	memberLost atomic.Bool
+	// published is the member record last written, with when (o.Now)
+	// and at which etcd revision; see publishDue.
+	published published
 }
 
 // New validates cfg and returns a Manager. It contacts nothing.
@@ -120,7 +126,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log, tel: tel,
 		retry: retryGate{min: cfg.LoopInterval, max: retryMax},
-		view:  newView(cfg.Client, layout, log)}
+		view:  newView(cfg.Client, layout, cfg.Node, log)}
 	m.status.Node = cfg.Node
 	return m, nil
 }
@@ -148,6 +154,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	} else {
 		m.stopFencer()
 	}
+	m.inst.Close() // the status session; the next user of the Instance reopens it
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}
@@ -348,55 +355,6 @@ func roleOf(o observation, leading bool) keyspace.Role {
 		return keyspace.RoleReplica
 	}
 	return keyspace.RoleFenced
-}
-
-// publish writes this node's member record on its own lease.
-func (m *Manager) publish(ctx context.Context, o observation) {
-	pctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
-	defer cancel()
-	if m.member == 0 {
-		g, err := m.cfg.Client.Grant(pctx, int64(m.cfg.LeaseTTL/time.Second))
-		if err != nil {
-			return
-		}
-		kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		ka, err := m.cfg.Client.KeepAlive(kctx, g.ID)
-		if err != nil {
-			stop()
-			return
-		}
-		m.memberStop = stop
-		go func() {
-			for range ka { // drain; the channel closes when the lease is lost or revoked
-			}
-		}()
-		m.member = g.ID
-	}
-	l := o.Local
-	lag := lagBytes(o)
-	rec := keyspace.MemberRecord{
-		Node: m.cfg.Node, Role: roleOf(o, o.Leading), Host: m.cfg.Host, Port: m.cfg.Port,
-		Timeline: l.Timeline, SystemID: strconv.FormatUint(l.SystemID, 10),
-		WriteLSN: l.WriteLSN, ReceiveLSN: l.ReceiveLSN, ReplayLSN: l.ReplayLSN,
-		LagBytes: lag, Healthy: l.Running, Streaming: l.Streaming,
-		NoFailover: o.Cfg.NoFailover, Priority: m.cfg.Priority, UpdatedAt: time.Now().UTC(),
-	}
-	b, err := keyspace.Encode(rec)
-	if err != nil {
-		m.log.Error("encode member record", "err", err)
-		return
-	}
-	if _, err := m.cfg.Client.Put(pctx, m.layout.Member(m.cfg.Node), string(b), clientv3.WithLease(m.member)); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-			return
-		}
-		m.log.Debug("publish member record", "err", err)
-		// The lease may be gone: grant a new one next time, and stop
-		// renewing this one, so that repeated errors do not pile up
-		// leases and keep-alives.
-		m.member = 0
-		m.memberStop()
-	}
 }
 
 // leave is called when Run ends: a leader stops its PostgreSQL and resigns.

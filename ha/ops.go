@@ -80,7 +80,7 @@ func ClusterStatus(ctx context.Context, cli *clientv3.Client, cluster string, op
 	if err != nil {
 		return ClusterState{}, fmt.Errorf("ha: read cluster %s: %w", cluster, err)
 	}
-	v := newView(cli, layout, nil)
+	v := newView(cli, layout, "", nil)
 	for _, kv := range resp.Kvs {
 		v.kvs[string(kv.Key)] = kv
 	}

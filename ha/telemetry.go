@@ -22,6 +22,8 @@ type telemetry struct {
 	promotions metric.Int64Counter
 	fences     metric.Int64Counter
 	loop       metric.Float64Histogram
+	// memberWrites counts writes of this node's member record.
+	memberWrites metric.Int64Counter
 	// role and lag are read by observable gauges.
 	role atomic.Value // keyspace.Role
 	lag  atomic.Int64
@@ -49,6 +51,9 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, node string)
 		return nil, err
 	}
 	if tel.fences, err = m.Int64Counter("pgha.ha.fences", metric.WithDescription("Times this node fenced its PostgreSQL.")); err != nil {
+		return nil, err
+	}
+	if tel.memberWrites, err = m.Int64Counter("pgha.ha.member.writes", metric.WithDescription("Writes of this node's member record to etcd (on a change that matters to other nodes or pools, else one per heartbeat).")); err != nil {
 		return nil, err
 	}
 	if tel.loop, err = m.Float64Histogram("pgha.ha.loop.duration", metric.WithUnit("s"), metric.WithDescription("Duration of one observe-decide-act round.")); err != nil {

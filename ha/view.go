@@ -2,7 +2,9 @@ package ha
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +23,9 @@ type view struct {
 	cli    *clientv3.Client
 	layout keyspace.Layout
 	log    *slog.Logger
+	// self is this node's name: changes to its own member record (which
+	// it writes itself) never wake its loop.
+	self string
 
 	mu   sync.Mutex
 	kvs  map[string]*mvccpb.KeyValue
@@ -34,15 +39,18 @@ type view struct {
 	lastLeaderLSN  uint64
 	lastLeaderNode string
 	ready          bool
-	changed        chan struct{} // signalled (non-blocking) on every change
-	warned         map[string]bool
+	// changed is signalled (non-blocking) when a change needs a decision
+	// (see digestLocked), never for this node's own member record or a
+	// member's heartbeat.
+	changed chan struct{}
+	warned  map[string]bool
 	// logIgnored, when set, receives records that do not decode instead
 	// of the log (ClusterStatus reports them).
 	logIgnored func(key string, err error)
 }
 
-func newView(cli *clientv3.Client, layout keyspace.Layout, log *slog.Logger) *view {
-	return &view{cli: cli, layout: layout, log: log, kvs: map[string]*mvccpb.KeyValue{},
+func newView(cli *clientv3.Client, layout keyspace.Layout, self string, log *slog.Logger) *view {
+	return &view{cli: cli, layout: layout, self: self, log: log, kvs: map[string]*mvccpb.KeyValue{},
 		changed: make(chan struct{}, 1), warned: map[string]bool{}}
 }
 
@@ -77,6 +85,7 @@ func (v *view) run(ctx context.Context) {
 				break
 			}
 			v.mu.Lock()
+			before := v.digestLocked()
 			for _, ev := range wr.Events {
 				switch ev.Type {
 				case clientv3.EventTypePut:
@@ -89,8 +98,11 @@ func (v *view) run(ctx context.Context) {
 				v.afterChangeLocked(ev.Kv.ModRevision)
 			}
 			v.rev = wr.Header.Revision
+			wake := v.digestLocked() != before
 			v.mu.Unlock()
-			v.signal()
+			if wake {
+				v.signal()
+			}
 		}
 		cancel()
 		// The watch broke (etcd leader lost, compaction): re-read after a
@@ -102,6 +114,53 @@ func (v *view) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// digestLocked summarises what in the view can change a decision, so
+// that the loop wakes for those changes only (it runs every LoopInterval
+// anyway): the leader key and record; every key other than member records
+// (initialize, config, sync, switchover, pause, history), by revision;
+// and of other members' records, whether they exist and the fields that
+// decide roles and eligibility (role, health, streaming, timeline, tags,
+// address). Their WAL positions count only while there is no leader: a
+// failover is then choosing among fresh records. This node's own member
+// record is left out: the loop wrote it.
+func (v *view) digestLocked() string {
+	var b strings.Builder
+	_, lkey := v.leaderLocked()
+	if kv := v.kvs[lkey]; kv != nil {
+		fmt.Fprintf(&b, "L %s %d\n", lkey, kv.ModRevision)
+	}
+	noLeader := lkey == ""
+	keys := make([]string, 0, len(v.kvs))
+	for k := range v.kvs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	pfx := v.layout.Leader() + "/"
+	for _, k := range keys {
+		kv := v.kvs[k]
+		name := v.layout.MemberName(k)
+		switch {
+		case strings.HasPrefix(k, pfx):
+			// Covered by the leader rule above.
+		case name == "":
+			fmt.Fprintf(&b, "K %s %d\n", k, kv.ModRevision)
+		case name == v.self:
+		default:
+			r, err := keyspace.Decode[keyspace.MemberRecord](kv.Value)
+			if err != nil {
+				fmt.Fprintf(&b, "M %s undecodable %d\n", name, kv.ModRevision)
+				continue
+			}
+			fmt.Fprintf(&b, "M %s %s %t %t %d %t %d %s %s:%d %v %s\n", name, r.Role, r.Healthy, r.Streaming, r.Timeline,
+				r.NoFailover, r.Priority, r.SystemID, r.Host, r.Port, r.Tags, r.APIURL)
+			if noLeader {
+				fmt.Fprintf(&b, "  %d %d %d %d\n", kv.ModRevision, r.WriteLSN, r.ReceiveLSN, r.ReplayLSN)
+			}
+		}
+	}
+	return b.String()
 }
 
 func (v *view) signal() {
@@ -191,6 +250,7 @@ func (v *view) fill(o *observation) bool {
 	}
 	o.Leader, _ = v.leaderLocked()
 	o.LeaderGoneRev = v.gone
+	o.ViewRev = v.rev
 	o.LeaderGoneAt = v.goneAt
 	o.LastLeaderLSN = v.lastLeaderLSN
 	o.Members = map[string]member{}
