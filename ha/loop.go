@@ -1,0 +1,282 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/replicate"
+)
+
+// This file is the loop: Run's observe → decide → act rounds (loop, step,
+// observe) and the executor that carries out decide's action.
+
+func (m *Manager) loop(ctx context.Context) error {
+	if st, err := m.inst.Status(ctx); err == nil && st.Initialized && !st.StandbyConfigured {
+		// A data directory configured as a primary may hold WAL that no
+		// other node has: it must be rewound before it follows anyone.
+		m.wasPrimary = true
+	}
+	tick := time.NewTicker(m.cfg.LoopInterval)
+	defer tick.Stop()
+	for {
+		if err := m.step(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		case <-m.view.changed:
+		case <-m.inst.Exited():
+			// Observe at once: step records the crash.
+		}
+	}
+}
+
+// step runs one observe → decide → act round.
+func (m *Manager) step(ctx context.Context) error {
+	o, ok := m.observe(ctx)
+	if !ok || ctx.Err() != nil {
+		return nil // no cluster view yet, or stopping
+	}
+	a := decide(o)
+	if s := a.String(); s != m.lastAction {
+		m.log.Info("decision", "action", a.Kind.String(), "reason", a.Reason)
+		m.lastAction = s
+	}
+	started := time.Now()
+	var err error
+	ok, left, lastErr := m.retry.allow(a, o.Now)
+	switch {
+	case !ok:
+		// The same role change failed a moment ago: wait out its backoff
+		// (Status keeps showing its error).
+		err = lastErr
+		m.log.Debug("retry postponed", "action", a.Kind.String(), "retry_in", left.Round(time.Millisecond).String())
+	case a.Kind == actWait || a.Kind == actLead:
+		err = m.execute(ctx, a, o)
+	default: // a role change: one span each
+		sctx, span := m.span(ctx, a.Kind.String(), o)
+		err = m.execute(sctx, a, o)
+		endSpan(span, err)
+		if a.Kind == actFence {
+			m.tel.fences.Add(ctx, 1)
+		}
+	}
+	m.tel.loop.Record(ctx, time.Since(started).Seconds())
+	if ok && ctx.Err() == nil {
+		if d := m.retry.done(a, o.Now, err); err != nil {
+			m.log.Warn("action did not complete", "action", a.Kind.String(), "err", err.Error(), "retry_in", d.Round(time.Millisecond).String())
+		}
+	}
+	if errors.Is(err, ErrRefused) {
+		return err
+	}
+	m.publish(ctx, o)
+	m.mu.Lock()
+	m.status.LastAction = a.String()
+	m.status.LastError = errString(err)
+	m.status.Leading = m.leading()
+	m.status.Leader = ""
+	if o.Leader != nil {
+		m.status.Leader = o.Leader.Node
+	}
+	m.status.Timeline = o.Local.Timeline
+	m.status.Role = roleOf(o, m.leading())
+	m.tel.role.Store(m.status.Role)
+	m.tel.lag.Store(lagBytes(o))
+	m.hs = handlerStatus{Status: m.status, LagBytes: lagBytes(o), pgRunning: o.Local.Running,
+		streaming: o.Local.Streaming, lastStep: time.Now()}
+	if t := m.currentTerm(); t != nil && t.Err() == nil {
+		m.hs.validUntil = t.ValidUntil()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Manager) observe(ctx context.Context) (observation, bool) {
+	o := observation{Now: m.cfg.now(), Node: m.cfg.Node, Cfg: m.cfg}
+	if m.cfg.Watchdog == WatchdogRequired && !watchdogUsable(m.cfg.WatchdogDevice) {
+		// This node may not lead: say so in its member record, so that
+		// the other candidates do not wait for it.
+		o.Cfg.NoFailover = true
+	}
+	if !m.view.fill(&o) {
+		return o, false
+	}
+	m.termMu.Lock()
+	if m.term != nil {
+		if m.term.Err() == nil {
+			o.Leading, o.ValidUntil = true, m.term.ValidUntil()
+		}
+	}
+	m.termMu.Unlock()
+
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	defer cancel()
+	st, err := m.inst.Status(sctx)
+	if err != nil && m.inst.PID() > 0 && m.inst.ExitErr() == nil {
+		// The postmaster runs but did not answer in time (a loaded
+		// machine): its state is unknown, so decide nothing this round
+		// rather than act on a wrong picture. The leader's fencer runs
+		// on its own and still fences on time.
+		m.log.Debug("PostgreSQL status unknown; skipping this round", "err", err.Error())
+		return o, false
+	}
+	l := local{
+		Initialized: m.inst.Initialized(),
+		WasPrimary:  m.wasPrimary,
+		Following:   m.following,
+		CrashedAt:   m.crashedAt,
+	}
+	if err == nil {
+		l.RewindIncomplete = st.RewindIncomplete
+		l.Diverged = st.Diverged
+		l.Running = st.Running
+		l.InRecovery = st.InRecovery
+		m.maxTimeline = max(m.maxTimeline, st.Timeline)
+		l.Timeline = m.maxTimeline
+		l.SystemID = st.SystemID
+		l.WriteLSN = uint64(st.WriteLSN)
+		l.ReceiveLSN = uint64(st.ReceiveLSN)
+		l.ReplayLSN = uint64(st.ReplayLSN)
+		if !st.Running && st.CheckpointLSN != 0 {
+			l.ReplayLSN = uint64(st.CheckpointLSN)
+		}
+		l.Streaming = st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
+		switch {
+		case !st.Running || !st.InRecovery || l.Streaming:
+			m.notStreamingSince = time.Time{}
+		case m.notStreamingSince.IsZero():
+			m.notStreamingSince = o.Now
+		}
+		l.NotStreamingSince = m.notStreamingSince
+		if st.Running && !st.InRecovery && o.Leading {
+			m.crashedAt = time.Time{}
+		}
+	}
+	if exit := m.inst.ExitErr(); !l.Running && o.Leading && m.crashedAt.IsZero() && exit != nil && exit != m.exitAtTerm {
+		// The postmaster died under the leader (not stopped by us). This
+		// holds also when Status failed because it was dying.
+		m.crashedAt = o.Now
+		m.log.Warn("PostgreSQL exited on the leader", "err", errString(m.inst.ExitErr()))
+	}
+	l.CrashedAt = m.crashedAt
+	o.Local = l
+	return o, true
+}
+
+// lagBytes is how far a standby's replay is behind the leader's last
+// published write position; -1 when unknown or not a standby.
+func lagBytes(o observation) int64 {
+	l := o.Local
+	if o.LastLeaderLSN == 0 || !l.InRecovery || !l.Running {
+		return -1
+	}
+	return max(0, int64(o.LastLeaderLSN)-int64(l.ReplayLSN))
+}
+
+func roleOf(o observation, leading bool) keyspace.Role {
+	switch {
+	case !o.Local.Initialized:
+		return keyspace.RoleStarting
+	case !o.Local.Running:
+		if o.Local.WasPrimary {
+			return keyspace.RoleFenced
+		}
+		return keyspace.RoleStopped
+	case !o.Local.InRecovery && leading:
+		return keyspace.RolePrimary
+	case o.Local.InRecovery:
+		return keyspace.RoleReplica
+	}
+	return keyspace.RoleFenced
+}
+
+// opTimeout bounds actions that talk to a running PostgreSQL and should
+// take well under a second (promote, follow); long ones (clone, rewind) are
+// bounded only by Run's context.
+const opTimeout = 30 * time.Second
+
+// source returns the replication source for a leader.
+func (m *Manager) source(l *keyspace.LeaderRecord) replicate.Source {
+	return replicate.Source{Host: l.Host, Port: l.Port, Slot: replicate.SlotName(m.cfg.Node)}
+}
+
+func (m *Manager) execute(ctx context.Context, a action, o observation) error {
+	switch a.Kind {
+	case actWait:
+		return nil
+	case actRefuse:
+		return fmt.Errorf("%w: %s", ErrRefused, a.Reason)
+	case actFence:
+		return m.fence(ctx, a.Reason)
+	case actBootstrap:
+		return m.bootstrap(ctx, o)
+	case actClone:
+		if err := m.inst.Clone(ctx, m.source(a.Leader)); err != nil {
+			return fmt.Errorf("clone from %s: %w", a.Leader.Node, err)
+		}
+		m.wasPrimary, m.following, m.maxTimeline = false, a.Leader.Node, 0
+		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+			return fmt.Errorf("start after clone: %w", err)
+		}
+		return nil
+	case actFollow:
+		ctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
+		if err := m.inst.Follow(ctx, m.source(a.Leader)); err != nil {
+			return fmt.Errorf("follow %s: %w", a.Leader.Node, err)
+		}
+		m.following = a.Leader.Node
+		if !o.Local.Running {
+			if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+				return fmt.Errorf("start to follow %s: %w", a.Leader.Node, err)
+			}
+		}
+		return nil
+	case actRewind:
+		if o.Local.Running {
+			if err := m.inst.Stop(ctx, replicate.Fast); err != nil {
+				return fmt.Errorf("stop before rewind: %w", err)
+			}
+		}
+		if err := m.inst.Rewind(ctx, m.source(a.Leader)); err != nil {
+			return fmt.Errorf("rewind from %s: %w", a.Leader.Node, err)
+		}
+		m.wasPrimary, m.following, m.maxTimeline = false, a.Leader.Node, 0
+		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+			return fmt.Errorf("start after rewind: %w", err)
+		}
+		return nil
+	case actStart, actRestartPrimary:
+		if a.Kind == actRestartPrimary && m.crashedAt.IsZero() {
+			m.crashedAt = o.Now
+		}
+		sctx, cancel := context.WithTimeout(ctx, m.cfg.PrimaryStartTimeout)
+		defer cancel()
+		if err := m.inst.Start(sctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+			return fmt.Errorf("start: %w", err)
+		}
+		return nil
+	case actCampaign:
+		return m.campaign(ctx, o)
+	case actPromote:
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
+		return m.promote(pctx, o)
+	case actLead:
+		// The heartbeat must never hold the loop: a PostgreSQL call on a
+		// server that just died could otherwise wait forever, and the loop
+		// would miss the crash.
+		lctx, cancel := context.WithTimeout(ctx, m.cfg.LeaseTTL/2)
+		defer cancel()
+		return m.lead(lctx, o)
+	case actResign:
+		return m.resign(ctx, o, a.Reason)
+	}
+	return fmt.Errorf("unknown action %v", a.Kind)
+}
