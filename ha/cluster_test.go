@@ -544,7 +544,7 @@ func TestBootstrapThreeNodes(t *testing.T) {
 			t.Fatalf("%s system id %d; cluster's %s", n.name, st.SystemID, ir.SystemID)
 		}
 	}
-	if s := lead.mgr.Status(); !s.Leading || s.Role != keyspace.RolePrimary {
+	if s := lead.mgr.Status(); !s.Leading || s.Role != RolePrimary {
 		t.Fatalf("leader status %+v", s)
 	}
 }

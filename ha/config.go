@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/pgha/pgha/election"
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,7 +34,7 @@ const (
 
 // Defaults for zero fields of [Config].
 const (
-	DefaultLeaseTTL            = 5 * time.Second
+	DefaultLeaseTTL            = election.DefaultLeaseTTL
 	DefaultLoopInterval        = 500 * time.Millisecond
 	DefaultMaxLagOnFailover    = 1 << 20 // 1 MiB
 	DefaultDepartedSlotTTL     = 30 * time.Minute
@@ -137,6 +138,17 @@ type Config struct {
 // Node, Client and Instance.
 func DefaultConfig() Config {
 	var c Config
+	c.setDefaults()
+	return c
+}
+
+// LocalConfig returns [DefaultConfig] tuned for a cluster on one machine or
+// one LAN, as in the demo and the tests: lease TTL 2 s and a loop every
+// 200 ms, so a dead primary is replaced in about 2 s. Set Cluster, Node,
+// Client and Instance. On a network with round trips of more than a few
+// milliseconds, keep the defaults.
+func LocalConfig() Config {
+	c := Config{LeaseTTL: 2 * time.Second, LoopInterval: 200 * time.Millisecond}
 	c.setDefaults()
 	return c
 }

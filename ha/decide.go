@@ -38,6 +38,11 @@ type local struct {
 	// RewindIncomplete: an interrupted pg_rewind left the data directory
 	// unusable; only a new clone helps.
 	RewindIncomplete bool
+	// StreamingStandbys are the standbys streaming from this server
+	// (pg_stat_replication state "streaming"), and SyncStandbyNames its
+	// synchronous_standby_names in effect.
+	StreamingStandbys []string
+	SyncStandbyNames  string
 	// Diverged: this standby replayed WAL of its timeline past the point
 	// where a newer timeline forked off it; it can follow that timeline
 	// only after a rewind (replicate.Status.Diverged).
@@ -53,11 +58,37 @@ type member struct {
 	ModRev int64
 }
 
+// policy is the part of Config that decisions read: decide and the other
+// pure functions see these settings only, never the etcd client, the
+// instance or the logger.
+type policy struct {
+	SyncMode            SyncMode
+	SyncStandbys        int
+	MaxLagOnFailover    int64
+	FenceBudget         time.Duration
+	PrimaryStartTimeout time.Duration
+	LoopInterval        time.Duration
+	DepartedSlotTTL     time.Duration
+	NoFailover          bool
+	Priority            int
+	// ReplaceDataDir mirrors the Instance's ReplaceDataDir: a data
+	// directory may be moved aside and cloned anew.
+	ReplaceDataDir bool
+}
+
+// policy returns the settings decisions read, from a Config with its
+// defaults set.
+func (c Config) policy() policy {
+	return policy{SyncMode: c.SyncMode, SyncStandbys: c.SyncStandbys, MaxLagOnFailover: c.MaxLagOnFailover,
+		FenceBudget: c.FenceBudget, PrimaryStartTimeout: c.PrimaryStartTimeout, LoopInterval: c.LoopInterval,
+		DepartedSlotTTL: c.DepartedSlotTTL, NoFailover: c.NoFailover, Priority: c.Priority, ReplaceDataDir: c.replaceDataDir}
+}
+
 // observation is everything decide looks at.
 type observation struct {
-	Now  time.Time
-	Node string
-	Cfg  Config
+	Now    time.Time
+	Node   string
+	Policy policy
 
 	Local local
 
@@ -172,7 +203,7 @@ func decide(o observation) action {
 
 func decideLeader(o observation) action {
 	l := o.Local
-	if !o.Now.Before(o.ValidUntil.Add(-o.Cfg.FenceBudget)) {
+	if !o.Now.Before(o.ValidUntil.Add(-o.Policy.FenceBudget)) {
 		return act(actFence, "lease not renewed in time: %v left before ValidUntil", o.ValidUntil.Sub(o.Now))
 	}
 	if o.Switchover != nil && o.Switchover.From == o.Node {
@@ -181,11 +212,11 @@ func decideLeader(o observation) action {
 		}
 	}
 	if !l.Running {
-		if o.Cfg.SyncMode != SyncOff && !l.CrashedAt.IsZero() {
+		if o.Policy.SyncMode != SyncOff && !l.CrashedAt.IsZero() {
 			return act(actResign, "PostgreSQL crashed on the leader in synchronous mode: failing over at once")
 		}
-		if !l.CrashedAt.IsZero() && o.Now.Sub(l.CrashedAt) >= o.Cfg.PrimaryStartTimeout {
-			return act(actResign, "PostgreSQL did not restart within PrimaryStartTimeout (%v)", o.Cfg.PrimaryStartTimeout)
+		if !l.CrashedAt.IsZero() && o.Now.Sub(l.CrashedAt) >= o.Policy.PrimaryStartTimeout {
+			return act(actResign, "PostgreSQL did not restart within PrimaryStartTimeout (%v)", o.Policy.PrimaryStartTimeout)
 		}
 		return act(actRestartPrimary, "PostgreSQL is down on the leader: restarting it in place")
 	}
@@ -204,7 +235,7 @@ func decideFollower(o observation) action {
 		return a
 	}
 	if l.RewindIncomplete {
-		if !o.Cfg.replaceDataDir {
+		if !o.Policy.ReplaceDataDir {
 			return act(actWait, "an interrupted rewind left the data directory unusable: re-clone it (set replicate.Config.ReplaceDataDir, agent --pg-replace-data-dir, to let pgha move it aside and clone)")
 		}
 		if !ld.Writable {
@@ -231,7 +262,7 @@ func decideFollower(o observation) action {
 		return follow(actRewind, "diverged: replayed WAL of timeline %d past the point where leader %s's timeline %d forked off it: rewinding", l.Timeline, ld.Node, ld.Timeline)
 	}
 	if l.Running && l.InRecovery && ld.Timeline > l.Timeline && !l.Streaming && l.Following == ld.Node &&
-		!l.NotStreamingSince.IsZero() && o.Now.Sub(l.NotStreamingSince) >= rewindGrace(o.Cfg) {
+		!l.NotStreamingSince.IsZero() && o.Now.Sub(l.NotStreamingSince) >= rewindGrace(o.Policy) {
 		// A standby needs a moment to reconnect and switch timelines after
 		// a promotion; only one that stays stuck has diverged.
 		return follow(actRewind, "stuck on timeline %d while leader %s is on %d for %v: rewinding", l.Timeline, ld.Node, ld.Timeline, o.Now.Sub(l.NotStreamingSince))
@@ -274,7 +305,7 @@ func decideCandidate(o observation) action {
 	// grace to publish a fresh record, so that the best candidate is
 	// chosen on fresh data rather than by the order of etcd's campaign
 	// queue. After the grace, silent members are taken for dead.
-	if o.LeaderGoneRev > 0 && o.Now.Sub(o.LeaderGoneAt) < 2*o.Cfg.LoopInterval {
+	if o.LeaderGoneRev > 0 && o.Now.Sub(o.LeaderGoneAt) < 2*o.Policy.LoopInterval {
 		for name, m := range o.Members {
 			if name != o.Node && m.ModRev <= o.LeaderGoneRev && m.Rec.Healthy && m.Rec.Role == keyspace.RoleReplica && !m.Rec.NoFailover {
 				return act(actWait, "no leader; waiting for a fresh record from %s", name)
@@ -286,7 +317,7 @@ func decideCandidate(o observation) action {
 
 // rewindGrace is how long a standby may fail to stream from a leader on a
 // newer timeline before it is taken for diverged and rewound.
-func rewindGrace(c Config) time.Duration { return max(2*time.Second, 4*c.LoopInterval) }
+func rewindGrace(p policy) time.Duration { return max(2*time.Second, 4*p.LoopInterval) }
 
 // switchoverTimeout bounds how long, after the leader went, candidates
 // defer to a switchover or manual failover target that does not take over.
@@ -322,7 +353,7 @@ func lastPrimary(o observation, node string, l local) bool {
 // eligible reports whether node (with local state l) may be promoted.
 func eligible(o observation, node string, l local) (bool, string) {
 	switch {
-	case node == o.Node && o.Cfg.NoFailover:
+	case node == o.Node && o.Policy.NoFailover:
 		return false, "nofailover is set"
 	case !l.Initialized:
 		return false, "no data"
@@ -332,12 +363,12 @@ func eligible(o observation, node string, l local) (bool, string) {
 		return false, fmt.Sprintf("former primary on timeline %d, behind the cluster's timeline %d", l.Timeline, latestTimeline(o))
 	case l.Timeline < latestTimeline(o):
 		return false, fmt.Sprintf("on timeline %d, behind the cluster's timeline %d", l.Timeline, latestTimeline(o))
-	case o.Cfg.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, node) && !lastPrimary(o, node, l):
+	case o.Policy.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, node) && !lastPrimary(o, node, l):
 		return false, "not in the synchronous standby set"
-	case o.Cfg.SyncMode == SyncStrict && !o.SyncPresent && o.Initialized && len(o.History) > 0:
+	case o.Policy.SyncMode == SyncStrict && !o.SyncPresent && o.Initialized && len(o.History) > 0:
 		return false, "strict synchronous mode and no sync record"
-	case o.LastLeaderLSN > 0 && l.position() < o.LastLeaderLSN && o.LastLeaderLSN-l.position() > uint64(o.Cfg.MaxLagOnFailover):
-		return false, fmt.Sprintf("lag %d bytes exceeds MaxLagOnFailover %d", o.LastLeaderLSN-l.position(), o.Cfg.MaxLagOnFailover)
+	case o.LastLeaderLSN > 0 && l.position() < o.LastLeaderLSN && o.LastLeaderLSN-l.position() > uint64(o.Policy.MaxLagOnFailover):
+		return false, fmt.Sprintf("lag %d bytes exceeds MaxLagOnFailover %d", o.LastLeaderLSN-l.position(), o.Policy.MaxLagOnFailover)
 	}
 	return true, ""
 }
@@ -356,7 +387,7 @@ type candidate struct {
 // priority, then name. Members that are not eligible by their own record
 // are skipped. It returns the winner and, when it is not this node, why.
 func bestCandidate(o observation) (string, string) {
-	self := candidate{Node: o.Node, Timeline: o.Local.Timeline, LSN: o.Local.position(), Priority: o.Cfg.Priority}
+	self := candidate{Node: o.Node, Timeline: o.Local.Timeline, LSN: o.Local.position(), Priority: o.Policy.Priority}
 	cands := []candidate{self}
 	for name, m := range o.Members {
 		if name == o.Node {
@@ -393,29 +424,25 @@ func bestCandidate(o observation) (string, string) {
 
 // switchoverTarget returns the node a pending switchover hands over to, or
 // "" if no standby qualifies: the named one if it is a healthy streaming
-// replica, else the most advanced healthy replica.
+// replica, else the most advanced healthy replica (ties: priority, then
+// name; never map order).
 func switchoverTarget(o observation) string {
-	var best *keyspace.MemberRecord
+	var cands []candidate
 	for name, m := range o.Members {
 		r := m.Rec
 		if name == o.Node || !r.Healthy || r.Role != keyspace.RoleReplica || r.NoFailover {
 			continue
 		}
-		if o.Cfg.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, name) {
+		if o.Policy.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, name) {
 			continue
 		}
-		if o.Switchover.To != "" {
-			if name == o.Switchover.To {
-				return name
-			}
+		if o.Switchover.To != "" && name != o.Switchover.To {
 			continue
 		}
-		if best == nil || max(r.ReceiveLSN, r.ReplayLSN) > max(best.ReceiveLSN, best.ReplayLSN) {
-			best = &r
-		}
+		cands = append(cands, candidate{Node: name, LSN: max(r.ReceiveLSN, r.ReplayLSN), Priority: r.Priority})
 	}
-	if best == nil {
+	if len(cands) == 0 {
 		return ""
 	}
-	return best.Node
+	return slices.MinFunc(cands, rankReplica).Node
 }

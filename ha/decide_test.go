@@ -14,9 +14,9 @@ func baseObs() observation {
 	cfg := Config{LeaseTTL: 5 * time.Second, LoopInterval: 500 * time.Millisecond, FenceBudget: time.Second,
 		MaxLagOnFailover: 1 << 20, SyncMode: SyncOff, SyncStandbys: 1, PrimaryStartTimeout: 30 * time.Second}
 	return observation{
-		Now:  t0,
-		Node: "n1",
-		Cfg:  cfg,
+		Now:    t0,
+		Node:   "n1",
+		Policy: cfg.policy(),
 		Local: local{Initialized: true, Running: true, InRecovery: true, Timeline: 1, SystemID: 42,
 			ReceiveLSN: 1000, ReplayLSN: 1000, Streaming: true, Following: "n2"},
 		Members:     map[string]member{},
@@ -71,7 +71,7 @@ func TestDecide(t *testing.T) {
 		}, actResign, "PrimaryStartTimeout"},
 		{"sync leader fails over at once", func(o *observation) {
 			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.Local.Running, o.Local.CrashedAt = false, t0
 		}, actResign, "at once"},
 		// Bootstrap and join.
@@ -132,7 +132,7 @@ func TestDecide(t *testing.T) {
 		// Candidates.
 		{"sole eligible standby campaigns", func(o *observation) {}, actCampaign, "best"},
 		{"paused cluster does not fail over", func(o *observation) { o.Paused = true }, actWait, "paused"},
-		{"nofailover node does not campaign", func(o *observation) { o.Cfg.NoFailover = true }, actWait, "nofailover"},
+		{"nofailover node does not campaign", func(o *observation) { o.Policy.NoFailover = true }, actWait, "nofailover"},
 		{"lagging standby does not campaign", func(o *observation) { o.LastLeaderLSN = 1000 + 2<<20 }, actWait, "exceeds MaxLagOnFailover"},
 		{"standby within max lag campaigns", func(o *observation) { o.LastLeaderLSN = 1000 + 1<<19 }, actCampaign, "best"},
 		{"more advanced fresh member wins", func(o *observation) {
@@ -175,15 +175,15 @@ func TestDecide(t *testing.T) {
 			o.Members["n3"] = m
 		}, actCampaign, "best"},
 		{"sync mode: standby outside the sync set does not campaign", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 		}, actWait, "synchronous standby set"},
 		{"sync mode: standby in the sync set campaigns", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n1"}
 		}, actCampaign, "best"},
 		{"sync mode: a more advanced standby outside the set does not block", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n1"}
 			o.Members["n3"] = replica("n3", 1, 9000, 11)
 		}, actCampaign, "best"},
@@ -208,12 +208,12 @@ func TestDecide(t *testing.T) {
 			o.Switchover = &keyspace.SwitchoverRecord{From: "n2", To: "n3"}
 		}, actCampaign, "best"},
 		{"manual failover target outside the sync set waits", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 			o.Switchover = &keyspace.SwitchoverRecord{To: "n1"}
 		}, actWait, "not in the synchronous standby set"},
 		{"forced manual failover campaigns anyway", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 			o.Switchover = &keyspace.SwitchoverRecord{To: "n1", Force: true}
 		}, actCampaign, "forced"},
@@ -223,25 +223,25 @@ func TestDecide(t *testing.T) {
 		}, actWait, "former primary on timeline 1"},
 		// Found by the chaos harness (seed 11).
 		{"the primary of the latest timeline may lead again outside the sync set (sync mode)", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery, o.Local.Timeline = true, false, false, 2
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n1"}}
 		}, actCampaign, "best"},
 		{"a former primary of an older timeline may not, outside the sync set", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery, o.Local.Timeline = true, false, false, 2
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n1"}, {Timeline: 3, Leader: "n3"}}
 		}, actWait, "former primary on timeline 2"},
 		{"a standby of the latest timeline outside the sync set may not", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 			o.Local.Timeline = 2
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n1"}}
 		}, actWait, "not in the synchronous standby set"},
 		{"a primary of the latest timeline that another node promoted may not", func(o *observation) {
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n3"}
 			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery, o.Local.Timeline = true, false, false, 2
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n2"}}
@@ -251,13 +251,13 @@ func TestDecide(t *testing.T) {
 		}, actWait, "interrupted rewind"},
 		{"a half-rewound standby is re-cloned when ReplaceDataDir allows", func(o *observation) {
 			o.Leader = leader("n2", 2)
-			o.Cfg.replaceDataDir = true
+			o.Policy.ReplaceDataDir = true
 			o.Local.RewindIncomplete, o.Local.Running, o.Local.WasPrimary = true, false, true
 		}, actClone, "moving it aside and cloning from leader n2"},
 		{"a half-rewound standby waits for a writable leader to re-clone", func(o *observation) {
 			o.Leader = leader("n2", 2)
 			o.Leader.Writable = false
-			o.Cfg.replaceDataDir = true
+			o.Policy.ReplaceDataDir = true
 			o.Local.RewindIncomplete, o.Local.Running = true, false
 		}, actWait, "waiting for leader n2 to be writable"},
 		{"a half-rewound standby without ReplaceDataDir waits and says how to fix it", func(o *observation) {
@@ -265,7 +265,7 @@ func TestDecide(t *testing.T) {
 			o.Local.RewindIncomplete, o.Local.Running = true, false
 		}, actWait, "--pg-replace-data-dir"},
 		{"strict mode without a sync record does not fail over", func(o *observation) {
-			o.Cfg.SyncMode = SyncStrict
+			o.Policy.SyncMode = SyncStrict
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}}
 		}, actWait, "strict synchronous mode and no sync record"},
 		{"switchover without a target picks the most advanced healthy replica", func(o *observation) {
@@ -281,7 +281,7 @@ func TestDecide(t *testing.T) {
 		{"switchover in sync mode picks only a synchronous standby", func(o *observation) {
 			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
 			o.Local.InRecovery = false
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n2"}
 			o.Switchover = &keyspace.SwitchoverRecord{From: "n1"}
 			o.Members["n2"] = replica("n2", 1, 900, 11)
@@ -290,7 +290,7 @@ func TestDecide(t *testing.T) {
 		{"switchover to a standby outside the sync set is not done", func(o *observation) {
 			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
 			o.Local.InRecovery = false
-			o.Cfg.SyncMode = SyncOn
+			o.Policy.SyncMode = SyncOn
 			o.SyncPresent, o.SyncSet = true, []string{"n2"}
 			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n3"}
 			o.Members["n2"] = replica("n2", 1, 900, 11)

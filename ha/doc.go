@@ -6,7 +6,9 @@
 //
 //	pg, _ := replicate.New(pgConfig)
 //	mgr, err := ha.New(ha.Config{Cluster: "main", Node: "node1", Client: etcdClient, Instance: pg})
-//	go mgr.Run(ctx) // bootstraps or joins, fails over, rejoins; cancel ctx to leave
+//	errc := make(chan error, 1)
+//	go func() { errc <- mgr.Run(ctx) }() // bootstraps or joins, fails over, rejoins
+//	err = <-errc // after ctx is cancelled: nil once it left cleanly, or why it stopped (ErrRefused)
 //
 // # Lifecycle
 //

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/pgha/pgha/internal/keyspace"
 )
 
 // Handler returns the node's HTTP endpoints for load balancers and
@@ -35,12 +33,12 @@ func (m *Manager) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /primary", func(w http.ResponseWriter, r *http.Request) {
 		s := m.snapshot()
-		ok := s.Role == keyspace.RolePrimary && s.Leading && time.Now().Before(s.validUntil)
+		ok := s.Role == RolePrimary && s.Leading && time.Now().Before(s.validUntil)
 		reply(w, ok, s)
 	})
 	mux.HandleFunc("GET /replica", func(w http.ResponseWriter, r *http.Request) {
 		s := m.snapshot()
-		ok := s.Role == keyspace.RoleReplica
+		ok := s.Role == RoleReplica
 		if q := r.URL.Query().Get("lag"); q != "" {
 			max, err := strconv.ParseInt(q, 10, 64)
 			if err != nil || max < 0 {
@@ -53,7 +51,7 @@ func (m *Manager) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readiness", func(w http.ResponseWriter, r *http.Request) {
 		s := m.snapshot()
-		reply(w, s.Role == keyspace.RolePrimary && s.Leading || s.Role == keyspace.RoleReplica && s.streaming, s)
+		reply(w, s.Role == RolePrimary && s.Leading || s.Role == RoleReplica && s.streaming, s)
 	})
 	mux.HandleFunc("GET /liveness", func(w http.ResponseWriter, r *http.Request) {
 		s := m.snapshot()

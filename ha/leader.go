@@ -2,14 +2,13 @@ package ha
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/pgha/pgha/election"
 	"github.com/pgha/pgha/internal/keyspace"
-	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -44,157 +43,68 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 	return nil
 }
 
-// maintainSlots keeps a replication slot for every other member, and
-// drops a slot this manager created once its member has been gone for
-// DepartedSlotTTL, so that a departed node's slot does not retain WAL on
-// the leader forever.
+// maintainSlots carries out planSlots: a slot for every other member, and
+// the slots this manager created dropped once their member has been gone
+// for DepartedSlotTTL, so that a departed node's slot does not retain WAL
+// on the leader forever.
 func (m *Manager) maintainSlots(ctx context.Context, o observation) {
-	if m.ownSlots == nil {
-		m.ownSlots = map[string]time.Time{}
-	}
-	present := map[string]bool{}
-	for name := range o.Members {
-		if name == m.cfg.Node {
-			continue
-		}
-		slot := replicate.SlotName(name)
-		present[slot] = true
+	p := planSlots(m.cfg.Node, slices.Collect(maps.Keys(o.Members)), m.ownSlots, o.Now, m.cfg.DepartedSlotTTL)
+	for _, slot := range p.Ensure {
 		if err := m.inst.EnsureSlot(ctx, slot); err != nil {
-			m.log.Debug("ensure slot", "member", name, "err", err.Error())
+			m.log.Debug("ensure slot", "slot", slot, "err", err.Error())
 			continue
 		}
-		m.ownSlots[slot] = time.Time{}
+		p.Gone[slot] = time.Time{}
 	}
-	for slot, gone := range m.ownSlots {
-		switch {
-		case present[slot] || slot == replicate.SlotName(m.cfg.Node):
-		case gone.IsZero():
-			m.ownSlots[slot] = o.Now
-		case m.cfg.DepartedSlotTTL > 0 && o.Now.Sub(gone) >= m.cfg.DepartedSlotTTL:
-			if err := m.inst.DropSlot(ctx, slot); err != nil {
-				m.log.Debug("drop slot of departed member", "slot", slot, "err", err.Error())
-				continue
-			}
-			delete(m.ownSlots, slot)
-			m.log.Info("dropped the replication slot of a departed member", "slot", slot, "gone_for", o.Now.Sub(gone).Round(time.Second).String())
+	for _, slot := range p.Drop {
+		if err := m.inst.DropSlot(ctx, slot); err != nil {
+			m.log.Debug("drop slot of departed member", "slot", slot, "err", err.Error())
+			continue
 		}
+		m.log.Info("dropped the replication slot of a departed member", "slot", slot, "gone_for", o.Now.Sub(p.Gone[slot]).Round(time.Second).String())
+		delete(p.Gone, slot)
 	}
+	m.ownSlots = p.Gone
 }
 
-// maintainSync keeps synchronous_standby_names and the sync key in step so
-// that the sync key always contains every standby that may hold a commit
-// the others lack: it is widened before synchronous_standby_names names a
-// new standby, and narrowed only after a standby left it.
+// maintainSync carries out planSync, which keeps the sync record a
+// superset of the standbys synchronous_standby_names names.
 func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o observation) error {
-	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
-	defer cancel()
-	st, err := m.inst.Status(sctx)
-	if err != nil {
-		return err
-	}
-	var streaming []string
-	for _, r := range st.Replicas {
-		if r.State == "streaming" {
-			streaming = append(streaming, r.Name)
-		}
-	}
-	// Keep current sync standbys that still stream, then add others by name.
-	var want []string
-	for _, n := range o.SyncSet {
-		if slices.Contains(streaming, n) && len(want) < m.cfg.SyncStandbys {
-			want = append(want, n)
-		}
-	}
-	slices.Sort(streaming)
-	for _, n := range streaming {
-		if len(want) < m.cfg.SyncStandbys && !slices.Contains(want, n) {
-			want = append(want, n)
-		}
-	}
-	if len(want) == 0 {
-		if m.cfg.SyncMode == SyncStrict {
-			// Strict: keep waiting for the current sync standbys; never
-			// drop to asynchronous.
-			return nil
-		}
-		// On: fall back to asynchronous commits only when no standby has
-		// streamed for a while, not during a WAL receiver's reconnect:
-		// while the sync key is empty no standby may be promoted.
-		if m.noSyncSince.IsZero() {
-			m.noSyncSince = time.Now()
-		}
-		if time.Since(m.noSyncSince) < rewindGrace(m.cfg) {
-			return nil
-		}
-	} else {
-		m.noSyncSince = time.Time{}
-	}
-	slices.Sort(want)
-	union := slices.Clone(o.SyncSet)
-	for _, n := range want {
-		if !slices.Contains(union, n) {
-			union = append(union, n)
-		}
-	}
-	slices.Sort(union)
-	if !o.SyncPresent || !slices.Equal(union, sortedCopy(o.SyncSet)) {
-		if err := m.writeSync(ctx, term, union); err != nil {
+	p := planSync(syncInput{Mode: m.cfg.SyncMode, N: m.cfg.SyncStandbys, Current: o.SyncSet, Present: o.SyncPresent,
+		Streaming: o.Local.StreamingStandbys, Applied: o.Local.SyncStandbyNames,
+		NoSyncSince: m.noSyncSince, Now: o.Now, Grace: rewindGrace(o.Policy)})
+	m.noSyncSince = p.NoSyncSince
+	if p.Widen != nil {
+		if err := m.writeSync(ctx, term, p.Widen); err != nil {
 			return err
 		}
 	}
-	spec := replicate.SyncSpec{Method: replicate.SyncFirst, Num: len(want), Names: want}
-	if len(want) == 0 {
-		spec = replicate.SyncSpec{}
-	}
-	if spec.String() != st.SynchronousStandbyNames {
-		if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
+	if p.Apply {
+		if _, err := m.inst.SetSynchronousStandbys(ctx, p.Spec); err != nil {
 			return fmt.Errorf("set synchronous_standby_names: %w", err)
 		}
 	}
-	if !slices.Equal(union, want) {
-		return m.writeSync(ctx, term, want)
+	if p.Narrow != nil {
+		return m.writeSync(ctx, term, p.Narrow)
 	}
 	return nil
 }
 
-// syncBeforePromote names every other member as a synchronous standby
-// candidate (FIRST n of them, n = SyncStandbys) on this standby before it
-// is promoted, after widening the sync key to include them.
+// syncBeforePromote carries out planSyncBeforePromote on this standby
+// before it is promoted: the sync record widened first, then
+// synchronous_standby_names set.
 func (m *Manager) syncBeforePromote(ctx context.Context, term *election.Term, o observation) error {
-	var others []string
-	for name := range o.Members {
-		if name != m.cfg.Node {
-			others = append(others, name)
-		}
+	union, spec, err := planSyncBeforePromote(m.cfg.Node, slices.Collect(maps.Keys(o.Members)), o.SyncSet, m.cfg.SyncMode, m.cfg.SyncStandbys)
+	if err != nil || union == nil {
+		return err
 	}
-	if len(others) == 0 {
-		if m.cfg.SyncMode == SyncStrict {
-			return errors.New("strict synchronous mode and no other member to confirm commits")
-		}
-		return nil
-	}
-	slices.Sort(others)
-	union := slices.Clone(o.SyncSet)
-	for _, n := range others {
-		if !slices.Contains(union, n) {
-			union = append(union, n)
-		}
-	}
-	slices.Sort(union)
 	if err := m.writeSync(ctx, term, union); err != nil {
 		return err
 	}
-	spec := replicate.SyncSpec{Method: replicate.SyncFirst, Num: min(m.cfg.SyncStandbys, len(others)), Names: others}
 	if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
 		return fmt.Errorf("set synchronous_standby_names before promotion: %w", err)
 	}
 	return nil
-}
-
-func sortedCopy(s []string) []string {
-	c := slices.Clone(s)
-	slices.Sort(c)
-	return c
 }
 
 func (m *Manager) writeSync(ctx context.Context, term *election.Term, standbys []string) error {

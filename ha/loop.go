@@ -85,7 +85,7 @@ func (m *Manager) step(ctx context.Context) error {
 		m.status.Leader = o.Leader.Node
 	}
 	m.status.Timeline = o.Local.Timeline
-	m.status.Role = roleOf(o, m.leading())
+	m.status.Role = Role(roleOf(o, m.leading()))
 	m.tel.role.Store(m.status.Role)
 	m.tel.lag.Store(lagBytes(o))
 	m.hs = handlerStatus{Status: m.status, LagBytes: lagBytes(o), pgRunning: o.Local.Running,
@@ -98,11 +98,11 @@ func (m *Manager) step(ctx context.Context) error {
 }
 
 func (m *Manager) observe(ctx context.Context) (observation, bool) {
-	o := observation{Now: m.cfg.now(), Node: m.cfg.Node, Cfg: m.cfg}
+	o := observation{Now: m.cfg.now(), Node: m.cfg.Node, Policy: m.cfg.policy()}
 	if m.cfg.Watchdog == WatchdogRequired && !watchdogUsable(m.cfg.WatchdogDevice) {
 		// This node may not lead: say so in its member record, so that
 		// the other candidates do not wait for it.
-		o.Cfg.NoFailover = true
+		o.Policy.NoFailover = true
 	}
 	if !m.view.fill(&o) {
 		return o, false
@@ -147,6 +147,12 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 			l.ReplayLSN = uint64(st.CheckpointLSN)
 		}
 		l.Streaming = st.WALReceiver != nil && st.WALReceiver.Status == "streaming"
+		l.SyncStandbyNames = st.SynchronousStandbyNames
+		for _, r := range st.Replicas {
+			if r.State == "streaming" {
+				l.StreamingStandbys = append(l.StreamingStandbys, r.Name)
+			}
+		}
 		switch {
 		case !st.Running || !st.InRecovery || l.Streaming:
 			m.notStreamingSince = time.Time{}

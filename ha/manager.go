@@ -25,17 +25,19 @@ import (
 // belongs to another cluster). Run returns it wrapped with the reason.
 var ErrRefused = errors.New("ha: node refuses to join the cluster")
 
-// Status is a snapshot of the manager's view of its node.
+// Status is a snapshot of the manager's view of its node. Its JSON form
+// (snake_case) is what the HTTP endpoints answer.
 type Status struct {
-	Node     string
-	Role     keyspace.Role
-	Leading  bool
-	Leader   string // current leader node, "" if none
-	Timeline uint32
+	Node    string `json:"node"`
+	Role    Role   `json:"role"`
+	Leading bool   `json:"leading"`
+	// Leader is the current leader node, "" if none.
+	Leader   string `json:"leader"`
+	Timeline uint32 `json:"timeline"`
 	// LastAction is the loop's latest decision and its reason.
-	LastAction string
+	LastAction string `json:"last_action"`
 	// LastError is the latest action's error, "" if it succeeded.
-	LastError string
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Manager runs the HA loop of one node. Create it with [New] and run it
@@ -128,7 +130,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log, tel: tel,
 		retry: retryGate{min: cfg.LoopInterval, max: retryMax},
-		view:  newView(cfg.Client, layout, cfg.Node, log)}
+		view:  newView(cfg.Client, layout, cfg.Node, cfg.now, log)}
 	m.status.Node = cfg.Node
 	return m, nil
 }

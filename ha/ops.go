@@ -8,14 +8,16 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgha/pgha/election"
 	"github.com/pgha/pgha/internal/keyspace"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Errors returned by the operations ([Switchover], [Failover], ...).
 var (
-	// ErrNoLeader: the operation needs a leader and there is none.
-	ErrNoLeader = errors.New("ha: the cluster has no leader")
+	// ErrNoLeader: the operation needs a leader and there is none. It is
+	// election.ErrNoLeader: errors.Is matches either name.
+	ErrNoLeader = election.ErrNoLeader
 	// ErrLeaderAlive: a manual failover was asked while a leader holds the
 	// cluster; use Switchover.
 	ErrLeaderAlive = errors.New("ha: the cluster has a leader; use Switchover")
@@ -42,28 +44,22 @@ func layoutFor(cluster string, opts []OpOption) (keyspace.Layout, error) {
 	return keyspace.NewLayout(o.root, cluster)
 }
 
-// MemberStatus is one member in a [ClusterState].
-type MemberStatus struct {
-	keyspace.MemberRecord
-	// Leader is true for the node holding the leader key.
-	Leader bool `json:"leader"`
-	// Sync is true for a member of the synchronous set.
-	Sync bool `json:"sync"`
-}
-
 // ClusterState is a cluster as recorded in etcd, for operators and tools.
 type ClusterState struct {
 	Cluster string `json:"cluster"`
 	// Leader is the leader record, nil when there is no leader.
-	Leader *keyspace.LeaderRecord `json:"leader,omitempty"`
+	Leader *Leader `json:"leader,omitempty"`
 	// Members in name order.
-	Members  []MemberStatus          `json:"members"`
-	SystemID string                  `json:"system_id,omitempty"`
-	SyncSet  []string                `json:"sync_set,omitempty"`
-	Paused   bool                    `json:"paused"`
-	History  []keyspace.HistoryEntry `json:"history,omitempty"`
+	Members  []Member `json:"members"`
+	SystemID string   `json:"system_id,omitempty"`
+	// SyncSet is the sync record: the standbys that may be promoted in
+	// synchronous mode.
+	SyncSet []string `json:"sync_set,omitempty"`
+	// Paused: maintenance mode, no automatic failover.
+	Paused  bool           `json:"paused"`
+	History []HistoryEntry `json:"history,omitempty"`
 	// Switchover is a pending switchover or manual failover, if any.
-	Switchover *keyspace.SwitchoverRecord `json:"switchover,omitempty"`
+	Switchover *SwitchoverRequest `json:"switchover,omitempty"`
 	// Ignored lists keys whose records did not decode, with why.
 	Ignored []string `json:"ignored,omitempty"`
 }
@@ -80,7 +76,7 @@ func ClusterStatus(ctx context.Context, cli *clientv3.Client, cluster string, op
 	if err != nil {
 		return ClusterState{}, fmt.Errorf("ha: read cluster %s: %w", cluster, err)
 	}
-	v := newView(cli, layout, "", nil)
+	v := newView(cli, layout, "", nil, nil)
 	for _, kv := range resp.Kvs {
 		v.kvs[string(kv.Key)] = kv
 	}
@@ -88,16 +84,18 @@ func ClusterStatus(ctx context.Context, cli *clientv3.Client, cluster string, op
 	var o observation
 	v.logIgnored = func(key string, err error) { o.ignored = append(o.ignored, key+": "+err.Error()) }
 	v.fill(&o)
-	st := ClusterState{Cluster: cluster, Leader: o.Leader, SyncSet: o.SyncSet, Paused: o.Paused,
-		History: o.History, Switchover: o.Switchover, Ignored: o.ignored}
+	st := ClusterState{Cluster: cluster, Leader: leaderOf(o.Leader), SyncSet: o.SyncSet, Paused: o.Paused,
+		History: historyOf(o.History), Switchover: switchoverOf(o.Switchover), Ignored: o.ignored}
 	if o.SystemID != 0 {
 		st.SystemID = strconv.FormatUint(o.SystemID, 10)
 	}
 	for name, m := range o.Members {
-		st.Members = append(st.Members, MemberStatus{MemberRecord: m.Rec,
-			Leader: o.Leader != nil && o.Leader.Node == name, Sync: slices.Contains(o.SyncSet, name)})
+		mem := memberOf(m.Rec)
+		mem.Leader = o.Leader != nil && o.Leader.Node == name
+		mem.Sync = slices.Contains(o.SyncSet, name)
+		st.Members = append(st.Members, mem)
 	}
-	slices.SortFunc(st.Members, func(a, b MemberStatus) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(st.Members, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
 	return st, nil
 }
 
@@ -172,7 +170,7 @@ func Failover(ctx context.Context, cli *clientv3.Client, cluster, to string, for
 }
 
 func hasMember(st ClusterState, node string) bool {
-	return slices.ContainsFunc(st.Members, func(m MemberStatus) bool { return m.Node == node })
+	return slices.ContainsFunc(st.Members, func(m Member) bool { return m.Node == node })
 }
 
 // waitNewLeader waits until a writable leader other than from exists.

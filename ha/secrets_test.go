@@ -423,7 +423,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		{"spans", "promote"},
 		{"metrics", "pgha.ha"},
 		{"endpoint /cluster", `"members"`},
-		{"endpoint /primary", `"Role":"primary"`},
+		{"endpoint /primary", `"role":"primary"`},
 		{"etcd", "/pgha/test/leader/"},
 		{"pghactl list", "n1"},
 		{"pghactl switchover --to " + to + " --wait 60s", to},

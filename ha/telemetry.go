@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync/atomic"
 
-	"github.com/pgha/pgha/internal/keyspace"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -25,14 +24,14 @@ type telemetry struct {
 	// memberWrites counts writes of this node's member record.
 	memberWrites metric.Int64Counter
 	// role and lag are read by observable gauges.
-	role atomic.Value // keyspace.Role
+	role atomic.Value // Role
 	lag  atomic.Int64
 	reg  metric.Registration
 }
 
-var roleValues = map[keyspace.Role]int64{
-	keyspace.RoleStarting: 0, keyspace.RoleReplica: 1, keyspace.RolePrimary: 2,
-	keyspace.RoleFenced: 3, keyspace.RoleStopped: 4,
+var roleValues = map[Role]int64{
+	RoleStarting: 0, RoleReplica: 1, RolePrimary: 2,
+	RoleFenced: 3, RoleStopped: 4,
 }
 
 func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, node string) (*telemetry, error) {
@@ -44,7 +43,7 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, node string)
 	}
 	m := mp.Meter(instrumentationName)
 	tel := &telemetry{tracer: tp.Tracer(instrumentationName)}
-	tel.role.Store(keyspace.RoleStarting)
+	tel.role.Store(RoleStarting)
 	tel.lag.Store(-1)
 	var err error
 	if tel.promotions, err = m.Int64Counter("pgha.ha.promotions", metric.WithDescription("Promotions of this node to primary (failovers and switchovers).")); err != nil {
@@ -69,7 +68,7 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, node string)
 	}
 	attrs := metric.WithAttributes(attribute.String("pgha.node", node))
 	tel.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(role, roleValues[tel.role.Load().(keyspace.Role)], attrs)
+		o.ObserveInt64(role, roleValues[tel.role.Load().(Role)], attrs)
 		o.ObserveInt64(lag, tel.lag.Load(), attrs)
 		return nil
 	}, role, lag)

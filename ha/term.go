@@ -83,12 +83,8 @@ func (m *Manager) campaign(ctx context.Context, o observation) error {
 	}
 	// Re-check with the freshest view: another node may have published a
 	// better position while we campaigned.
-	o2, ok := m.observe(ctx)
-	named := o2.Switchover != nil && o2.Switchover.To == m.cfg.Node
-	if ok && !named { // a switchover or manual failover names this node: it is the choice
-		o2.Leading = false
-		o2.Leader = nil
-		if best, why := bestCandidate(o2); best != m.cfg.Node {
+	if o2, ok := m.observe(ctx); ok {
+		if keep, why := keepTerm(o2); !keep {
 			m.log.Info("won the election but is no longer the best candidate; resigning", "why", why)
 			m.disarmWatchdog() // not promoted: PostgreSQL is still a standby
 			m.dropTerm(ctx)

@@ -26,6 +26,9 @@ type view struct {
 	// self is this node's name: changes to its own member record (which
 	// it writes itself) never wake its loop.
 	self string
+	// now is the manager's clock (Config.now): when the leader was seen
+	// to go is compared with observations' Now.
+	now func() time.Time
 
 	mu   sync.Mutex
 	kvs  map[string]*mvccpb.KeyValue
@@ -49,8 +52,11 @@ type view struct {
 	logIgnored func(key string, err error)
 }
 
-func newView(cli *clientv3.Client, layout keyspace.Layout, self string, log *slog.Logger) *view {
-	return &view{cli: cli, layout: layout, self: self, log: log, kvs: map[string]*mvccpb.KeyValue{},
+func newView(cli *clientv3.Client, layout keyspace.Layout, self string, now func() time.Time, log *slog.Logger) *view {
+	if now == nil {
+		now = time.Now
+	}
+	return &view{cli: cli, layout: layout, self: self, now: now, log: log, kvs: map[string]*mvccpb.KeyValue{},
 		changed: make(chan struct{}, 1), warned: map[string]bool{}}
 }
 
@@ -188,7 +194,7 @@ func (v *view) afterChangeLocked(rev int64) {
 	case v.gone == 0:
 		// No leader now: only records written after rev are fresh.
 		v.gone = rev
-		v.goneAt = time.Now()
+		v.goneAt = v.now()
 	}
 }
 
@@ -278,15 +284,4 @@ func (v *view) fill(o *observation) bool {
 		o.Switchover, o.SwitchoverRev = &r, v.kvs[v.layout.Switchover()].ModRevision
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

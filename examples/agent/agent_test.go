@@ -156,7 +156,7 @@ pg_parameters:
 		}
 		return nil
 	})
-	if code, body, err := get(addr, "/health"); err != nil || code != http.StatusOK || !strings.Contains(body, `"Role":"primary"`) {
+	if code, body, err := get(addr, "/health"); err != nil || code != http.StatusOK || !strings.Contains(body, `"role":"primary"`) {
 		t.Errorf("/health: %d %s %v; want 200 and role primary", code, body, err)
 	}
 	if code, body, err := get(addr, "/replica"); err != nil || code != http.StatusServiceUnavailable {

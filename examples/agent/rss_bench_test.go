@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/pgha/pgha/ha"
-	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -278,7 +277,7 @@ func waitClusterHealthy(b *testing.B, cli *clientv3.Client, cluster string, n in
 		}
 		streaming := 0
 		for _, m := range st.Members {
-			if !m.Leader && m.Role == keyspace.RoleReplica && m.Streaming && m.Timeline == st.Leader.Timeline {
+			if !m.Leader && m.Role == ha.RoleReplica && m.Streaming && m.Timeline == st.Leader.Timeline {
 				streaming++
 			}
 		}

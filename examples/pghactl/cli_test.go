@@ -143,7 +143,7 @@ func TestCLI(t *testing.T) {
 	if !strings.Contains(r.stdout, "SWITCH LSN") || !strings.Contains(r.stdout, target) {
 		t.Errorf("history lacks the switchover to %s:\n%s", target, r.stdout)
 	}
-	var hist []keyspace.HistoryEntry
+	var hist []ha.HistoryEntry
 	r = c.ctl(t, exitOK, "history", "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &hist); err != nil {
 		t.Fatalf("history --json: %v\n%s", err, r.stdout)

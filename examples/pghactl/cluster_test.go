@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/pgha/pgha/ha"
-	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -109,7 +108,7 @@ func (c *testCluster) waitHealthy(timeout time.Duration, members int) ha.Cluster
 			if m.Leader {
 				continue
 			}
-			if m.Role != keyspace.RoleReplica || !m.Healthy || !m.Streaming || m.Timeline != st.Leader.Timeline {
+			if m.Role != ha.RoleReplica || !m.Healthy || !m.Streaming || m.Timeline != st.Leader.Timeline {
 				return fmt.Errorf("%s: role %s healthy %v streaming %v timeline %d", m.Node, m.Role, m.Healthy, m.Streaming, m.Timeline)
 			}
 			n++

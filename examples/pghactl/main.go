@@ -355,7 +355,7 @@ func cmdHistory(ctx context.Context, c *cli) error {
 	if c.g.jsonOutput {
 		h := st.History
 		if h == nil {
-			h = []keyspace.HistoryEntry{}
+			h = []ha.HistoryEntry{}
 		}
 		return writeJSON(c.stdout, h)
 	}
@@ -417,7 +417,7 @@ func (c *cli) waitStandby(ctx context.Context, st ha.ClusterState) (ha.ClusterSt
 			return st, fmt.Errorf("member %q is gone; members: %s", c.to, members(st))
 		case st.Leader == nil:
 			return st, errors.New("the cluster lost its leader: check 'pghactl list'")
-		case m.Role == keyspace.RoleReplica && m.Healthy:
+		case m.Role == ha.RoleReplica && m.Healthy:
 			return st, nil
 		}
 		if !said {
@@ -545,10 +545,10 @@ func explain(err error, st ha.ClusterState) error {
 	return err
 }
 
-func member(st ha.ClusterState, name string) (ha.MemberStatus, bool) {
-	i := slices.IndexFunc(st.Members, func(m ha.MemberStatus) bool { return m.Node == name })
+func member(st ha.ClusterState, name string) (ha.Member, bool) {
+	i := slices.IndexFunc(st.Members, func(m ha.Member) bool { return m.Node == name })
 	if i < 0 {
-		return ha.MemberStatus{}, false
+		return ha.Member{}, false
 	}
 	return st.Members[i], true
 }
@@ -567,7 +567,7 @@ func members(st ha.ClusterState) string {
 func standbys(st ha.ClusterState) string {
 	var names []string
 	for _, m := range st.Members {
-		if m.Role == keyspace.RoleReplica && m.Healthy {
+		if m.Role == ha.RoleReplica && m.Healthy {
 			names = append(names, m.Node)
 		}
 	}
@@ -584,13 +584,13 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // state is a member's state column.
-func state(m ha.MemberStatus) string {
+func state(m ha.Member) string {
 	switch {
 	case !m.Healthy:
 		return "unhealthy"
-	case m.Role == keyspace.RoleReplica && m.Streaming:
+	case m.Role == ha.RoleReplica && m.Streaming:
 		return "streaming"
-	case m.Role == keyspace.RoleReplica:
+	case m.Role == ha.RoleReplica:
 		return "not streaming"
 	}
 	return "running"
@@ -618,7 +618,7 @@ func printList(w io.Writer, st ha.ClusterState, pauseReason string) {
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tROLE\tSTATE\tTL\tLAG\tLEADER\tSYNC")
 	for _, m := range st.Members {
 		lag := "-"
-		if m.Role == keyspace.RoleReplica {
+		if m.Role == ha.RoleReplica {
 			lag = formatLag(m.LagBytes)
 		}
 		fmt.Fprintf(tw, "%s\t%s:%d\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Node, m.Host, m.Port, m.Role, state(m),
