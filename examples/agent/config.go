@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/internal/secrets"
 	"sigs.k8s.io/yaml"
 )
 
@@ -522,21 +523,11 @@ func describeJSON(v any) string {
 // readSecret returns a password from the environment variable envName or
 // from file; both set is an error. Errors never hold the password.
 func readSecret(env map[string]string, envName, fileSetting, file string) (secret, error) {
-	v := env[envName]
-	inEnv := v != "" // an empty variable counts as unset
-	switch {
-	case inEnv && file != "":
-		return "", configErrorf("both %s and --%s are set: keep one", envName, fileSetting)
-	case inEnv:
-		return secret(v), nil
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", configErrorf("--%s: %v", fileSetting, err)
-		}
-		return secret(strings.TrimRight(string(b), "\r\n")), nil
+	v, err := secrets.FromEnvOrFile(envName, env[envName], fileSetting, file)
+	if err != nil {
+		return "", configErrorf("%v", err)
 	}
-	return "", nil
+	return secret(v), nil
 }
 
 // validate checks what ha and replicate cannot: required settings and the

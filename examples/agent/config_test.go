@@ -200,7 +200,7 @@ func TestTLSConfig(t *testing.T) {
 		t.Errorf("a key as CA: %v; want an error naming etcd-ca-file", err)
 	}
 	cfg.etcdCAFile, cfg.etcdKeyFile = certFile, filepath.Join(dir, "missing.pem")
-	if _, err := cfg.tlsConfig(); err == nil || !strings.Contains(err.Error(), "etcd-cert-file/etcd-key-file") {
+	if _, err := cfg.tlsConfig(); err == nil || !strings.Contains(err.Error(), "--etcd-key-file "+cfg.etcdKeyFile) {
 		t.Errorf("a missing key: %v; want an error naming etcd-key-file", err)
 	}
 	if _, err := os.Stat(keyFile); err != nil {
