@@ -74,6 +74,8 @@ type config struct {
 	priority            int
 	primaryStartTimeout time.Duration
 	departedSlotTTL     time.Duration
+	watchdog            string
+	watchdogDevice      string
 
 	logLevel        string
 	logFormat       string
@@ -138,6 +140,8 @@ func defaultConfig() *config {
 		syncStandbys:        1,
 		primaryStartTimeout: ha.DefaultPrimaryStartTimeout,
 		departedSlotTTL:     ha.DefaultDepartedSlotTTL,
+		watchdog:            string(ha.WatchdogOff),
+		watchdogDevice:      ha.DefaultWatchdogDevice,
 		logLevel:            "info",
 		logFormat:           "text",
 		shutdownTimeout:     15 * time.Second,
@@ -192,6 +196,8 @@ func (c *config) settings() []setting {
 		{"priority", "tie-breaker between equally advanced candidates: higher wins", &c.priority},
 		{"primary-start-timeout", "how long a leader restarts its crashed PostgreSQL in place (asynchronous mode)", &c.primaryStartTimeout},
 		{"departed-slot-ttl", "how long the leader keeps the replication slot of a member that is gone (negative: forever)", &c.departedSlotTTL},
+		{"watchdog", "arm a Linux watchdog device while leading, so that a frozen agent's machine is reset before its lease expires: off, automatic or required", &c.watchdog},
+		{"watchdog-device", "the watchdog device", &c.watchdogDevice},
 
 		{"log-level", "debug, info, warn or error", &c.logLevel},
 		{"log-format", "text or json", &c.logFormat},
@@ -613,8 +619,8 @@ var fieldSettings = map[string]string{
 	"Cluster": "cluster", "Node": "node", "KeyRoot": "key-root", "Host": "pg-advertise-host",
 	"LeaseTTL": "lease-ttl", "LoopInterval": "loop-interval", "MaxLagOnFailover": "max-lag-on-failover",
 	"SyncMode": "sync-mode", "SyncStandbys": "sync-standbys", "PrimaryStartTimeout": "primary-start-timeout",
-	"DepartedSlotTTL": "departed-slot-ttl",
-	"FenceBudget":     "lease-ttl",
+	"DepartedSlotTTL": "departed-slot-ttl", "Watchdog": "watchdog", "WatchdogDevice": "watchdog-device",
+	"FenceBudget": "lease-ttl",
 	// replicate.Config
 	"Name": "node", "DataDir": "pg-data-dir", "BinDir": "pg-bin-dir", "ListenAddresses": "pg-listen-addresses",
 	"Port": "pg-port", "SocketDir": "pg-socket-dir", "LogFile": "pg-log-file", "Superuser": "pg-superuser",
