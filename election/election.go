@@ -3,6 +3,7 @@ package election
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -239,39 +240,37 @@ func (e *Elector) waitPredecessors(ctx context.Context, t *Term) error {
 		if last == nil {
 			return nil
 		}
-		if err := e.waitDelete(ctx, t, string(last.Key), resp.Header.Revision); err != nil {
+		if err := e.waitDelete(ctx, string(last.Key)); err != nil {
 			return err
 		}
 	}
 }
 
-// waitDelete waits until key is deleted after revision rev, the watch
-// breaks (the caller re-reads), ctx is done or t ends.
-func (e *Elector) waitDelete(ctx context.Context, t *Term, key string, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := e.cli.Watch(wctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
-	for {
-		select {
-		case <-t.done:
-			return t.Err()
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil {
-				// Compaction, lost etcd leader or a closed client: re-read.
-				if !ok {
-					return t.pause(ctx, 100*time.Millisecond)
-				}
-				return nil
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					return nil
-				}
+// errGone stops a waitDelete mirror: the key it waits on is gone.
+var errGone = errors.New("key deleted")
+
+// waitDelete waits until key is gone, or ctx is done (ctx is bound to the
+// candidate's term, so it also ends with the term).
+func (e *Elector) waitDelete(ctx context.Context, key string) error {
+	m, err := etcdmirror.New(etcdmirror.Config{Client: e.cli, Key: key, MaxBackoff: time.Second, Logger: e.log})
+	if err != nil {
+		return err
+	}
+	err = m.Run(ctx, func(u etcdmirror.Update) error {
+		if u.Snapshot && len(u.KVs) == 0 {
+			return errGone
+		}
+		for _, ev := range u.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				return errGone
 			}
 		}
+		return nil
+	})
+	if errors.Is(err, errGone) {
+		return nil
 	}
+	return err
 }
 
 // valid reports whether kv is a candidate key of this election
