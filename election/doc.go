@@ -19,6 +19,13 @@
 // Resign when done with a term, even one that ended on its own.
 // [Elector.Observe] and [Elector.Leader] watch and read the leader.
 //
+// # Who leads
+//
+// The leader is the candidate key (Prefix + "/" + its own non-zero lease
+// ID in hex) with the lowest create revision. [LeaderKV] is that rule, and
+// the only place it is written: code that reads the election's keys itself
+// (a cache of the whole cluster prefix, a Get) decides with it too.
+//
 // # Fencing
 //
 // [Term.ValidUntil] is the send time of the last successful renewal plus the

@@ -3,9 +3,12 @@ package election
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
-	"strconv"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +19,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/pgha/pgha/internal/backoff"
+	"github.com/pgha/pgha/internal/etcdmirror"
 )
 
 // Leader is the holder of an election as seen in etcd. The zero Leader
@@ -51,6 +54,8 @@ type Elector struct {
 	tel    *telemetry
 	now    func() time.Time
 
+	mirror *etcdmirror.Mirror // of the whole prefix, for Observe
+
 	warnedMu sync.Mutex
 	warned   map[string]bool // foreign keys already logged
 }
@@ -71,15 +76,21 @@ func New(cfg Config) (*Elector, error) {
 		log = slog.Default()
 	}
 	pfx := strings.TrimRight(cfg.Prefix, "/") + "/"
+	log = log.With("election", strings.TrimSuffix(pfx, "/"))
+	mirror, err := etcdmirror.New(etcdmirror.Config{Client: cfg.Client, Key: pfx, Prefix: true, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("election: watch %s: %w", pfx, err)
+	}
 	return &Elector{
 		cli:    cfg.Client,
 		pfx:    pfx,
 		ttl:    cfg.LeaseTTL,
 		margin: cfg.SafetyMargin,
 		renew:  cfg.RenewInterval,
-		log:    log.With("election", strings.TrimSuffix(pfx, "/")),
+		log:    log,
 		tel:    tel,
 		now:    time.Now,
+		mirror: mirror,
 		warned: map[string]bool{},
 	}, nil
 }
@@ -229,48 +240,46 @@ func (e *Elector) waitPredecessors(ctx context.Context, t *Term) error {
 		if last == nil {
 			return nil
 		}
-		if err := e.waitDelete(ctx, t, string(last.Key), resp.Header.Revision); err != nil {
+		if err := e.waitDelete(ctx, string(last.Key)); err != nil {
 			return err
 		}
 	}
 }
 
-// waitDelete waits until key is deleted after revision rev, the watch
-// breaks (the caller re-reads), ctx is done or t ends.
-func (e *Elector) waitDelete(ctx context.Context, t *Term, key string, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := e.cli.Watch(wctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
-	for {
-		select {
-		case <-t.done:
-			return t.Err()
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil {
-				// Compaction, lost etcd leader or a closed client: re-read.
-				if !ok {
-					return t.pause(ctx, 100*time.Millisecond)
-				}
-				return nil
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					return nil
-				}
+// errGone stops a waitDelete mirror: the key it waits on is gone.
+var errGone = errors.New("key deleted")
+
+// waitDelete waits until key is gone, or ctx is done (ctx is bound to the
+// candidate's term, so it also ends with the term).
+func (e *Elector) waitDelete(ctx context.Context, key string) error {
+	m, err := etcdmirror.New(etcdmirror.Config{Client: e.cli, Key: key, MaxBackoff: time.Second, Logger: e.log})
+	if err != nil {
+		return err
+	}
+	err = m.Run(ctx, func(u etcdmirror.Update) error {
+		if u.Snapshot && len(u.KVs) == 0 {
+			return errGone
+		}
+		for _, ev := range u.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				return errGone
 			}
 		}
+		return nil
+	})
+	if errors.Is(err, errGone) {
+		return nil
 	}
+	return err
 }
 
-// valid reports whether kv is a candidate key of this election: named by
-// its own non-zero lease. Other keys are logged once and ignored.
+// valid reports whether kv is a candidate key of this election
+// ([IsCandidate]). Other keys are logged once and ignored.
 func (e *Elector) valid(kv *mvccpb.KeyValue) bool {
-	k := string(kv.Key)
-	if kv.Lease != 0 && k == e.pfx+strconv.FormatInt(kv.Lease, 16) {
+	if IsCandidate(e.pfx, kv) {
 		return true
 	}
+	k := string(kv.Key)
 	e.warnedMu.Lock()
 	first := !e.warned[k]
 	if first {
@@ -286,25 +295,27 @@ func (e *Elector) valid(kv *mvccpb.KeyValue) bool {
 	return false
 }
 
-// first returns the leader among kvs sorted by ascending create revision.
-func (e *Elector) first(kvs []*mvccpb.KeyValue) Leader {
-	for _, kv := range kvs {
-		if e.valid(kv) {
-			return Leader{Key: string(kv.Key), Value: kv.Value, Token: kv.CreateRevision}
-		}
+// leaderOf returns the leader among kvs by [LeaderKV], after logging the
+// foreign keys among them once.
+func (e *Elector) leaderOf(kvs iter.Seq[*mvccpb.KeyValue]) Leader {
+	for kv := range kvs {
+		e.valid(kv)
 	}
-	return Leader{}
+	kv := LeaderKV(e.pfx, kvs)
+	if kv == nil {
+		return Leader{}
+	}
+	return Leader{Key: string(kv.Key), Value: kv.Value, Token: kv.CreateRevision}
 }
 
 // Leader returns the current leader, or [ErrNoLeader] when there is none.
 // It reads etcd with a linearizable read.
 func (e *Elector) Leader(ctx context.Context) (Leader, error) {
-	resp, err := e.cli.Get(ctx, e.pfx, clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	resp, err := e.cli.Get(ctx, e.pfx, clientv3.WithPrefix())
 	if err != nil {
 		return Leader{}, fmt.Errorf("election: leader of %s: %w", e.pfx, err)
 	}
-	if l := e.first(resp.Kvs); !l.IsZero() {
+	if l := e.leaderOf(slices.Values(resp.Kvs)); !l.IsZero() {
 		return l, nil
 	}
 	return Leader{}, ErrNoLeader
@@ -313,9 +324,11 @@ func (e *Elector) Leader(ctx context.Context) (Leader, error) {
 // Observe returns a channel that receives the current leader first, then
 // every change: a new leader, a new value proclaimed, and "no leader" (the
 // zero [Leader]). It keeps going across watch compaction, etcd leader
-// changes and reconnects, re-reading the state when its watch breaks, until
-// ctx is done; then the channel is closed. A reader that falls behind makes
-// Observe wait; it never drops the latest state.
+// changes and reconnects, re-reading the state when its watch breaks (and
+// treating a watch that stays silent for 3 s despite progress requests as
+// broken), until ctx is done; then the channel is closed. A reader that
+// falls behind makes Observe wait; it never drops the latest state. The
+// leader is chosen by [LeaderKV].
 func (e *Elector) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	go e.observe(ctx, ch)
@@ -326,100 +339,23 @@ func (e *Elector) observe(ctx context.Context, ch chan<- Leader) {
 	defer close(ch)
 	var last Leader
 	sent := false
-	send := func(l Leader) bool {
+	cands := etcdmirror.State{}
+	// The mirror re-reads after a jittered wait when its watch breaks:
+	// every pool and manager observes the leader, and after an etcd outage
+	// they must not all re-read at the same instant.
+	err := e.mirror.Run(ctx, func(u etcdmirror.Update) error {
+		cands.Apply(u)
+		l := e.leaderOf(maps.Values(cands))
 		if sent && l.equal(last) {
-			return true
+			return nil
 		}
 		select {
 		case ch <- l:
 			last, sent = l, true
-			return true
+			return nil
 		case <-ctx.Done():
-			return false
+			return context.Cause(ctx)
 		}
-	}
-	// Every pool and manager observes the leader: after an etcd outage
-	// they must not all re-read at the same instant.
-	b := backoff.New(50*time.Millisecond, 2*time.Second)
-	for ctx.Err() == nil {
-		resp, err := e.cli.Get(ctx, e.pfx, clientv3.WithPrefix(),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-		if err != nil {
-			if ctx.Err() == nil {
-				e.log.Debug("observe: read leader", "err", err)
-			}
-			if !b.Wait(ctx) {
-				return
-			}
-			continue
-		}
-		cands := map[string]*mvccpb.KeyValue{}
-		for _, kv := range resp.Kvs {
-			cands[string(kv.Key)] = kv
-		}
-		if !send(e.leaderOf(cands)) {
-			return
-		}
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := e.cli.Watch(wctx, e.pfx, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-		started := time.Now()
-		ok := e.follow(ctx, wch, cands, send)
-		cancel()
-		if !ok {
-			return
-		}
-		// The watch broke (etcd leader lost, compaction): re-read after a
-		// jittered wait, longer if it keeps breaking at once.
-		if time.Since(started) > 2*time.Second {
-			b.Reset()
-		}
-		if !b.Wait(ctx) {
-			return
-		}
-	}
-}
-
-// follow applies watch events to cands and sends each new leader, until the
-// watch breaks (returns true: re-read) or ctx is done (returns false).
-func (e *Elector) follow(ctx context.Context, wch clientv3.WatchChan, cands map[string]*mvccpb.KeyValue, send func(Leader) bool) bool {
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil || wr.Canceled {
-				if ctx.Err() != nil {
-					return false
-				}
-				return true
-			}
-			for _, ev := range wr.Events {
-				switch ev.Type {
-				case clientv3.EventTypePut:
-					cands[string(ev.Kv.Key)] = ev.Kv
-				case clientv3.EventTypeDelete:
-					delete(cands, string(ev.Kv.Key))
-				}
-			}
-			if !send(e.leaderOf(cands)) {
-				return false
-			}
-		}
-	}
-}
-
-func (e *Elector) leaderOf(cands map[string]*mvccpb.KeyValue) Leader {
-	var best *mvccpb.KeyValue
-	for _, kv := range cands {
-		if !e.valid(kv) {
-			continue
-		}
-		if best == nil || kv.CreateRevision < best.CreateRevision {
-			best = kv
-		}
-	}
-	if best == nil {
-		return Leader{}
-	}
-	return Leader{Key: string(best.Key), Value: best.Value, Token: best.CreateRevision}
+	})
+	e.log.Debug("observe: stopped", "reason", err)
 }

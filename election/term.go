@@ -15,7 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/pgha/pgha/internal/backoff"
+	"github.com/pgha/pgha/internal/etcdmirror"
 )
 
 // doneLead is how long before ValidUntil the term's expiry timer fires, so
@@ -388,8 +388,14 @@ func (t *Term) verify(ctx context.Context) error {
 	return nil
 }
 
-// startWatch watches the leader key and ends the term when it is deleted.
+// startWatch watches the leader key and ends the term when it is deleted
+// or replaced.
 func (t *Term) startWatch() {
+	m, err := etcdmirror.New(etcdmirror.Config{Client: t.e.cli, Key: t.key, MaxBackoff: time.Second, Logger: t.log})
+	if err != nil { // unreachable: the client and key are set
+		t.end(fmt.Errorf("%w: cannot watch key %s: %w", ErrKeyDeleted, t.key, err))
+		return
+	}
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
@@ -402,40 +408,23 @@ func (t *Term) startWatch() {
 			}
 			cancel()
 		}()
-		rev := t.rev
-		b := backoff.New(50*time.Millisecond, time.Second)
-		for ctx.Err() == nil {
-			wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			wch := t.e.cli.Watch(wctx, t.key, clientv3.WithRev(rev+1))
-			for wr := range wch {
-				if wr.Err() != nil {
-					break
+		err := m.Run(ctx, func(u etcdmirror.Update) error {
+			if u.Snapshot {
+				// The first read, or a re-read after the watch broke.
+				if len(u.KVs) == 0 || u.KVs[0].CreateRevision != t.rev {
+					return ErrKeyDeleted
 				}
-				for _, ev := range wr.Events {
-					if ev.Type == clientv3.EventTypeDelete {
-						wcancel()
-						t.end(ErrKeyDeleted)
-						return
-					}
+				return nil
+			}
+			for _, ev := range u.Events {
+				if ev.Type == clientv3.EventTypeDelete || ev.Kv.CreateRevision != t.rev {
+					return ErrKeyDeleted
 				}
-				rev = wr.Header.Revision
 			}
-			wcancel()
-			if ctx.Err() != nil {
-				return
-			}
-			// The watch broke (compaction, etcd leader lost): re-read.
-			resp, err := t.e.cli.Get(ctx, t.key)
-			if err != nil {
-				b.Wait(ctx)
-				continue
-			}
-			b.Reset()
-			if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != t.rev {
-				t.end(ErrKeyDeleted)
-				return
-			}
-			rev = resp.Header.Revision
+			return nil
+		})
+		if errors.Is(err, ErrKeyDeleted) {
+			t.end(ErrKeyDeleted)
 		}
 	}()
 }

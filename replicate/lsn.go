@@ -2,8 +2,8 @@ package replicate
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
+
+	"github.com/pgha/pgha/internal/lsn"
 )
 
 // LSN is a PostgreSQL write-ahead log position (pg_lsn): a byte offset into
@@ -16,26 +16,16 @@ type LSN uint64
 // ("16/B374D848"). Each half is 1 to 8 hexadecimal digits, in either case.
 // It returns an error naming the input for anything else.
 func ParseLSN(s string) (LSN, error) {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok || len(hi) == 0 || len(lo) == 0 || len(hi) > 8 || len(lo) > 8 {
-		return 0, fmt.Errorf("replicate: parse LSN %q: want two hexadecimal numbers separated by '/', e.g. 16/B374D848", s)
-	}
-	h, err := strconv.ParseUint(hi, 16, 32)
+	l, err := lsn.Parse(s)
 	if err != nil {
-		return 0, fmt.Errorf("replicate: parse LSN %q: high half: %w", s, err)
+		return 0, fmt.Errorf("replicate: parse %w", err)
 	}
-	l, err := strconv.ParseUint(lo, 16, 32)
-	if err != nil {
-		return 0, fmt.Errorf("replicate: parse LSN %q: low half: %w", s, err)
-	}
-	return LSN(h<<32 | l), nil
+	return LSN(l), nil
 }
 
 // String formats l as PostgreSQL does: upper-case hexadecimal halves without
 // leading zeros, e.g. "16/B374D848"; zero is "0/0".
-func (l LSN) String() string {
-	return fmt.Sprintf("%X/%X", uint64(l)>>32, uint64(l)&0xFFFFFFFF)
-}
+func (l LSN) String() string { return lsn.Format(uint64(l)) }
 
 // Sub returns l - o in bytes: positive when l is ahead of o, negative when it
 // is behind. It is what pg_wal_lsn_diff(l, o) returns.

@@ -46,13 +46,13 @@ func readWALTimelines(ctx context.Context, conn *pgx.Conn) (walTimelines, error)
 	return w, nil
 }
 
-func readHistoryFile(ctx context.Context, conn *pgx.Conn, tl uint32) ([]historyEntry, error) {
+func readHistoryFile(ctx context.Context, conn *pgx.Conn, tl uint32) ([]HistoryEntry, error) {
 	var content string
 	name := fmt.Sprintf("pg_wal/%08X.history", tl)
 	if err := conn.QueryRow(ctx, "SELECT pg_read_file($1)", name).Scan(&content); err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	h, err := parseHistory(content, tl)
+	h, err := ParseHistory(content, tl)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -87,8 +87,8 @@ func replayTimeline(ctx context.Context, conn *pgx.Conn, replay LSN, cur uint32)
 		return cur, false, err
 	}
 	// Each history file is read at most once.
-	read := map[uint32][]historyEntry{}
-	history := func(t uint32) ([]historyEntry, error) {
+	read := map[uint32][]HistoryEntry{}
+	history := func(t uint32) ([]HistoryEntry, error) {
 		if h, ok := read[t]; ok {
 			return h, nil
 		}
@@ -128,16 +128,19 @@ func replayTimeline(ctx context.Context, conn *pgx.Conn, replay LSN, cur uint32)
 	return tl, false, nil
 }
 
-// historyEntry is one line of a timeline history file: timeline Parent
-// ended at Switch.
-type historyEntry struct {
+// HistoryEntry is one line of a timeline history file
+// (pg_wal/<timeline>.history): timeline Parent ended at Switch, the first
+// WAL position of the next timeline.
+type HistoryEntry struct {
+	// Parent is an ancestor timeline.
 	Parent uint32
+	// Switch is where Parent ended.
 	Switch LSN
 }
 
 // forkPoint returns where timeline tl ended in history h (the history of a
 // newer timeline), and false when tl is not one of its ancestors.
-func forkPoint(h []historyEntry, tl uint32) (LSN, bool) {
+func forkPoint(h []HistoryEntry, tl uint32) (LSN, bool) {
 	for _, e := range h {
 		if e.Parent == tl {
 			return e.Switch, true
@@ -146,10 +149,15 @@ func forkPoint(h []historyEntry, tl uint32) (LSN, bool) {
 	return 0, false
 }
 
-// parseHistory parses timeline tl's history file: one entry per ancestor,
-// "parentTLI<tab>X/Y<tab>reason", parents increasing and below tl.
-func parseHistory(content string, tl uint32) ([]historyEntry, error) {
-	var h []historyEntry
+// ParseHistory parses the content of timeline tl's history file
+// (pg_wal/%08X.history, as pg_read_file returns it): one entry per
+// ancestor, "parentTLI<TAB>X/Y<TAB>reason", parents increasing and below
+// tl; blank lines and "#" comments are skipped. It returns the entries in
+// file order, the last one being where tl's parent ended. Its errors start
+// with "timeline history", quote the offending line and say what the line
+// should look like; a history without an entry is an error.
+func ParseHistory(content string, tl uint32) ([]HistoryEntry, error) {
+	var h []HistoryEntry
 	for _, line := range strings.Split(content, "\n") {
 		l := strings.TrimSpace(line)
 		if l == "" || strings.HasPrefix(l, "#") {
@@ -173,7 +181,7 @@ func parseHistory(content string, tl uint32) ([]historyEntry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("timeline history entry %q: switch point: %w", truncate(l, 80), err)
 		}
-		h = append(h, historyEntry{Parent: parent, Switch: lsn})
+		h = append(h, HistoryEntry{Parent: parent, Switch: lsn})
 	}
 	if len(h) == 0 {
 		return nil, fmt.Errorf("timeline history has no entry (want \"parent<TAB>X/Y<TAB>reason\")")

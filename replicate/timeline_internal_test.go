@@ -26,15 +26,15 @@ func TestParseHistory(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var got LSN
-		h, err := parseHistory(tc.content, tc.tl)
+		h, err := ParseHistory(tc.content, tc.tl)
 		if err == nil {
 			got = h[len(h)-1].Switch
 		}
 		switch {
 		case tc.err == "" && (err != nil || got != tc.want):
-			t.Errorf("parseHistory(%q, %d) switch = %v, %v; want %v", tc.content, tc.tl, got, err, tc.want)
+			t.Errorf("ParseHistory(%q, %d) switch = %v, %v; want %v", tc.content, tc.tl, got, err, tc.want)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
-			t.Errorf("parseHistory(%q, %d) error = %v; want one containing %q", tc.content, tc.tl, err, tc.err)
+			t.Errorf("ParseHistory(%q, %d) error = %v; want one containing %q", tc.content, tc.tl, err, tc.err)
 		}
 	}
 }
@@ -44,7 +44,7 @@ func FuzzParseHistory(f *testing.F) {
 	f.Add("1\t0/3000000\tr\n\n2\t0/5A000A0\tr\n", uint32(3))
 	f.Add("", uint32(1))
 	f.Fuzz(func(t *testing.T, content string, tl uint32) {
-		h, err := parseHistory(content, tl)
+		h, err := ParseHistory(content, tl)
 		if err != nil {
 			if !strings.Contains(err.Error(), "timeline history") {
 				t.Fatalf("error %q does not say it is about the timeline history", err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/internal/secrets"
 	"sigs.k8s.io/yaml"
 )
 
@@ -73,6 +74,8 @@ type config struct {
 	priority            int
 	primaryStartTimeout time.Duration
 	departedSlotTTL     time.Duration
+	watchdog            string
+	watchdogDevice      string
 
 	logLevel        string
 	logFormat       string
@@ -137,6 +140,8 @@ func defaultConfig() *config {
 		syncStandbys:        1,
 		primaryStartTimeout: ha.DefaultPrimaryStartTimeout,
 		departedSlotTTL:     ha.DefaultDepartedSlotTTL,
+		watchdog:            string(ha.WatchdogOff),
+		watchdogDevice:      ha.DefaultWatchdogDevice,
 		logLevel:            "info",
 		logFormat:           "text",
 		shutdownTimeout:     15 * time.Second,
@@ -191,6 +196,8 @@ func (c *config) settings() []setting {
 		{"priority", "tie-breaker between equally advanced candidates: higher wins", &c.priority},
 		{"primary-start-timeout", "how long a leader restarts its crashed PostgreSQL in place (asynchronous mode)", &c.primaryStartTimeout},
 		{"departed-slot-ttl", "how long the leader keeps the replication slot of a member that is gone (negative: forever)", &c.departedSlotTTL},
+		{"watchdog", "arm a Linux watchdog device while leading, so that a frozen agent's machine is reset before its lease expires: off, automatic or required", &c.watchdog},
+		{"watchdog-device", "the watchdog device", &c.watchdogDevice},
 
 		{"log-level", "debug, info, warn or error", &c.logLevel},
 		{"log-format", "text or json", &c.logFormat},
@@ -522,21 +529,11 @@ func describeJSON(v any) string {
 // readSecret returns a password from the environment variable envName or
 // from file; both set is an error. Errors never hold the password.
 func readSecret(env map[string]string, envName, fileSetting, file string) (secret, error) {
-	v := env[envName]
-	inEnv := v != "" // an empty variable counts as unset
-	switch {
-	case inEnv && file != "":
-		return "", configErrorf("both %s and --%s are set: keep one", envName, fileSetting)
-	case inEnv:
-		return secret(v), nil
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", configErrorf("--%s: %v", fileSetting, err)
-		}
-		return secret(strings.TrimRight(string(b), "\r\n")), nil
+	v, err := secrets.FromEnvOrFile(envName, env[envName], fileSetting, file)
+	if err != nil {
+		return "", configErrorf("%v", err)
 	}
-	return "", nil
+	return secret(v), nil
 }
 
 // validate checks what ha and replicate cannot: required settings and the
@@ -622,8 +619,8 @@ var fieldSettings = map[string]string{
 	"Cluster": "cluster", "Node": "node", "KeyRoot": "key-root", "Host": "pg-advertise-host",
 	"LeaseTTL": "lease-ttl", "LoopInterval": "loop-interval", "MaxLagOnFailover": "max-lag-on-failover",
 	"SyncMode": "sync-mode", "SyncStandbys": "sync-standbys", "PrimaryStartTimeout": "primary-start-timeout",
-	"DepartedSlotTTL": "departed-slot-ttl",
-	"FenceBudget":     "lease-ttl",
+	"DepartedSlotTTL": "departed-slot-ttl", "Watchdog": "watchdog", "WatchdogDevice": "watchdog-device",
+	"FenceBudget": "lease-ttl",
 	// replicate.Config
 	"Name": "node", "DataDir": "pg-data-dir", "BinDir": "pg-bin-dir", "ListenAddresses": "pg-listen-addresses",
 	"Port": "pg-port", "SocketDir": "pg-socket-dir", "LogFile": "pg-log-file", "Superuser": "pg-superuser",

@@ -151,6 +151,7 @@ func TestLibraryConfigErrors(t *testing.T) {
 		{"loop interval", []string{"--pg-data-dir", "/tmp/pgha-agent-test-none/data", "--loop-interval", "3s"}, "--loop-interval (PGHA_LOOP_INTERVAL"},
 		{"relative data dir", []string{"--pg-data-dir", "data"}, "--pg-data-dir (PGHA_PG_DATA_DIR"},
 		{"lease ttl", []string{"--pg-data-dir", "/tmp/pgha-agent-test-none/data", "--lease-ttl", "1500ms"}, "--lease-ttl (PGHA_LEASE_TTL"},
+		{"watchdog mode", []string{"--pg-data-dir", "/tmp/pgha-agent-test-none/data", "--watchdog", "sometimes"}, "--watchdog (PGHA_WATCHDOG"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--cluster", "c", "--node", "n", "--etcd-endpoints", "http://127.0.0.1:1", "--listen", "127.0.0.1:0"}, tc.args...)
@@ -200,7 +201,7 @@ func TestTLSConfig(t *testing.T) {
 		t.Errorf("a key as CA: %v; want an error naming etcd-ca-file", err)
 	}
 	cfg.etcdCAFile, cfg.etcdKeyFile = certFile, filepath.Join(dir, "missing.pem")
-	if _, err := cfg.tlsConfig(); err == nil || !strings.Contains(err.Error(), "etcd-cert-file/etcd-key-file") {
+	if _, err := cfg.tlsConfig(); err == nil || !strings.Contains(err.Error(), "--etcd-key-file "+cfg.etcdKeyFile) {
 		t.Errorf("a missing key: %v; want an error naming etcd-key-file", err)
 	}
 	if _, err := os.Stat(keyFile); err != nil {

@@ -2,47 +2,22 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"os"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
+
+	"github.com/pgha/pgha/internal/etcdclient"
 )
 
 // tlsConfig builds the etcd client's TLS setup: from the CA and client
 // certificate files, else the system's CA roots for https:// endpoints,
 // else nil (plain http://).
 func (c *config) tlsConfig() (*tls.Config, error) {
-	if c.etcdCAFile == "" && c.etcdCertFile == "" {
-		for _, e := range c.etcdEndpoints {
-			if strings.HasPrefix(e, "https://") {
-				// TLS with the system's CA roots.
-				return &tls.Config{MinVersion: tls.VersionTLS12}, nil
-			}
-		}
-		return nil, nil
+	tc, err := etcdclient.TLSConfig(c.etcdEndpoints, etcdclient.TLSFiles{CAFile: c.etcdCAFile, CertFile: c.etcdCertFile, KeyFile: c.etcdKeyFile})
+	if err != nil {
+		return nil, configErrorf("%v", err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.etcdCAFile != "" {
-		pem, err := os.ReadFile(c.etcdCAFile)
-		if err != nil {
-			return nil, configErrorf("etcd-ca-file: %v", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, configErrorf("etcd-ca-file %s holds no PEM certificate", c.etcdCAFile)
-		}
-	}
-	if c.etcdCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.etcdCertFile, c.etcdKeyFile)
-		if err != nil {
-			return nil, configErrorf("etcd-cert-file/etcd-key-file: %v", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return tc, nil
 }
 
 // etcdClient connects to etcd. The client dials lazily: an etcd that is
@@ -56,7 +31,7 @@ func (c *config) etcdClient() (*clientv3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	cli, err := etcdclient.New(clientv3.Config{
 		Endpoints:            c.etcdEndpoints,
 		TLS:                  tlsCfg,
 		Username:             c.etcdUsername,
@@ -66,9 +41,8 @@ func (c *config) etcdClient() (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 2 * time.Second,
 		// Not ctx: the client must outlive a SIGTERM, for the manager to
 		// resign and revoke its leases on the way out. run closes it.
-		// The HA loop logs what matters; the client's own retry chatter
-		// would drown it.
-		Logger: zap.NewNop(),
+		// No Logger: etcdclient.New silences the client's retry chatter,
+		// which would drown what the HA loop logs.
 	})
 	if err != nil {
 		return nil, c.etcdDialError(err)

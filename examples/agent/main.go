@@ -182,6 +182,8 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		Priority:            cfg.priority,
 		PrimaryStartTimeout: cfg.primaryStartTimeout,
 		DepartedSlotTTL:     cfg.departedSlotTTL,
+		Watchdog:            ha.WatchdogMode(cfg.watchdog),
+		WatchdogDevice:      cfg.watchdogDevice,
 		Logger:              log,
 		MeterProvider:       mp,
 	})

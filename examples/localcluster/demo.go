@@ -20,12 +20,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/internal/etcdclient"
 	"github.com/pgha/pgha/replicate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 const cluster = "demo"
@@ -156,7 +156,7 @@ func (d *demo) startEtcd() error {
 		return errors.New("embedded etcd not ready after 30s")
 	}
 	d.etcd, d.ep = e, cu.String()
-	d.cli, err = clientv3.New(clientv3.Config{Endpoints: []string{d.ep}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	d.cli, err = etcdclient.New(clientv3.Config{Endpoints: []string{d.ep}, DialTimeout: 2 * time.Second})
 	return err
 }
 
@@ -216,8 +216,8 @@ func freePort() (int, error) {
 }
 
 func (d *demo) startManager(n *node) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + n.proxy.Listen}, DialTimeout: 2 * time.Second,
-		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second, Logger: zap.NewNop()})
+	cli, err := etcdclient.New(clientv3.Config{Endpoints: []string{"http://" + n.proxy.Listen}, DialTimeout: 2 * time.Second,
+		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second})
 	if err != nil {
 		return err
 	}

@@ -3,15 +3,15 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
+
+	"github.com/pgha/pgha/internal/etcdclient"
+	"github.com/pgha/pgha/internal/secrets"
 )
 
 // endpoints splits the --etcd list.
@@ -28,56 +28,21 @@ func (g *globals) endpoints() []string {
 // tlsConfig builds the TLS setup from the CA and client certificate
 // flags, else the system's CA roots for https:// endpoints, else nil.
 func (g *globals) tlsConfig() (*tls.Config, error) {
-	if g.caFile == "" && g.certFile == "" && g.keyFile == "" {
-		for _, e := range g.endpoints() {
-			if strings.HasPrefix(e, "https://") {
-				// TLS with the system's CA roots.
-				return &tls.Config{MinVersion: tls.VersionTLS12}, nil
-			}
-		}
-		return nil, nil
+	tc, err := etcdclient.TLSConfig(g.endpoints(), etcdclient.TLSFiles{CAFile: g.caFile, CertFile: g.certFile, KeyFile: g.keyFile})
+	if err != nil {
+		return nil, usagef("%v", err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if g.caFile != "" {
-		pem, err := os.ReadFile(g.caFile)
-		if err != nil {
-			return nil, usagef("--etcd-ca-file: %v", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, usagef("--etcd-ca-file %s holds no PEM certificate", g.caFile)
-		}
-	}
-	if (g.certFile == "") != (g.keyFile == "") {
-		return nil, usagef("--etcd-cert-file and --etcd-key-file go together: set both or neither")
-	}
-	if g.certFile != "" {
-		cert, err := tls.LoadX509KeyPair(g.certFile, g.keyFile)
-		if err != nil {
-			return nil, usagef("--etcd-cert-file/--etcd-key-file: %v", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return tc, nil
 }
 
 // password returns the etcd password from PGHA_ETCD_PASSWORD or
 // --etcd-password-file. Errors never hold the password.
 func (g *globals) password() (string, error) {
-	env := g.env("PGHA_ETCD_PASSWORD")
-	switch {
-	case env != "" && g.passFile != "":
-		return "", usagef("both PGHA_ETCD_PASSWORD and --etcd-password-file are set: keep one")
-	case env != "":
-		return env, nil
-	case g.passFile != "":
-		b, err := os.ReadFile(g.passFile)
-		if err != nil {
-			return "", usagef("--etcd-password-file: %v", err)
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
+	pass, err := secrets.FromEnvOrFile("PGHA_ETCD_PASSWORD", g.env("PGHA_ETCD_PASSWORD"), "etcd-password-file", g.passFile)
+	if err != nil {
+		return "", usagef("%v", err)
 	}
-	return "", nil
+	return pass, nil
 }
 
 // connect returns an etcd client and its close function.
@@ -97,14 +62,13 @@ func (g *globals) connect(ctx context.Context) (*clientv3.Client, func(), error)
 	if pass != "" && g.username == "" {
 		return nil, nil, usagef("an etcd password is set but no --etcd-username")
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	cli, err := etcdclient.New(clientv3.Config{
 		Endpoints:   eps,
 		TLS:         tlsCfg,
 		Username:    g.username,
 		Password:    pass,
 		DialTimeout: g.timeout,
 		Context:     ctx,
-		Logger:      zap.NewNop(),
 	})
 	if err != nil {
 		return nil, nil, g.unreachable(err)

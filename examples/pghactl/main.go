@@ -53,6 +53,7 @@ import (
 
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -652,9 +653,6 @@ func formatLag(b int64) string {
 	return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
 }
 
-// formatLSN prints a WAL position as PostgreSQL does, e.g. 0/3000148.
-func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }
-
 func printHistory(w io.Writer, st ha.ClusterState) {
 	if len(st.History) == 0 {
 		fmt.Fprintf(w, "cluster %s: no timeline switch yet\n", st.Cluster)
@@ -663,7 +661,7 @@ func printHistory(w io.Writer, st ha.ClusterState) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TL\tSWITCH LSN\tLEADER\tREASON\tTIME (UTC)")
 	for _, h := range st.History {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", h.Timeline, formatLSN(h.SwitchLSN), h.Leader, h.Reason,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", h.Timeline, replicate.LSN(h.SwitchLSN), h.Leader, h.Reason,
 			h.Time.UTC().Format(time.DateTime))
 	}
 	tw.Flush()

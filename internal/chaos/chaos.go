@@ -308,7 +308,7 @@ func Run(t testing.TB, opts Options) *Report {
 		for _, h := range st.History {
 			hs = append(hs, historyEntry{timeline: h.Timeline, switchLSN: h.SwitchLSN, leader: h.Leader})
 		}
-		for _, b := range historyMatches(datas[0].history, hs) {
+		for _, b := range historyMatches(datas[0].history, uint32(datas[0].timeline), hs) {
 			fail("timeline history: %s", b)
 		}
 	}

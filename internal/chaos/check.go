@@ -3,12 +3,12 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/pgha/pgha/replicate"
 )
 
 // regInput is a register operation's input.
@@ -153,47 +153,39 @@ func (n *node) data(ctx context.Context) (nodeData, error) {
 	return d, err
 }
 
-// historyMatches checks the timeline history file against the promotions
-// recorded in etcd: for each entry (timeline T, promoted after replaying
-// up to L) the file must have a line for parent T-1 whose switch point is
-// at or after L (the promoted node stops replaying at the switch point,
-// which is no earlier than what it had published). It returns what does
-// not match.
-func historyMatches(file string, entries []historyEntry) []string {
-	lines := map[int64]uint64{}
-	for _, l := range strings.Split(file, "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
-			continue
+// historyMatches checks timeline tl's history file against the
+// promotions recorded in etcd: for each entry (timeline T, promoted after
+// replaying up to L) the file must have a line for parent T-1 whose switch
+// point is at or after L (the promoted node stops replaying at the switch
+// point, which is no earlier than what it had published). It returns what
+// does not match; a file that does not parse matches nothing.
+func historyMatches(file string, tl uint32, entries []historyEntry) []string {
+	lines := map[uint32]replicate.LSN{}
+	if tl > 1 { // timeline 1 has no history file
+		h, err := replicate.ParseHistory(file, tl)
+		if err != nil {
+			return []string{fmt.Sprintf("the history file of timeline %d does not parse: %v", tl, err)}
 		}
-		var parent int64
-		var hi, lo uint64
-		if _, err := fmt.Sscan(f[0], &parent); err != nil {
-			continue
+		for _, e := range h {
+			lines[e.Parent] = e.Switch
 		}
-		if _, err := fmt.Sscanf(f[1], "%X/%X", &hi, &lo); err != nil {
-			continue
-		}
-		lines[parent] = hi<<32 | lo
 	}
 	var bad []string
 	for _, e := range entries {
 		if e.timeline <= 1 {
 			continue // the bootstrap: no parent
 		}
-		got, ok := lines[int64(e.timeline)-1]
+		got, ok := lines[e.timeline-1]
 		switch {
 		case !ok:
 			bad = append(bad, fmt.Sprintf("timeline %d (promoted by %s, etcd history) is missing from the history file", e.timeline, e.leader))
-		case got < e.switchLSN:
+		case got < replicate.LSN(e.switchLSN):
 			bad = append(bad, fmt.Sprintf("timeline %d forked at %s in the history file, before the %s %s had published (etcd history)",
-				e.timeline, fmtLSN(got), fmtLSN(e.switchLSN), e.leader))
+				e.timeline, got, replicate.LSN(e.switchLSN), e.leader))
 		}
 	}
 	return bad
 }
-
-func fmtLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, l&math.MaxUint32) }
 
 type historyEntry struct {
 	timeline  uint32

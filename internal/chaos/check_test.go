@@ -104,11 +104,17 @@ func TestUnavailability(t *testing.T) {
 func TestHistoryMatches(t *testing.T) {
 	file := "1\t0/5000A0\tno recovery target specified\n\n2\t0/7000000\tno recovery target specified\n"
 	ok := []historyEntry{{1, 0, "a"}, {2, 0x500000, "b"}, {3, 0x7000000, "c"}}
-	if bad := historyMatches(file, ok); len(bad) != 0 {
+	if bad := historyMatches(file, 3, ok); len(bad) != 0 {
 		t.Errorf("consistent history: %v", bad)
 	}
-	bad := historyMatches(file, []historyEntry{{2, 0x600000, "b"}, {4, 0x8000000, "d"}})
+	bad := historyMatches(file, 3, []historyEntry{{2, 0x600000, "b"}, {4, 0x8000000, "d"}})
 	if len(bad) != 2 || !strings.Contains(bad[0], "before the 0/600000") || !strings.Contains(bad[1], "timeline 4") {
 		t.Errorf("inconsistent history: %q", bad)
+	}
+	if bad := historyMatches("", 1, []historyEntry{{1, 0, "a"}}); len(bad) != 0 {
+		t.Errorf("timeline 1, no history file: %v", bad)
+	}
+	if bad := historyMatches("1\tnot-an-lsn\tr\n", 2, ok[:2]); len(bad) != 1 || !strings.Contains(bad[0], "does not parse") {
+		t.Errorf("a corrupt history file: %q; want it reported", bad)
 	}
 }

@@ -87,7 +87,9 @@ func (l Layout) MemberName(key string) string {
 // by the bootstrap winner.
 func (l Layout) Initialize() string { return l.prefix + "initialize" }
 
-// Config holds the dynamic configuration written by operators.
+// Config is the key reserved for the dynamic configuration operators will
+// write (a [ConfigRecord]). No node reads it yet: writing it changes
+// nothing until run-time settings are implemented.
 func (l Layout) Config() string { return l.prefix + "config" }
 
 // Sync holds the standbys allowed to be promoted in synchronous mode.
@@ -341,8 +343,11 @@ type PauseRecord struct {
 // Validate always succeeds.
 func (r PauseRecord) Validate() error { return nil }
 
-// ConfigRecord holds the dynamic settings operators may change at run time.
-// A nil field keeps the node's configured value.
+// ConfigRecord is the record of the [Layout.Config] key: the settings
+// operators are to change at run time, a nil field keeping the node's
+// configured value. It is defined, encoded and validated, but no node
+// reads it yet: it changes nothing until run-time settings are
+// implemented.
 type ConfigRecord struct {
 	V int `json:"v"`
 	// MaxLagOnFailover in bytes.

@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgha/pgha/internal/etcdclient"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 // EtcdCluster is a real etcd cluster embedded in the test process: one member
@@ -253,12 +253,11 @@ func (c *EtcdCluster) Client(t TB) *clientv3.Client {
 // a dead endpoint within a second or two.
 func NewEtcdClient(t TB, endpoints ...string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
+	cli, err := etcdclient.New(clientv3.Config{
 		Endpoints:            endpoints,
 		DialTimeout:          2 * time.Second,
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
-		Logger:               zap.NewNop(),
 	})
 	if err != nil {
 		t.Fatalf("testutil: etcd client for %v: %v", endpoints, err)

@@ -3,9 +3,9 @@ package testutil
 import (
 	"time"
 
+	"github.com/pgha/pgha/internal/etcdclient"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // EtcdPerm is one permission of an etcd role: Type (clientv3.PermRead,
@@ -52,7 +52,6 @@ func (c *EtcdCluster) ClientConfig(t TB, user, password string) clientv3.Config 
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
-		Logger:               zap.NewNop(),
 	}
 	if c.opts.TLS != nil {
 		cfg.TLS = c.opts.TLS.ClientTLS(t, user)
@@ -67,7 +66,7 @@ func (c *EtcdCluster) ClientConfig(t TB, user, password string) clientv3.Config 
 // the end of the test.
 func (c *EtcdCluster) ClientAs(t TB, user, password string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(c.ClientConfig(t, user, password))
+	cli, err := etcdclient.New(c.ClientConfig(t, user, password))
 	if err != nil {
 		t.Fatalf("testutil: etcd client as %q for %v: %v", user, c.Endpoints(), err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgha/pgha/internal/etcdclient"
 	"github.com/pgha/pgha/internal/testutil"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,7 +30,7 @@ func TestEtcdTLSAndAuth(t *testing.T) {
 	cfg := c.ClientConfig(t, "", "")
 	cfg.TLS = &tls.Config{RootCAs: ca.Pool}
 	cfg.DialTimeout = 2 * time.Second
-	if cli, err := clientv3.New(cfg); err == nil {
+	if cli, err := etcdclient.New(cfg); err == nil {
 		_, err = cli.Get(testutil.Ctx(t, 3*time.Second), "/a/k")
 		cli.Close()
 		if err == nil {
@@ -56,7 +57,7 @@ func TestEtcdTLSAndAuth(t *testing.T) {
 		t.Fatalf("root put after auth enable: %v", err)
 	}
 	// A wrong password fails at client creation.
-	if _, err := clientv3.New(c.ClientConfig(t, "alice", "wrong")); !errors.Is(err, rpctypes.ErrAuthFailed) {
+	if _, err := etcdclient.New(c.ClientConfig(t, "alice", "wrong")); !errors.Is(err, rpctypes.ErrAuthFailed) {
 		t.Fatalf("wrong password: %v; want %v", err, rpctypes.ErrAuthFailed)
 	}
 }
