@@ -10,7 +10,7 @@ GO        ?= go
 PKGS      ?= ./...
 TESTFLAGS ?= -race -count=1 -p 1 -timeout 25m
 
-.PHONY: demo test lint vet fmt bench chaos fuzz tools-postgres
+.PHONY: demo test test-clock lint vet fmt bench chaos fuzz tools-postgres
 
 # demo runs the local-cluster demo: embedded etcd, three PostgreSQL servers
 # with an HA manager each, a writer through driver.Pool, then four failures
@@ -24,6 +24,11 @@ demo: tools-postgres
 # servers. It finds or installs the PostgreSQL server binaries first.
 test: lint tools-postgres
 	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test $(TESTFLAGS) $(PKGS)
+
+# test-clock runs the test that steps this machine's wall clock (root
+# only; every process on the machine sees the step): never on a shared host.
+test-clock: tools-postgres
+	PGHA_TEST_CLOCK=on PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test -race -count=1 -run TestWallClockSteps ./ha/
 
 tools-postgres:
 	@scripts/ensure-postgres.sh >/dev/null
