@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/pgha/pgha/election"
+	"github.com/pgha/pgha/internal/etcdmirror"
 	"github.com/pgha/pgha/internal/keyspace"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -173,32 +176,32 @@ func hasMember(st ClusterState, node string) bool {
 	return slices.ContainsFunc(st.Members, func(m Member) bool { return m.Node == node })
 }
 
-// waitNewLeader waits until a writable leader other than from exists.
+// waitNewLeader waits until a writable leader other than from exists,
+// by the one leader rule (election.LeaderKV), mirroring the election's
+// keys (internal/etcdmirror).
 func waitNewLeader(ctx context.Context, cli *clientv3.Client, cluster, from string, opts []OpOption) (string, error) {
 	layout, _ := layoutFor(cluster, opts)
-	for {
-		resp, err := cli.Get(ctx, layout.Leader()+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-		if err != nil {
-			return "", fmt.Errorf("ha: wait for the new leader of %s: %w", cluster, err)
-		}
-		for _, kv := range resp.Kvs {
-			if r, err := keyspace.Decode[keyspace.LeaderRecord](kv.Value); err == nil {
-				if r.Node != from && r.Writable {
-					return r.Node, nil
-				}
-				break
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: layout.Leader() + "/", Prefix: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return "", err
+	}
+	keys := etcdmirror.State{}
+	var found string
+	errFound := errors.New("found")
+	err = mr.Run(ctx, func(u etcdmirror.Update) error {
+		keys.Apply(u)
+		if kv := election.LeaderKV(layout.Leader(), maps.Values(keys)); kv != nil {
+			if r, err := keyspace.Decode[keyspace.LeaderRecord](kv.Value); err == nil && r.Node != from && r.Writable {
+				found = r.Node
+				return errFound
 			}
 		}
-		wctx, cancel := context.WithCancel(ctx)
-		wch := cli.Watch(wctx, layout.Leader()+"/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-		select {
-		case <-ctx.Done():
-			cancel()
-			return "", fmt.Errorf("ha: wait for the new leader of %s: %w", cluster, context.Cause(ctx))
-		case <-wch:
-		}
-		cancel()
+		return nil
+	})
+	if found != "" {
+		return found, nil
 	}
+	return "", fmt.Errorf("ha: wait for the new leader of %s: %w", cluster, err)
 }
 
 // Pause puts the cluster in maintenance mode: no automatic failover while

@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/pgha/pgha/internal/backoff"
+	"github.com/pgha/pgha/election"
+	"github.com/pgha/pgha/internal/etcdmirror"
 	"github.com/pgha/pgha/internal/keyspace"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -60,39 +62,32 @@ func newView(cli *clientv3.Client, layout keyspace.Layout, self string, now func
 		changed: make(chan struct{}, 1), warned: map[string]bool{}}
 }
 
-// run keeps the cache current until ctx is done.
+// run keeps the cache current until ctx is done, through the one etcd
+// mirror (internal/etcdmirror): a read of the cluster's prefix, a watch
+// from there, a re-read after a jittered backoff when the watch breaks or
+// is compacted, and a new watch when it goes silent (a stream pinned to a
+// dead or partitioned etcd member). The loop is woken on the first
+// snapshot and every re-read, and otherwise only when a change needs a
+// decision (digestLocked).
 func (v *view) run(ctx context.Context) {
-	// Every manager of the cluster sees the same etcd outage: jittered
-	// backoff keeps them from re-reading in lockstep.
-	b := backoff.New(50*time.Millisecond, 2*time.Second)
-	for ctx.Err() == nil {
-		resp, err := v.cli.Get(ctx, v.layout.Prefix(), clientv3.WithPrefix())
-		if err != nil {
-			if !b.Wait(ctx) {
-				return
-			}
-			continue
-		}
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: v.cli, Key: v.layout.Prefix(), Prefix: true, Logger: v.log})
+	if err != nil {
+		v.log.Error("cluster view", "err", err.Error()) // cannot happen: the config is ours
+		return
+	}
+	mr.Run(ctx, func(u etcdmirror.Update) error {
 		v.mu.Lock()
-		v.kvs = map[string]*mvccpb.KeyValue{}
-		for _, kv := range resp.Kvs {
-			v.kvs[string(kv.Key)] = kv
-		}
-		v.rev = resp.Header.Revision
-		v.afterChangeLocked(resp.Header.Revision)
-		v.ready = true
-		v.mu.Unlock()
-		v.signal()
-
-		started := time.Now()
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for wr := range v.cli.Watch(wctx, v.layout.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
-			if wr.Err() != nil {
-				break
+		wake := true
+		if u.Snapshot {
+			v.kvs = make(map[string]*mvccpb.KeyValue, len(u.KVs))
+			for _, kv := range u.KVs {
+				v.kvs[string(kv.Key)] = kv
 			}
-			v.mu.Lock()
+			v.afterChangeLocked(u.Revision)
+			v.ready = true
+		} else {
 			before := v.digestLocked()
-			for _, ev := range wr.Events {
+			for _, ev := range u.Events {
 				switch ev.Type {
 				case clientv3.EventTypePut:
 					v.kvs[string(ev.Kv.Key)] = ev.Kv
@@ -103,23 +98,15 @@ func (v *view) run(ctx context.Context) {
 				// which the leader went is exact.
 				v.afterChangeLocked(ev.Kv.ModRevision)
 			}
-			v.rev = wr.Header.Revision
-			wake := v.digestLocked() != before
-			v.mu.Unlock()
-			if wake {
-				v.signal()
-			}
+			wake = v.digestLocked() != before
 		}
-		cancel()
-		// The watch broke (etcd leader lost, compaction): re-read after a
-		// jittered wait, longer if it keeps breaking at once.
-		if time.Since(started) > 2*time.Second {
-			b.Reset()
+		v.rev = u.Revision
+		v.mu.Unlock()
+		if wake {
+			v.signal()
 		}
-		if !b.Wait(ctx) {
-			return
-		}
-	}
+		return nil
+	})
 }
 
 // digestLocked summarises what in the view can change a decision, so
@@ -198,18 +185,10 @@ func (v *view) afterChangeLocked(rev int64) {
 	}
 }
 
-// leaderLocked returns the leader record and its election key, or nil.
+// leaderLocked returns the leader record and its election key, or nil,
+// by the one leader rule (election.LeaderKV).
 func (v *view) leaderLocked() (*keyspace.LeaderRecord, string) {
-	pfx := v.layout.Leader() + "/"
-	var best *mvccpb.KeyValue
-	for k, kv := range v.kvs {
-		if !strings.HasPrefix(k, pfx) || kv.Lease == 0 || k != pfx+strconv.FormatInt(kv.Lease, 16) {
-			continue
-		}
-		if best == nil || kv.CreateRevision < best.CreateRevision {
-			best = kv
-		}
-	}
+	best := election.LeaderKV(v.layout.Leader(), maps.Values(v.kvs))
 	if best == nil {
 		return nil, ""
 	}
