@@ -128,6 +128,19 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 
+	// FenceGuard runs a fence guard while this node leads: a small
+	// separate process (this executable, re-executed) that fences
+	// PostgreSQL when the lease deadline passes without renewal, so that
+	// a frozen manager (SIGSTOP, a debugger, a stall on a dead mount)
+	// cannot leave a writable primary behind for clients that do not use
+	// driver.Pool. The program's main must call
+	// [RunFenceGuardIfRequested] first thing (pgha-agent does); Run fails
+	// with an error saying so when the guard does not start. If the guard
+	// exits while this node leads, the manager fences at once. It does not
+	// help when the whole machine or container freezes (the guard freezes
+	// too): that is Watchdog's job. Default off.
+	FenceGuard bool
+
 	now func() time.Time // tests may replace the clock
 	// replaceDataDir mirrors the Instance's ReplaceDataDir: a data
 	// directory left unusable by an interrupted rewind is re-cloned.

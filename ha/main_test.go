@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/testutil"
 )
 
@@ -17,6 +18,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Tests with Config.FenceGuard re-execute this binary as the guard.
+	ha.RunFenceGuardIfRequested()
 	var etcd *testutil.EtcdCluster
 	if _, err := testutil.FindPostgresBinDir(); err == nil {
 		dir, err := os.MkdirTemp("", "pgha-ha-example-")

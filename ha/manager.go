@@ -59,7 +59,8 @@ type Manager struct {
 	// which the fencer also reads under termMu).
 	termMu     sync.Mutex
 	term       *election.Term
-	wd         *watchdog // armed while leading, when configured
+	wd         *watchdog   // armed while leading, when configured
+	guard      *fenceGuard // Config.FenceGuard's process; nil without one
 	fencerStop chan struct{}
 	fencerDone chan struct{}
 
@@ -149,15 +150,20 @@ func (m *Manager) Status() Status {
 // once; a standby leaves its PostgreSQL running. Run returns nil after a
 // clean exit.
 func (m *Manager) Run(ctx context.Context) error {
+	if err := m.ensureGuard(); err != nil {
+		return fmt.Errorf("ha: %w", err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { m.view.run(gctx); return nil })
 	g.Go(func() error { return m.loop(gctx) })
 	err := g.Wait()
+	clean := false
 	if !m.abandon {
-		m.leave()
+		clean = m.leave()
 	} else {
 		m.stopFencer()
 	}
+	m.stopGuard(!clean)
 	m.inst.Close() // the status session; the next user of the Instance reopens it
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
@@ -172,8 +178,11 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// leave is called when Run ends: a leader stops its PostgreSQL and resigns.
-func (m *Manager) leave() {
+// leave is called when Run ends: a leader stops its PostgreSQL and
+// resigns. It reports false if it led and could not stop PostgreSQL (the
+// fence guard and the watchdog then stay armed).
+func (m *Manager) leave() bool {
+	stopped := true
 	m.termMu.Lock()
 	term := m.term
 	m.termMu.Unlock()
@@ -181,7 +190,6 @@ func (m *Manager) leave() {
 	defer cancel()
 	if term != nil {
 		m.stopFencer()
-		stopped := true
 		if term.Err() == nil {
 			if err := m.inst.Stop(ctx, replicate.Fast); err != nil {
 				m.log.Warn("stop PostgreSQL on leave", "err", err.Error())
@@ -193,6 +201,7 @@ func (m *Manager) leave() {
 		}
 		if stopped {
 			m.disarmWatchdog()
+			m.disarmGuard()
 		}
 		if err := term.Resign(ctx); err != nil {
 			m.log.Warn("resign on leave", "err", err.Error())
@@ -204,4 +213,5 @@ func (m *Manager) leave() {
 	if m.member != 0 {
 		m.cfg.Client.Revoke(ctx, m.member)
 	}
+	return stopped
 }

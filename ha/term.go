@@ -30,16 +30,24 @@ func (m *Manager) fence(ctx context.Context, reason string) error {
 	m.log.Warn("fenced PostgreSQL", "reason", reason, "err", errString(err))
 	if err == nil {
 		m.disarmWatchdog()
+		m.dropTerm(ctx)
+		return nil
 	}
-	m.dropTerm(ctx)
-	if err != nil {
-		return fmt.Errorf("fence: %w", err)
-	}
-	return nil
+	m.endTerm(ctx) // the guard stays armed and fences at the deadline
+	return fmt.Errorf("fence: %w", err)
 }
 
-// dropTerm stops the fencer and resigns the term, best effort.
+// dropTerm ends the term (endTerm) and disarms the fence guard: the
+// caller has made sure PostgreSQL accepts no writes, or never did in
+// this term.
 func (m *Manager) dropTerm(ctx context.Context) {
+	m.endTerm(ctx)
+	m.disarmGuard()
+}
+
+// endTerm stops the fencer and resigns the term, best effort. The fence
+// guard stays armed (a fence that failed leaves it to the guard).
+func (m *Manager) endTerm(ctx context.Context) {
 	m.termMu.Lock()
 	term := m.term
 	m.term = nil
@@ -62,6 +70,9 @@ func (m *Manager) campaign(ctx context.Context, o observation) error {
 		if fi, err := os.Stat(m.cfg.WatchdogDevice); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
 			return fmt.Errorf("not campaigning: Watchdog is required and %s is not a usable watchdog device (%v); load softdog or set WatchdogDevice", m.cfg.WatchdogDevice, err)
 		}
+	}
+	if err := m.ensureGuard(); err != nil {
+		return fmt.Errorf("not campaigning: FenceGuard is on and %w", err)
 	}
 	rec := keyspace.LeaderRecord{Node: m.cfg.Node, Host: m.cfg.Host, Port: m.cfg.Port, Timeline: o.Local.Timeline}
 	b, err := keyspace.Encode(rec)
@@ -142,7 +153,14 @@ func (m *Manager) setTerm(term *election.Term) {
 	m.fencerStop = make(chan struct{})
 	m.fencerDone = make(chan struct{})
 	stop, done := m.fencerStop, m.fencerDone
+	g := m.guard
 	m.termMu.Unlock()
+	if g != nil {
+		// Armed before anything can make PostgreSQL writable.
+		if err := g.arm(term.ValidUntil().Add(-m.cfg.FenceBudget)); err != nil {
+			m.log.Error("arm the fence guard", "err", err.Error())
+		}
+	}
 	go m.fencer(term, stop, done)
 }
 
@@ -154,6 +172,13 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var petted time.Time // the ValidUntil of the last pet
+	m.termMu.Lock()
+	g := m.guard
+	m.termMu.Unlock()
+	var guardDone <-chan struct{}
+	if g != nil {
+		guardDone = g.done
+	}
 	for {
 		if vu := term.ValidUntil(); vu.After(petted) {
 			m.termMu.Lock()
@@ -167,18 +192,31 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			}
 		}
 		at := term.ValidUntil().Add(-m.cfg.FenceBudget)
+		if g != nil {
+			if err := g.arm(at); err != nil {
+				m.log.Error("extend the fence guard's deadline", "err", err.Error())
+			}
+		}
 		d := time.Until(at)
-		if d <= 0 || term.Err() != nil && !errors.Is(term.Err(), election.ErrResigned) {
+		guardLost := g != nil && !g.alive()
+		if d <= 0 || guardLost || term.Err() != nil && !errors.Is(term.Err(), election.ErrResigned) {
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.FenceBudget)
 			err := m.inst.Fence(ctx)
 			cancel()
 			m.tel.fences.Add(context.Background(), 1)
-			m.log.Warn("fenced PostgreSQL: lease not renewed in time", "err", errString(err), "term_err", errString(term.Err()))
+			if guardLost {
+				// Fail safe: without its guard, a freeze of this process
+				// could leave a writable primary behind.
+				m.log.Warn("fenced PostgreSQL: the fence guard exited", "err", errString(err))
+			} else {
+				m.log.Warn("fenced PostgreSQL: lease not renewed in time", "err", errString(err), "term_err", errString(term.Err()))
+			}
 			// A fence is a step down: end the term too, even if a late
 			// renewal has just extended it, so that the loop does not
 			// restart PostgreSQL as a primary and a standby takes over.
 			if err == nil {
 				m.disarmWatchdog()
+				m.disarmGuard()
 			}
 			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 			if err := term.Resign(rctx); err != nil {
@@ -195,11 +233,16 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			if errors.Is(term.Err(), election.ErrResigned) {
 				return
 			}
+		case <-guardDone:
+			guardDone = nil // fenced on the next pass
 		case <-timer.C:
 		}
 	}
 }
 
+// stopFencer stops the term's fencer. The fence guard stays armed: the
+// caller disarms it once PostgreSQL cannot accept writes (or it is not a
+// primary), and a simulated crash leaves it armed, as a real one would.
 func (m *Manager) stopFencer() {
 	m.termMu.Lock()
 	stop, done := m.fencerStop, m.fencerDone
@@ -209,6 +252,61 @@ func (m *Manager) stopFencer() {
 		close(stop)
 		<-done
 	}
+}
+
+func (m *Manager) disarmGuard() {
+	m.termMu.Lock()
+	g := m.guard
+	m.termMu.Unlock()
+	if g != nil {
+		if err := g.disarm(); err != nil {
+			m.log.Error("disarm the fence guard", "err", err.Error())
+		}
+	}
+}
+
+// ensureGuard starts the fence guard if Config.FenceGuard asks for one and
+// none runs (at start, and before a campaign after the guard exited).
+func (m *Manager) ensureGuard() error {
+	if !m.cfg.FenceGuard {
+		return nil
+	}
+	m.termMu.Lock()
+	g := m.guard
+	m.termMu.Unlock()
+	if g != nil && g.alive() {
+		return nil
+	}
+	if g != nil {
+		g.stop()
+	}
+	ng, err := startFenceGuard(m.inst.Config().DataDir, m.inst.Config().FenceTimeout, m.log)
+	if err != nil {
+		return err
+	}
+	m.termMu.Lock()
+	m.guard = ng
+	m.termMu.Unlock()
+	return nil
+}
+
+// stopGuard ends the fence guard when Run ends. With abandon (a simulated
+// crash, or a leave that could not stop PostgreSQL) it only closes the
+// guard's stdin, as the death of this process would: the guard fences at
+// the deadline if still armed, then exits.
+func (m *Manager) stopGuard(abandon bool) {
+	m.termMu.Lock()
+	g := m.guard
+	m.guard = nil
+	m.termMu.Unlock()
+	if g == nil {
+		return
+	}
+	if abandon {
+		g.notify.Close()
+		return
+	}
+	g.stop()
 }
 
 func (m *Manager) currentTerm() *election.Term {
@@ -236,4 +334,11 @@ func (m *Manager) resign(ctx context.Context, o observation, reason string) erro
 	m.log.Info("resigning leadership", "reason", reason)
 	m.dropTerm(ctx)
 	return nil
+}
+
+// currentGuard returns the fence guard, nil without one.
+func (m *Manager) currentGuard() *fenceGuard {
+	m.termMu.Lock()
+	defer m.termMu.Unlock()
+	return m.guard
 }
