@@ -76,6 +76,7 @@ type config struct {
 	departedSlotTTL     time.Duration
 	watchdog            string
 	watchdogDevice      string
+	fenceGuard          bool
 
 	logLevel        string
 	logFormat       string
@@ -142,6 +143,7 @@ func defaultConfig() *config {
 		departedSlotTTL:     ha.DefaultDepartedSlotTTL,
 		watchdog:            string(ha.WatchdogOff),
 		watchdogDevice:      ha.DefaultWatchdogDevice,
+		fenceGuard:          true,
 		logLevel:            "info",
 		logFormat:           "text",
 		shutdownTimeout:     15 * time.Second,
@@ -198,6 +200,7 @@ func (c *config) settings() []setting {
 		{"departed-slot-ttl", "how long the leader keeps the replication slot of a member that is gone (negative: forever)", &c.departedSlotTTL},
 		{"watchdog", "arm a Linux watchdog device while leading, so that a frozen agent's machine is reset before its lease expires: off, automatic or required", &c.watchdog},
 		{"watchdog-device", "the watchdog device", &c.watchdogDevice},
+		{"fence-guard", "while leading, run a fence guard process that fences PostgreSQL when the lease deadline passes without renewal, also when the agent itself is frozen (SIGSTOP, a stall); false: only the agent fences", &c.fenceGuard},
 
 		{"log-level", "debug, info, warn or error", &c.logLevel},
 		{"log-format", "text or json", &c.logFormat},
@@ -620,6 +623,7 @@ var fieldSettings = map[string]string{
 	"LeaseTTL": "lease-ttl", "LoopInterval": "loop-interval", "MaxLagOnFailover": "max-lag-on-failover",
 	"SyncMode": "sync-mode", "SyncStandbys": "sync-standbys", "PrimaryStartTimeout": "primary-start-timeout",
 	"DepartedSlotTTL": "departed-slot-ttl", "Watchdog": "watchdog", "WatchdogDevice": "watchdog-device",
+	"FenceGuard":  "fence-guard",
 	"FenceBudget": "lease-ttl",
 	// replicate.Config
 	"Name": "node", "DataDir": "pg-data-dir", "BinDir": "pg-bin-dir", "ListenAddresses": "pg-listen-addresses",

@@ -69,6 +69,9 @@ import (
 var secretEnv = []string{"PGHA_PG_SUPERUSER_PASSWORD", "PGHA_PG_REPLICATION_PASSWORD", "PGHA_ETCD_PASSWORD"}
 
 func main() {
+	// With --fence-guard the agent re-executes itself as its fence guard
+	// while it leads: such a process is the guard, and exits here.
+	ha.RunFenceGuardIfRequested()
 	env := os.Environ()
 	// PostgreSQL and the tools the agent runs inherit its environment:
 	// keep the passwords out of it (and out of /proc/<pid>/environ).
@@ -184,6 +187,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		DepartedSlotTTL:     cfg.departedSlotTTL,
 		Watchdog:            ha.WatchdogMode(cfg.watchdog),
 		WatchdogDevice:      cfg.watchdogDevice,
+		FenceGuard:          cfg.fenceGuard,
 		Logger:              log,
 		MeterProvider:       mp,
 	})

@@ -5,12 +5,15 @@ import (
 	"os"
 	"testing"
 
+	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/testutil"
 )
 
 // TestMain fails the run when a test leaves a goroutine or a postgres
 // process behind.
 func TestMain(m *testing.M) {
+	// The agent's fence guard (on by default) re-executes this binary.
+	ha.RunFenceGuardIfRequested()
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
