@@ -1,0 +1,183 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// This file is the one path every [Pool] method takes: pick the primary,
+// run the operation on it, classify a failure, and maybe retry once on the
+// (new) primary. The methods in pool.go only say what to run and which
+// retry policy applies.
+
+// retryPolicy says when an operation that failed may run a second time.
+type retryPolicy int
+
+const (
+	// retryIfUnapplied retries a failure that cannot have applied anything
+	// (not sent, or refused as read-only); a connection broken after the
+	// request was sent is retried only under [WithIdempotent], and is
+	// otherwise [ErrOutcomeUnknown]. Exec, Query, QueryRow.
+	retryIfUnapplied retryPolicy = iota
+	// retryAlways also retries a connection broken after sending: the
+	// operation has no effect of its own. Ping, Acquire, BEGIN.
+	retryAlways
+	// retryIfUnsent retries only a failure before anything was sent: the
+	// operation consumes its input (CopyFrom's row source).
+	retryIfUnsent
+	// retryNever never retries: the operation's errors surface later, when
+	// its results are read (SendBatch). It is only routed.
+	retryNever
+)
+
+// run is the funnel. It waits (up to FailoverTimeout) for a primary, runs
+// f on it and, when f fails, classifies the error once: it withdraws or
+// re-checks the node as the class says and, if policy allows, runs f once
+// more on the primary found after the failure. f must report the
+// operation's own failure as its error; results go through its closure.
+// The error returned is the classified one (an [*Error] for ErrOutcomeUnknown
+// and ErrNoPrimary) or, when the failure is not the pool's business, f's
+// error as is.
+func (p *Pool) run(ctx context.Context, op string, policy retryPolicy, f func(n *node) error) error {
+	n, err := p.writer(ctx)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		p.tel.routed(n, true)
+		err = f(n)
+		if err == nil {
+			return nil
+		}
+		at := time.Now()
+		retry, rerr := p.afterErr(ctx, n, op, err, policy)
+		if !retry || attempt > 0 {
+			return rerr
+		}
+		if n, err = p.retryTarget(ctx, n, err, at); err != nil {
+			return err
+		}
+	}
+}
+
+// afterErr records what err says about n (a failed connection, a node
+// that refused a write) and decides whether the operation may run again:
+// retry (true), or return the error it returns.
+func (p *Pool) afterErr(ctx context.Context, n *node, op string, err error, policy retryPolicy) (bool, error) {
+	class := classify(ctx, err)
+	switch class {
+	case classUnsent:
+		if !errors.Is(err, errNotPrimary) {
+			p.connFailed(n, err)
+		}
+	case classReadOnly:
+		p.markReadOnly(n, err)
+	case classConn:
+		p.connFailed(n, err)
+		if policy != retryAlways && !isIdempotent(ctx) {
+			return false, &Error{Kind: ErrOutcomeUnknown, Op: op, Node: n.key, Err: err}
+		}
+	default:
+		return false, err
+	}
+	switch policy {
+	case retryNever:
+		return false, err
+	case retryIfUnsent:
+		return class == classUnsent, err
+	}
+	return true, err
+}
+
+// retryTarget returns the node to retry on after err on n at time at.
+func (p *Pool) retryTarget(ctx context.Context, n *node, err error, at time.Time) (*node, error) {
+	if errors.Is(err, errNotPrimary) || errors.Is(err, errReadOnlyConn) || classify(ctx, err) == classReadOnly {
+		return p.writer(ctx)
+	}
+	return p.await(ctx, n, at)
+}
+
+// writer returns the primary, waiting up to FailoverTimeout for one.
+func (p *Pool) writer(ctx context.Context) (*node, error) {
+	if n := p.primary.Load(); n != nil {
+		return n, nil
+	}
+	return p.await(ctx, nil, time.Time{})
+}
+
+// await waits for a primary. With failed != nil it waits for a primary other
+// than failed, or for a probe of failed sent after since that found it
+// writable. It gives up after FailoverTimeout with ErrNoPrimary.
+func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node, error) {
+	start := time.Now()
+	p.waiters.Add(1)
+	p.kickProber()
+	defer func() {
+		p.waiters.Add(-1)
+		p.tel.waited(ctx, time.Since(start))
+	}()
+	timer := time.NewTimer(p.cfg.FailoverTimeout)
+	defer timer.Stop()
+	for {
+		ch, closed := p.changedCh()
+		if closed {
+			return nil, ErrClosed
+		}
+		if n := p.primary.Load(); n != nil {
+			if n != failed {
+				return n, nil
+			}
+			if r := n.probe.Load(); r != nil && r.at.After(since) && r.writable() {
+				return n, nil
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			p.mu.Lock()
+			last := p.lastErr
+			p.mu.Unlock()
+			return nil, &Error{Kind: ErrNoPrimary, Op: "wait", Node: keyOf(failed), Err: last}
+		}
+	}
+}
+
+// markReadOnly records that n refused a write, and withdraws it as primary.
+func (p *Pool) markReadOnly(n *node, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n.state() != wReadOnly {
+		n.ws.Store(int32(wReadOnly))
+		p.lastErr = err
+		p.publishLocked("node refused a write: " + err.Error())
+	}
+	p.kickProber()
+}
+
+// connFailed records a connection failure on n: its idle connections are
+// probably dead too, so they are closed, and the prober checks n at once.
+func (p *Pool) connFailed(n *node, err error) {
+	if wp := n.wp.Load(); wp != nil && p.primary.Load() == n {
+		wp.Reset()
+	}
+	p.mu.Lock()
+	p.lastErr = err
+	p.mu.Unlock()
+	p.kickProber()
+}
+
+func (p *Pool) kickProber() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Pool) changedCh() (chan struct{}, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed, p.closed
+}
