@@ -32,11 +32,12 @@
 //
 // # Lifecycle
 //
-// [New] or [NewWithConfig] validate the configuration ([DefaultConfig] and
-// [LocalConfig] are starting points; [ParseConfig] fills them from a
-// connection string) and start the topology watch; like pgxpool they do not wait for a connection. The pool
+// [New] or [NewWithConfig] validate the configuration ([ParseConfig]
+// builds it from a connection string; it embeds the [pgxpool.Config], so
+// cfg.MaxConns, cfg.BeforeConnect and the rest are set as with pgxpool)
+// and start the topology watch; like pgxpool they do not wait for a connection. The pool
 // keeps one pgxpool per node, created on first use, with the
-// [Config.PoolConfig] template's settings (sizes apply per node). [Pool.Close]
+// [Config] template's settings (sizes apply per node). [Pool.Close]
 // stops the background goroutines and closes every connection; it waits for
 // acquired connections to be released.
 //

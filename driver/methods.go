@@ -59,9 +59,14 @@ func (p *Pool) Reset() {
 	}
 }
 
-// Config returns a copy of the pgxpool configuration template the node
-// pools are built from (host and port are set per node).
-func (p *Pool) Config() *pgxpool.Config { return p.cfg.PoolConfig.Copy() }
+// Config returns a copy of the pgxpool part of the pool's configuration:
+// the template the node pools are built from (host and port are set per
+// node), as [pgxpool.Pool.Config] does. It lacks the pgha settings. To
+// build another driver pool like this one, keep the *[Config] given to
+// [NewWithConfig] (which copied it) and pass its [Config.Copy]; or wrap
+// this result: c := driver.LocalConfig(); c.Config = p.Config(); then set
+// c.Hosts (or c.Etcd and c.Cluster) and call driver.NewWithConfig(ctx, c).
+func (p *Pool) Config() *pgxpool.Config { return p.cfg.Config.Copy() }
 
 // Stat returns the statistics of the primary's pool; while there is no
 // primary, all-zero statistics.

@@ -136,7 +136,7 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	if wp := n.wp.Load(); wp != nil {
 		return wp
 	}
-	pc := p.cfg.PoolConfig.Copy()
+	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
 	// A commit whose wait for the synchronous standbys PostgreSQL cancels
 	// "succeeds" with a warning: record it (syncwait.go).
@@ -200,7 +200,7 @@ func (p *Pool) readPool(n *node) *pgxpool.Pool {
 	if p.closed || n.dropped {
 		return nil
 	}
-	pc := p.cfg.PoolConfig.Copy()
+	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
 	rp, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {

@@ -79,7 +79,9 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.copy()
+	cfg = cfg.Copy()
+	cfg.Config = cfg.poolConfig()
+	cfg.PoolConfig = cfg.Config
 	cfg.setDefaults()
 	log := cfg.Logger
 	if log == nil {
@@ -105,12 +107,12 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 	if p.tel, err = newTelemetry(p, cfg); err != nil {
 		return nil, err
 	}
-	if cfg.TracerProvider != nil && cfg.PoolConfig.ConnConfig.Tracer == nil {
-		cfg.PoolConfig.ConnConfig.Tracer = newQueryTracer(cfg.TracerProvider)
+	if cfg.TracerProvider != nil && cfg.ConnConfig.Tracer == nil {
+		cfg.ConnConfig.Tracer = newQueryTracer(cfg.TracerProvider)
 	}
 	// An empty Stat for Stat() while there is no primary: pgxpool.Stat has
 	// unexported fields, so take one from a closed, never-used pool.
-	ec := cfg.PoolConfig.Copy()
+	ec := cfg.Config.Copy()
 	ec.MinConns, ec.MinIdleConns = 0, 0
 	ep, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), ec)
 	if err != nil {

@@ -158,7 +158,7 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ProbeTimeout)
 	defer cancel()
 	if n.probeConn == nil || n.probeConn.IsClosed() {
-		cc := n.connConfig(p.cfg.PoolConfig.ConnConfig)
+		cc := n.connConfig(p.cfg.ConnConfig)
 		cc.Tracer = nil
 		cc.RuntimeParams["application_name"] = probeAppName
 		c, err := pgx.ConnectConfig(ctx, cc)
