@@ -41,6 +41,24 @@
 // stops the background goroutines and closes every connection; it waits for
 // acquired connections to be released.
 //
+// # Hooks and tracers
+//
+// The pgxpool hooks of the [Config] (BeforeConnect, AfterConnect,
+// PrepareConn or BeforeAcquire, AfterRelease, BeforeClose, ShouldPing,
+// PingTimeout) run as pgxpool runs them, on every node pool, with the same
+// contexts: the caller's for connections opened by an Acquire, and the
+// values of the ctx given to [NewWithConfig] for the connections opened
+// in the background (MinConns, MinIdleConns). On a write pool the pool's
+// own checks come first: AfterConnect runs after the new connection was
+// found out of recovery and not read-only, and PrepareConn after the node
+// was found to be still the primary. The probe connections (see
+// [Pool.ProbeStat]) go through BeforeConnect and the dial settings of
+// ConnConfig too, so that a password or token supplied by BeforeConnect
+// and a custom DialFunc serve them as well; they run no other hook. A
+// ConnConfig.Tracer sees each node's *pgxpool.Pool as the pool (in
+// TraceAcquireStart and TraceRelease), never the *driver.Pool, and sees no
+// probe.
+//
 // # Writes and failover
 //
 // Every operation of [Pool] goes to the primary. A new connection used for

@@ -178,7 +178,9 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	// which costs more than the whole query path. Connections in use when
 	// the node stops being the primary are destroyed on release by the
 	// Reset in publishLocked, and PrepareConn refuses any left idle.
-	wp, err := pgxpool.NewWithConfig(context.Background(), pc)
+	// p.ctx carries the values of the ctx given to NewWithConfig: pgxpool
+	// passes them to the connects it makes for MinConns, and so do we.
+	wp, err := pgxpool.NewWithConfig(p.ctx, pc)
 	if err != nil { // pgxpool fails only on invalid pool sizes, checked by Validate
 		p.log.Error("create write pool", "node", n.key, "err", err)
 		return nil
@@ -202,7 +204,7 @@ func (p *Pool) readPool(n *node) *pgxpool.Pool {
 	}
 	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
-	rp, err := pgxpool.NewWithConfig(context.Background(), pc)
+	rp, err := pgxpool.NewWithConfig(p.ctx, pc)
 	if err != nil {
 		p.log.Error("create read pool", "node", n.key, "err", err)
 		return nil

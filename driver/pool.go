@@ -35,6 +35,9 @@ type Pool struct {
 	rr       atomic.Uint32 // round-robin cursor
 	waiters  atomic.Int32  // operations waiting for a primary
 
+	probeConns    atomic.Int32 // open probe connections (ProbeStat)
+	probeConnects atomic.Int64 // probe connection attempts (ProbeStat)
+
 	reader Reader
 
 	mu        sync.Mutex

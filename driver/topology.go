@@ -32,9 +32,8 @@ func (p *Pool) probeLoop() {
 		for _, n := range probed {
 			if n.probeConn != nil {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				n.probeConn.Close(ctx)
+				p.closeProbe(ctx, n)
 				cancel()
-				n.probeConn = nil
 			}
 		}
 	}()
@@ -63,8 +62,7 @@ func (p *Pool) probeLoop() {
 			if containsNode(nodes, n) {
 				kept = append(kept, n)
 			} else if n.probeConn != nil {
-				n.probeConn.Close(context.Background())
-				n.probeConn = nil
+				p.closeProbe(context.Background(), n)
 			}
 		}
 		probed = kept
@@ -157,11 +155,11 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	r := &probeResult{at: time.Now()}
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ProbeTimeout)
 	defer cancel()
-	if n.probeConn == nil || n.probeConn.IsClosed() {
-		cc := n.connConfig(p.cfg.ConnConfig)
-		cc.Tracer = nil
-		cc.RuntimeParams["application_name"] = probeAppName
-		c, err := pgx.ConnectConfig(ctx, cc)
+	if n.probeConn != nil && n.probeConn.IsClosed() {
+		p.closeProbe(ctx, n)
+	}
+	if n.probeConn == nil {
+		c, err := p.connectProbe(ctx, n)
 		if err != nil {
 			r.err = err
 			return r
@@ -173,9 +171,8 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	if err != nil {
 		r.err = err
 		cctx, ccancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		n.probeConn.Close(cctx)
+		p.closeProbe(cctx, n)
 		ccancel()
-		n.probeConn = nil
 		if errors.Is(err, context.DeadlineExceeded) {
 			r.err = errors.New("probe timed out after " + p.cfg.ProbeTimeout.String())
 		}
@@ -183,4 +180,55 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	}
 	r.lsn = uint64(lsn)
 	return r
+}
+
+// connectProbe opens n's probe connection as the node pools open theirs:
+// with the template's dial settings (DialFunc, LookupFunc, TLS, connect
+// timeout) and through the user's BeforeConnect hook, so that a password
+// or token it supplies reaches the probe too; ctx carries the values of
+// the ctx given to NewWithConfig. AfterConnect is not called: the probe
+// runs one query of its own and serves no application work. Its
+// application_name is probeAppName and no tracer sees it. The probe
+// connections are counted in [Pool.ProbeStat], not in [Pool.Stat].
+func (p *Pool) connectProbe(ctx context.Context, n *node) (*pgx.Conn, error) {
+	cc := n.connConfig(p.cfg.ConnConfig)
+	cc.Tracer = nil
+	cc.RuntimeParams["application_name"] = probeAppName
+	if bc := p.cfg.BeforeConnect; bc != nil {
+		if err := bc(ctx, cc); err != nil {
+			return nil, err
+		}
+	}
+	p.probeConnects.Add(1)
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, err
+	}
+	p.probeConns.Add(1)
+	return c, nil
+}
+
+// closeProbe closes n's probe connection. Called by the prober only.
+func (p *Pool) closeProbe(ctx context.Context, n *node) {
+	n.probeConn.Close(ctx)
+	n.probeConn = nil
+	p.probeConns.Add(-1)
+}
+
+// ProbeStat counts the connections the pool opens for its own use: one
+// per node, to probe its role and WAL position (application_name
+// pgha-driver-probe). They are outside MaxConns and outside [Pool.Stat],
+// which, as pgxpool's, reports the connections the application can use.
+type ProbeStat struct {
+	// OpenConns is the number of probe connections open now.
+	OpenConns int32
+	// Connects is the number of probe connection attempts since the pool
+	// was created, failed ones included.
+	Connects int64
+}
+
+// ProbeStat returns the counts of the pool's probe connections. It is
+// safe for concurrent use.
+func (p *Pool) ProbeStat() ProbeStat {
+	return ProbeStat{OpenConns: p.probeConns.Load(), Connects: p.probeConnects.Load()}
 }
