@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -108,7 +109,15 @@ func (p *Pool) writer(ctx context.Context) (*node, error) {
 
 // await waits for a primary. With failed != nil it waits for a primary other
 // than failed, or for a probe of failed sent after since that found it
-// writable. It gives up after FailoverTimeout with ErrNoPrimary.
+// writable.
+//
+// It waits only while a failover can be in progress (see
+// [Pool.failoverPossibleLocked]); otherwise it fails at once, as pgxpool
+// would, with an [*Error] of kind ErrNoPrimary that wraps why there is no
+// primary (the probe's dial, authentication or database error). It gives
+// up after FailoverTimeout with ErrNoPrimary, and when ctx ends with an
+// error matching both ErrNoPrimary and ctx's error, saying what it waited
+// for.
 func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node, error) {
 	start := time.Now()
 	p.waiters.Add(1)
@@ -120,7 +129,9 @@ func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node,
 	timer := time.NewTimer(p.cfg.FailoverTimeout)
 	defer timer.Stop()
 	for {
-		ch, closed := p.changedCh()
+		p.mu.Lock()
+		ch, closed, possible, last := p.changed, p.closed, p.failoverPossibleLocked(), p.lastErr
+		p.mu.Unlock()
 		if closed {
 			return nil, ErrClosed
 		}
@@ -132,10 +143,24 @@ func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node,
 				return n, nil
 			}
 		}
+		if !possible {
+			return nil, &Error{Kind: ErrNoPrimary, Op: "wait", Node: keyOf(failed), Err: last}
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			p.mu.Lock()
+			last := p.lastErr
+			p.mu.Unlock()
+			what := "a writable primary"
+			if failed != nil {
+				what = "a writable primary after node " + failed.key + " failed"
+			}
+			err := fmt.Errorf("%w after %v waiting for %s", ctx.Err(), time.Since(start).Round(time.Millisecond), what)
+			if last != nil {
+				err = fmt.Errorf("%w (last error: %w)", err, last)
+			}
+			return nil, &Error{Kind: ErrNoPrimary, Op: "wait", Node: keyOf(failed), Err: err}
 		case <-timer.C:
 			p.mu.Lock()
 			last := p.lastErr
@@ -143,6 +168,26 @@ func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node,
 			return nil, &Error{Kind: ErrNoPrimary, Op: "wait", Node: keyOf(failed), Err: last}
 		}
 	}
+}
+
+// failoverPossibleLocked reports whether a primary may appear soon enough
+// to be worth waiting for: a primary was known and is gone (a failover or
+// a restart is in progress), a leader record names a node that is not
+// writable yet (a promotion is under way), or the pool has not heard yet
+// from its source of truth (etcd has not answered; in host mode, the
+// first probe of every host has not returned). Otherwise (no host ever
+// accepted writes, or etcd names no leader and never did) an operation
+// fails at once, as with pgxpool. Called under p.mu.
+func (p *Pool) failoverPossibleLocked() bool {
+	switch {
+	case p.everPrimary:
+		return true
+	case p.etcdMode && p.etcdAnswered:
+		return p.leader != ""
+	case p.etcdMode:
+		return true
+	}
+	return p.probeRounds == 0
 }
 
 // markReadOnly records that n refused a write, and withdraws it as primary.
@@ -174,10 +219,4 @@ func (p *Pool) kickProber() {
 	case p.kick <- struct{}{}:
 	default:
 	}
-}
-
-func (p *Pool) changedCh() (chan struct{}, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.changed, p.closed
 }

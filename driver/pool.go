@@ -53,6 +53,8 @@ type Pool struct {
 	badMembers   map[string]string // member key → the unparseable value already logged
 	splitWarned  string            // the writable hosts last warned about
 	lastErr      error             // why there is no primary, for ErrNoPrimary
+	everPrimary  bool              // a primary was ever found
+	probeRounds  int               // probe rounds applied
 	emptyStat    *pgxpool.Stat
 
 	kick     chan struct{} // wakes the prober

@@ -156,6 +156,7 @@ func (p *Pool) switchPrimaryLocked(old, next *node, reason string) {
 	}
 	if next != nil {
 		p.tel.lastPrimary = next.key
+		p.everPrimary = true
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,6 +140,26 @@ func (p *Pool) probeRound(nodes []*node) {
 		}
 		n.lag.Store(lag)
 	}
+	if primaryLSN == 0 && (!p.etcdMode || !p.etcdAnswered) {
+		// No host accepts writes: say why, for ErrNoPrimary.
+		var why []string
+		for i, n := range nodes {
+			switch r := results[i]; {
+			case r.err != nil:
+				why = append(why, n.key+": "+r.err.Error())
+			case r.inRecovery:
+				why = append(why, n.key+": in recovery")
+			default:
+				why = append(why, n.key+": read-only")
+			}
+		}
+		if len(nodes) == 1 && results[0].err != nil {
+			p.lastErr = results[0].err // as is, for errors.As
+		} else if len(why) > 0 {
+			p.lastErr = errors.New("no host accepts writes (" + strings.Join(why, "; ") + ")")
+		}
+	}
+	p.probeRounds++
 	p.publishLocked("probe")
 }
 
