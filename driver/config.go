@@ -169,6 +169,21 @@ type Config struct {
 	// positive.
 	ProbeTimeout time.Duration
 
+	// WriteKeepAlive is the TCP keepalive of the connections to the
+	// primary: idle time before the first probe and interval between
+	// probes; 3 unanswered probes drop the connection, so a black-holed
+	// primary is noticed by a connection waiting for a result after about
+	// 4 × WriteKeepAlive (12 s by default) instead of TCP's ~15 minutes.
+	// Default 3 s; negative leaves the dial function's own setting.
+	// Connection string: pgha_write_keepalive (a duration, or off).
+	WriteKeepAlive time.Duration
+	// WriteTCPUserTimeout is TCP_USER_TIMEOUT (Linux only) of the
+	// connections to the primary: how long data sent on one may stay
+	// unacknowledged before the kernel drops it. Default 10 s; negative
+	// leaves the system's. Connection string: pgha_write_tcp_user_timeout
+	// (a duration, or off).
+	WriteTCPUserTimeout time.Duration
+
 	// ReadMode is where [Pool.Reader] sends reads. Default [ReadPrimary].
 	ReadMode ReadMode
 	// ReadBalance picks among eligible replicas. Default [RoundRobin].
@@ -199,6 +214,9 @@ func DefaultConfig() *Config {
 		ProbeTimeout:    DefaultProbeTimeout,
 		MaxReplicaLag:   DefaultMaxReplicaLag,
 		KeyRoot:         keyspace.DefaultRoot,
+
+		WriteKeepAlive:      DefaultWriteKeepAlive,
+		WriteTCPUserTimeout: DefaultWriteTCPUserTimeout,
 	}
 }
 
@@ -261,6 +279,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReplicaLag == 0 {
 		c.MaxReplicaLag = DefaultMaxReplicaLag
+	}
+	if c.WriteKeepAlive == 0 {
+		c.WriteKeepAlive = DefaultWriteKeepAlive
+	}
+	if c.WriteTCPUserTimeout == 0 {
+		c.WriteTCPUserTimeout = DefaultWriteTCPUserTimeout
 	}
 	if c.KeyRoot == "" {
 		c.KeyRoot = keyspace.DefaultRoot

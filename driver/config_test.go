@@ -19,7 +19,8 @@ import (
 func TestParseConfigOptions(t *testing.T) {
 	cfg, err := driver.ParseConfig("postgres://u:secret@h1:5432,h2:5433/db?sslmode=disable" +
 		"&pgha_read_mode=prefer-replicas&pgha_read_balance=least-busy&pgha_max_replica_lag=1MB" +
-		"&pgha_failover_timeout=3s&pgha_probe_interval=250ms&pgha_probe_timeout=1s&application_name=app&pool_max_conns=7")
+		"&pgha_failover_timeout=3s&pgha_probe_interval=250ms&pgha_probe_timeout=1s&application_name=app&pool_max_conns=7" +
+		"&pgha_write_keepalive=5s&pgha_write_tcp_user_timeout=off")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +32,9 @@ func TestParseConfigOptions(t *testing.T) {
 	}
 	if cfg.FailoverTimeout != 3*time.Second || cfg.ProbeInterval != 250*time.Millisecond || cfg.ProbeTimeout != time.Second {
 		t.Errorf("durations = %v %v %v", cfg.FailoverTimeout, cfg.ProbeInterval, cfg.ProbeTimeout)
+	}
+	if cfg.WriteKeepAlive != 5*time.Second || cfg.WriteTCPUserTimeout >= 0 {
+		t.Errorf("write TCP settings = %v %v, want 5s and off (negative)", cfg.WriteKeepAlive, cfg.WriteTCPUserTimeout)
 	}
 	if cfg.MaxConns != 7 {
 		t.Errorf("MaxConns = %d, want 7", cfg.MaxConns)
@@ -96,6 +100,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"pgha_etcd=a,,b&pgha_cluster=c", "pgha_etcd"},
 		{"pgha_root=relative&pgha_etcd=http://x:1&pgha_cluster=c", "pgha_root"},
 		{"pgha_failovr_timeout=1s", "pgha_failovr_timeout"},
+		{"pgha_write_keepalive=0s", "pgha_write_keepalive"},
+		{"pgha_write_keepalive=often", "pgha_write_keepalive"},
+		{"pgha_write_tcp_user_timeout=-1s", "pgha_write_tcp_user_timeout"},
 	} {
 		s := "postgres://u:hunter2@h1/db?" + tc.opts
 		_, err := driver.ParseConfig(s)

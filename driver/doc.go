@@ -65,7 +65,12 @@
 // writes is checked with one query to be out of recovery and not read-only
 // before use. When the primary changes, new operations go to the new one at
 // once, idle connections to the old one are closed, and connections in use
-// are destroyed when released. An operation issued while there is no
+// are destroyed when released. A connection that breaks is dropped alone,
+// as in pgxpool; the node's idle connections are closed only once the node
+// is known down (its probe failed), deposed or read-only. Connections to
+// the primary use TCP keepalive and TCP_USER_TIMEOUT
+// ([Config.WriteKeepAlive], [Config.WriteTCPUserTimeout]) so that a primary
+// whose packets vanish is noticed in seconds. An operation issued while there is no
 // primary waits up to [Config.FailoverTimeout] for one.
 //
 // # Errors
@@ -144,6 +149,8 @@
 //	pgha_read_mode         primary (default), replicas or prefer-replicas
 //	pgha_read_balance      round-robin (default) or least-busy
 //	pgha_max_replica_lag   bytes, e.g. 16MB (default), 65536, or -1 for no limit
+//	pgha_write_keepalive   TCP keepalive of connections to the primary (default 3s, or off)
+//	pgha_write_tcp_user_timeout  TCP_USER_TIMEOUT of connections to the primary, Linux (default 10s, or off)
 //
 // Without pgha_etcd, the hosts of a multi-host string are the host list:
 //

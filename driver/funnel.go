@@ -202,12 +202,12 @@ func (p *Pool) markReadOnly(n *node, err error) {
 	p.kickProber()
 }
 
-// connFailed records a connection failure on n: its idle connections are
-// probably dead too, so they are closed, and the prober checks n at once.
+// connFailed records a connection failure on n and has the prober check
+// n at once. The broken connection alone is dropped (pgxpool destroys a
+// closed connection on release); the node's idle connections are closed
+// only once the node is known down: its probe failed (probeRound), the
+// leader moved or it turned read-only (switchPrimaryLocked).
 func (p *Pool) connFailed(n *node, err error) {
-	if wp := n.wp.Load(); wp != nil && p.primary.Load() == n {
-		wp.Reset()
-	}
 	p.mu.Lock()
 	p.lastErr = err
 	p.mu.Unlock()

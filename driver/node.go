@@ -138,6 +138,8 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	}
 	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
+	// A black-holed primary must be noticed in seconds (tcp.go).
+	pc.ConnConfig.DialFunc = tcpDial(pc.ConnConfig.DialFunc, p.cfg.WriteKeepAlive, p.cfg.WriteTCPUserTimeout)
 	// A commit whose wait for the synchronous standbys PostgreSQL cancels
 	// "succeeds" with a warning: record it (syncwait.go).
 	pc.ConnConfig.OnNotice = noticeHook(pc.ConnConfig.OnNotice)

@@ -24,6 +24,8 @@ const (
 	keyFailoverTimeout = "pgha_failover_timeout"
 	keyProbeInterval   = "pgha_probe_interval"
 	keyProbeTimeout    = "pgha_probe_timeout"
+	keyWriteKeepAlive  = "pgha_write_keepalive"
+	keyWriteUserTO     = "pgha_write_tcp_user_timeout"
 )
 
 // ParseConfig builds a Config from a connection string: everything
@@ -112,8 +114,24 @@ func ParseConfig(connString string) (*Config, error) {
 			case keyProbeTimeout:
 				c.ProbeTimeout = d
 			}
+		case keyWriteKeepAlive, keyWriteUserTO:
+			d := time.Duration(-1)
+			if v != "off" {
+				var err error
+				if d, err = time.ParseDuration(v); err != nil {
+					return nil, perr(k, "invalid duration (or off)", err)
+				}
+				if d <= 0 {
+					return nil, perr(k, "duration must be positive (use off to disable)", fmt.Errorf("%v", d))
+				}
+			}
+			if k == keyWriteKeepAlive {
+				c.WriteKeepAlive = d
+			} else {
+				c.WriteTCPUserTimeout = d
+			}
 		default:
-			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout)", nil)
+			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout)", nil)
 		}
 	}
 	if len(c.EtcdEndpoints) > 0 && c.Cluster == "" {

@@ -107,6 +107,12 @@ func (p *Pool) probeRound(nodes []*node) {
 	var primaryLSN uint64
 	for i, n := range nodes {
 		r := results[i]
+		if prev := n.probe.Load(); r.err != nil && (prev == nil || prev.err == nil) {
+			// The node is down: its idle write connections are dead too.
+			if wp := n.wp.Load(); wp != nil {
+				wp.Reset()
+			}
+		}
 		n.probe.Store(r)
 		switch {
 		case r.writable():
