@@ -26,6 +26,7 @@ func TestClassify(t *testing.T) {
 	live := context.Background()
 	done, cancel := context.WithCancel(live)
 	cancel()
+	_, refused := pgconn.Connect(live, "postgres://u@127.0.0.1:1/db?sslmode=disable&connect_timeout=2")
 	pg := func(code string) error { return &pgconn.PgError{Code: code, Message: "m"} }
 	wrap := func(err error) error { return fmt.Errorf("exec: %w", err) }
 	for _, tc := range []struct {
@@ -41,6 +42,7 @@ func TestClassify(t *testing.T) {
 		// Nothing was sent.
 		{"node no longer primary (PrepareConn)", live, wrap(errNotPrimary), classUnsent},
 		{"connect error", live, &pgconn.ConnectError{}, classUnsent},
+		{"connect error: refused", live, refused, classUnsent},
 		{"pgconn SafeToRetry", live, wrap(safeErr{}), classUnsent},
 		// The node refused a write.
 		{"new write connection found a standby", live, wrap(errReadOnlyConn), classReadOnly},

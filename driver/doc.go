@@ -28,7 +28,19 @@
 //
 // With both, etcd decides; the hosts are probed only until etcd first
 // answers. Either way every node is probed for its role and WAL position
-// (for replica lag), every 25 ms while there is no primary.
+// (for replica lag), every 25 ms while there is no primary, on one probe
+// connection per node (see [Pool.ProbeStat]). With a single host and no
+// etcd the pool presumes the host is the primary, as pgxpool does: it
+// opens no probe connection while the host serves, checks each new
+// connection (recovery, read-only) instead, and probes the host only
+// after a failure or while an operation waits.
+//
+// An operation waits for a primary only while a failover can be in
+// progress: a primary was known and is gone, or the leader record names
+// a node that is not writable yet (or the pool has not heard from etcd, or
+// from its first probe of every host, yet). Otherwise it fails at once,
+// as with pgxpool, with an error matching [ErrNoPrimary] that wraps why:
+// the dial, authentication or database error.
 //
 // # Lifecycle
 //

@@ -162,7 +162,19 @@ func classify(ctx context.Context, err error) errClass {
 		return classReadOnly // a new write connection found a standby: nothing was sent
 	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	isPg := errors.As(err, &pe)
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		// A failed connection attempt sent no statement, whatever the
+		// server said (authentication, missing database, too many
+		// clients), except that a server in recovery or starting up
+		// (57P03) is not the primary.
+		if isPg && pe.Code == "57P03" {
+			return classReadOnly
+		}
+		return classUnsent
+	}
+	if isPg {
 		switch pe.Code {
 		case "25006": // read_only_sql_transaction: the write was refused, nothing ran
 			return classReadOnly

@@ -175,11 +175,16 @@ func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node,
 // a restart is in progress), a leader record names a node that is not
 // writable yet (a promotion is under way), or the pool has not heard yet
 // from its source of truth (etcd has not answered; in host mode, the
-// first probe of every host has not returned). Otherwise (no host ever
+// first probe of every host has not returned). A single host presumed to
+// be the primary counts as known once a probe or a new connection found
+// it writable. Otherwise (no host ever
 // accepted writes, or etcd names no leader and never did) an operation
 // fails at once, as with pgxpool. Called under p.mu.
 func (p *Pool) failoverPossibleLocked() bool {
 	switch {
+	case p.single:
+		// Presumed, not found: wait only once it was seen writable.
+		return p.hostNodes[0].confirmed.Load() || p.probeRounds == 0
 	case p.everPrimary:
 		return true
 	case p.etcdMode && p.etcdAnswered:

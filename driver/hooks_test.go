@@ -2,7 +2,9 @@ package driver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -222,16 +224,17 @@ func TestContractContextValues(t *testing.T) {
 
 // TestContractBeforeConnectPassword: a password supplied only by
 // BeforeConnect (secret rotation, cloud IAM tokens) serves every
-// connection, the driver's probes included, and a rotated one is used by
-// the next connection.
+// connection, the driver's probes included (two hosts: the driver probes
+// both to find the primary), and a rotated one is used by the next
+// connection.
 func TestContractBeforeConnectPassword(t *testing.T) {
-	primary := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "bp1"})
+	primary, standby := asyncPair(t, "bp")
 	ctx := testutil.Ctx(t, time.Minute)
 	admin := newPool(t, parse(t, connString("", primary)))
 	if _, err := admin.Exec(ctx, "create role app login password 'first'"); err != nil {
 		t.Fatal(err)
 	}
-	connStr := fmt.Sprintf("postgres://app@%s/postgres?sslmode=disable&connect_timeout=5", addrOf(primary))
+	connStr := fmt.Sprintf("postgres://app@%s,%s/postgres?sslmode=disable&connect_timeout=5", addrOf(primary), addrOf(standby))
 	type result struct{ First, AfterRotation, Connects string }
 	script := func(t *testing.T, name string) result {
 		var secret atomic.Value
@@ -244,7 +247,7 @@ func TestContractBeforeConnectPassword(t *testing.T) {
 				return nil
 			}
 		}
-		p, _ := contractPool(t, ctx, name, connStr, mod)
+		p, ours := contractPool(t, ctx, name, connStr, mod)
 		var r result
 		var who string
 		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -269,6 +272,11 @@ func TestContractBeforeConnectPassword(t *testing.T) {
 		}
 		if connects.Load() >= 2 {
 			r.Connects = "at least 2"
+		}
+		if ours != nil {
+			if ps := ours.ProbeStat(); ps.OpenConns != 2 {
+				t.Errorf("ProbeStat = %+v, want one probe connection per host", ps)
+			}
 		}
 		return r
 	}
@@ -315,7 +323,73 @@ func TestContractStat(t *testing.T) {
 		return r
 	}
 	sameResults(t, stat(raw), stat(ours))
-	if ps := ours.ProbeStat(); ps.OpenConns != 1 || ps.Connects < 1 {
-		t.Errorf("ProbeStat = %+v, want the one probe connection open", ps)
+	// One host, serving: the driver opens no probe connection.
+	if ps := ours.ProbeStat(); ps != (driver.ProbeStat{}) {
+		t.Errorf("ProbeStat = %+v, want no probe connection for a single host that serves", ps)
 	}
+}
+
+// TestContractDialOnce: with a DialFunc that allows exactly one connection
+// and MaxConns 1, every operation succeeds through both pools on that one
+// connection: the driver opens nothing of its own for a single host that
+// serves.
+func TestContractDialOnce(t *testing.T) {
+	primary := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "do1"})
+	ctx := testutil.Ctx(t, time.Minute)
+	type result struct {
+		Errs       []string
+		Dials      int32
+		TotalConns int32
+	}
+	script := func(name string) result {
+		var dials atomic.Int32
+		var d net.Dialer
+		p, _ := contractPool(t, ctx, name, connString("", primary), func(c *pgxpool.Config) {
+			c.MaxConns = 1
+			c.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if dials.Add(1) > 1 {
+					return nil, errors.New("no additional connections")
+				}
+				return d.DialContext(ctx, network, addr)
+			}
+		})
+		var r result
+		note := func(err error) {
+			s := ""
+			if err != nil {
+				s = err.Error()
+			}
+			r.Errs = append(r.Errs, s)
+		}
+		_, err := p.Exec(ctx, "select 1")
+		note(err)
+		var n int
+		note(p.QueryRow(ctx, "select 2").Scan(&n))
+		note(p.Ping(ctx))
+		tx, err := p.Begin(ctx)
+		if err == nil {
+			_, err = tx.Exec(ctx, "select 3")
+			if err == nil {
+				err = tx.Commit(ctx)
+			}
+		}
+		note(err)
+		note(p.AcquireFunc(ctx, func(c *pgxpool.Conn) error { return c.Ping(ctx) }))
+		b := &pgx.Batch{}
+		b.Queue("select 4")
+		note(p.SendBatch(ctx, b).Close())
+		rows, err := p.Query(ctx, "select 5")
+		if err == nil {
+			rows.Close()
+			err = rows.Err()
+		}
+		note(err)
+		r.Dials, r.TotalConns = dials.Load(), p.Stat().TotalConns()
+		return r
+	}
+	raw := script("pgxpool")
+	if raw.Dials != 1 {
+		t.Errorf("pgxpool dialled %d times", raw.Dials)
+	}
+	sameResults(t, raw, script("driver"))
 }

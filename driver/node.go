@@ -54,6 +54,9 @@ type node struct {
 	lag atomic.Int64
 	// recordLag is the lag its member record reports; -1 unknown.
 	recordLag atomic.Int64
+	// confirmed: a probe or a new write connection found the node
+	// writable at least once.
+	confirmed atomic.Bool
 
 	// Operations routed here, by role at routing time (metrics).
 	routedPrimary atomic.Int64
@@ -156,6 +159,7 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		if ro {
 			return errReadOnlyConn
 		}
+		n.confirmed.Store(true)
 		if userAfterConnect != nil {
 			return userAfterConnect(ctx, c)
 		}

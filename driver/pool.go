@@ -54,8 +54,12 @@ type Pool struct {
 	splitWarned  string            // the writable hosts last warned about
 	lastErr      error             // why there is no primary, for ErrNoPrimary
 	everPrimary  bool              // a primary was ever found
-	probeRounds  int               // probe rounds applied
-	emptyStat    *pgxpool.Stat
+	// single: host mode with one host. The host is presumed to be the
+	// primary, as pgxpool presumes its host is there, and is probed only
+	// after a failure or while an operation waits (see probeLoop).
+	single      bool
+	probeRounds int // probe rounds applied
+	emptyStat   *pgxpool.Stat
 
 	kick     chan struct{} // wakes the prober
 	ctx      context.Context
@@ -167,6 +171,11 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 		if p.ownsEtcd != nil {
 			p.wg.Go(func() { p.diagnoseEtcd(cfg) })
 		}
+	}
+	if p.single = !p.etcdMode && len(p.hostNodes) == 1; p.single {
+		p.mu.Lock()
+		p.publishLocked("single host")
+		p.mu.Unlock()
 	}
 	p.wg.Go(p.probeLoop)
 	return p, nil

@@ -78,6 +78,7 @@ func TestCallerDeadlineWhileWaiting(t *testing.T) {
 	if err := testutil.StopPostgres(primary); err != nil {
 		t.Fatal(err)
 	}
+	p.Reset() // no idle connection to find broken: the next one is refused
 	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()

@@ -28,6 +28,9 @@ type topoInput struct {
 	nodes []nodeView
 	// current is the key of the primary now; "" if none.
 	current string
+	// presume: host mode with one host, presumed the primary until it is
+	// found read-only (probes run only after failures).
+	presume bool
 }
 
 // topoChoice is the outcome.
@@ -46,7 +49,8 @@ type topoChoice struct {
 // The rule (invariant 5, the pool never writes to a standby): with etcd,
 // the primary is the leader record's node, and only while the latest
 // evidence says it accepts writes; without etcd (or before etcd answers),
-// the primary is the one candidate that accepts writes. When several do,
+// the primary is the one candidate that accepts writes, or the only host
+// (presume) unless it was found read-only. When several do,
 // the current primary is kept if it is among them and none is chosen
 // otherwise: the pool never picks a side in a split brain. Replicas are
 // the other nodes whose latest probe found them in recovery, less those
@@ -67,6 +71,8 @@ func chooseTopology(in topoInput) topoChoice {
 			}
 		}
 		switch {
+		case in.presume && len(in.nodes) == 1 && in.nodes[0].state != wReadOnly:
+			out.primary = in.nodes[0].key
 		case len(writable) == 1:
 			out.primary = writable[0]
 		case len(writable) > 1:
@@ -95,7 +101,7 @@ func (p *Pool) publishLocked(reason string) {
 	old := p.primary.Load()
 	cands := p.candidatesLocked()
 	byKey := make(map[string]*node, len(cands))
-	in := topoInput{byLeader: p.etcdMode && p.etcdAnswered, leader: p.leader, current: keyOf(old)}
+	in := topoInput{byLeader: p.etcdMode && p.etcdAnswered, leader: p.leader, current: keyOf(old), presume: p.single}
 	for _, n := range cands {
 		byKey[n.key] = n
 		v := nodeView{key: n.key, state: n.state()}

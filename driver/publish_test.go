@@ -41,6 +41,12 @@ func TestChooseTopology(t *testing.T) {
 			in:      topoInput{nodes: []nodeView{w("a"), {key: "b", state: wReadOnly, inRecovery: true, notReplica: true}}},
 			primary: "a", replicas: []string{"b"}},
 		{name: "a read-only primary that is not in recovery is no replica", in: topoInput{nodes: []nodeView{{key: "a", state: wReadOnly}}}},
+		{name: "one host: presumed the primary before any probe", in: topoInput{presume: true, nodes: []nodeView{u("a")}},
+			primary: "a"},
+		{name: "one host: presumed the primary after a failed probe too", in: topoInput{presume: true, nodes: []nodeView{{key: "a", state: wUnknown}}},
+			primary: "a"},
+		{name: "one host: not once found read-only", in: topoInput{presume: true, nodes: []nodeView{r("a")}},
+			replicas: []string{"a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := chooseTopology(tc.in)

@@ -46,6 +46,12 @@ func (p *Pool) probeLoop() {
 		case <-p.ctx.Done():
 			return
 		case <-timer.C:
+			if p.single && p.primary.Load() != nil && p.waiters.Load() == 0 {
+				// One host, serving: nothing to probe for (no replica lag,
+				// no other host). Write failures kick the prober.
+				timer.Reset(p.cfg.ProbeInterval)
+				continue
+			}
 		case <-p.kick:
 			fast.Reset()
 		}
@@ -68,6 +74,14 @@ func (p *Pool) probeLoop() {
 		}
 		probed = kept
 		p.probeRound(nodes)
+		if p.single {
+			// Probes of a single host are rare: keep no connection open.
+			for _, n := range nodes {
+				if n.probeConn != nil {
+					p.closeProbe(p.ctx, n)
+				}
+			}
+		}
 		// Kicks (leader record changes) reach every pool at the same
 		// instant: jitter the steady interval too, within its last
 		// quarter, so that pools drift apart again.
@@ -117,6 +131,7 @@ func (p *Pool) probeRound(nodes []*node) {
 		switch {
 		case r.writable():
 			n.ws.Store(int32(wWritable))
+			n.confirmed.Store(true)
 			primaryLSN = max(primaryLSN, r.lsn)
 		case r.err == nil:
 			n.ws.Store(int32(wReadOnly))
