@@ -274,9 +274,13 @@ func TestContractBeforeConnectPassword(t *testing.T) {
 			r.Connects = "at least 2"
 		}
 		if ours != nil {
-			if ps := ours.ProbeStat(); ps.OpenConns != 2 {
-				t.Errorf("ProbeStat = %+v, want one probe connection per host", ps)
-			}
+			// The standby may refuse app until the role has replayed there.
+			testutil.Eventually(t, 10*time.Second, "one probe connection per host", func() error {
+				if ps := ours.ProbeStat(); ps.OpenConns != 2 {
+					return fmt.Errorf("ProbeStat = %+v", ps)
+				}
+				return nil
+			})
 		}
 		return r
 	}
