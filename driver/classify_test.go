@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 )
 
 // safeErr is an error that says it was raised before sending, as pgconn's
@@ -44,6 +45,7 @@ func TestClassify(t *testing.T) {
 		{"connect error", live, &pgconn.ConnectError{}, classUnsent},
 		{"connect error: refused", live, refused, classUnsent},
 		{"pgconn SafeToRetry", live, wrap(safeErr{}), classUnsent},
+		{"node pool closed under Acquire", live, wrap(puddle.ErrClosedPool), classUnsent},
 		// The node refused a write.
 		{"new write connection found a standby", live, wrap(errReadOnlyConn), classReadOnly},
 		{"read_only_sql_transaction", live, pg("25006"), classReadOnly},

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 )
 
 // Errors returned by the pool. Match them with [errors.Is]; the pgx error
@@ -103,12 +104,13 @@ func (e *ConfigError) Error() string {
 // SafeToRetry reports whether err is guaranteed to have happened before
 // anything was sent to the server (so running the operation again cannot
 // apply it twice). It extends [pgconn.SafeToRetry] with failed connection
-// attempts and a node that turned out not to be the primary.
+// attempts, a node that turned out not to be the primary, and an acquire
+// from a node pool that was closed (pgxpool's "closed pool").
 func SafeToRetry(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, errNotPrimary) {
+	if errors.Is(err, errNotPrimary) || errors.Is(err, puddle.ErrClosedPool) {
 		return true
 	}
 	var ce *pgconn.ConnectError
@@ -160,6 +162,11 @@ func classify(ctx context.Context, err error) errClass {
 	}
 	if errors.Is(err, errReadOnlyConn) {
 		return classReadOnly // a new write connection found a standby: nothing was sent
+	}
+	if errors.Is(err, puddle.ErrClosedPool) {
+		// A node pool closed under an Acquire (the node left the topology,
+		// or the pool is closing): nothing was sent.
+		return classUnsent
 	}
 	var pe *pgconn.PgError
 	isPg := errors.As(err, &pe)
