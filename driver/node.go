@@ -58,6 +58,10 @@ type node struct {
 	// writable at least once.
 	confirmed atomic.Bool
 
+	// wpClosed is set (under Pool.mu) when wp was closed because the node
+	// was deposed: writePool makes a new one if it is elected again.
+	wpClosed bool
+
 	// Operations routed here, by role at routing time (metrics).
 	routedPrimary atomic.Int64
 	routedReplica atomic.Int64
@@ -136,9 +140,10 @@ var errReadOnlyConn = errors.New("driver: server is read-only or in recovery")
 
 // writePool returns n's write pool, creating it. Called under p.mu.
 func (p *Pool) writePool(n *node) *pgxpool.Pool {
-	if wp := n.wp.Load(); wp != nil {
+	if wp := n.wp.Load(); wp != nil && !n.wpClosed {
 		return wp
 	}
+	n.wpClosed = false
 	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
 	// A black-holed primary must be noticed in seconds (tcp.go).
@@ -181,9 +186,9 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		return true, nil
 	}
 	// No AfterRelease hook: pgxpool runs it on a new goroutine per release,
-	// which costs more than the whole query path. Connections in use when
-	// the node stops being the primary are destroyed on release by the
-	// Reset in publishLocked, and PrepareConn refuses any left idle.
+	// which costs more than the whole query path. When the node stops
+	// being the primary, depose closes this pool: connections in use are
+	// destroyed on release, and PrepareConn refuses any acquired before.
 	// p.ctx carries the values of the ctx given to NewWithConfig: pgxpool
 	// passes them to the connects it makes for MinConns, and so do we.
 	wp, err := pgxpool.NewWithConfig(p.ctx, pc)
@@ -193,6 +198,25 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	}
 	n.wp.Store(wp)
 	return wp
+}
+
+// depose closes n's write pool because n stopped being the primary. The
+// pool's idle connections close at once and its connection attempts in
+// progress are cancelled; calls waiting in its Acquire get pgxpool's
+// "closed pool" (classified as not sent, so retried on the new primary)
+// as soon as a connection in use is released, instead of opening a new
+// connection to the deposed node (which may black-hole every packet) only
+// to have PrepareConn refuse it. Close waits for the connections in use,
+// so it runs in the background. Operations in flight are not interrupted:
+// cutting a connection under pgx can make it report a statement already
+// sent as safe to retry. Called under p.mu.
+func (p *Pool) depose(n *node) {
+	wp := n.wp.Load()
+	if wp == nil || n.wpClosed {
+		return
+	}
+	n.wpClosed = true
+	p.wg.Go(wp.Close)
 }
 
 // readPool returns n's read pool, creating it. Safe for concurrent use.

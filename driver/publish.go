@@ -138,16 +138,12 @@ func (p *Pool) publishLocked(reason string) {
 }
 
 // switchPrimaryLocked makes next the primary instead of old (either may be
-// nil): it stores it, closes old's idle write connections, logs the change
-// and counts a failover. Called under p.mu.
+// nil): it stores it, deposes old (closes its write pool), logs the
+// change and counts a failover. Called under p.mu.
 func (p *Pool) switchPrimaryLocked(old, next *node, reason string) {
 	p.primary.Store(next)
 	if old != nil {
-		// Idle connections close now; in-use ones are destroyed on
-		// release; PrepareConn refuses any acquired from now on.
-		if wp := old.wp.Load(); wp != nil {
-			wp.Reset()
-		}
+		p.depose(old)
 	}
 	switch {
 	case next == nil:
