@@ -2,9 +2,12 @@ package driver_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgha/pgha/internal/testutil"
@@ -66,6 +69,51 @@ func TestContractBrokenConnDroppedAlone(t *testing.T) {
 	raw := script("pgxpool")
 	if raw.Failed != 1 || raw.Survivors != 2 {
 		t.Errorf("pgxpool: %+v; want one failed Exec and the two other connections kept", raw)
+	}
+	sameResults(t, raw, script("driver"))
+}
+
+// TestContractBeginQueryKillsSession: a custom BeginQuery that makes the
+// server end the session fails BeginTx through both pools with the
+// server's error, and leaves no connection behind.
+func TestContractBeginQueryKillsSession(t *testing.T) {
+	primary := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "bk1"})
+	ctx := testutil.Ctx(t, time.Minute)
+	type result struct {
+		Err        string
+		SQLState   string
+		TotalConns int32
+		After      string
+	}
+	script := func(name string) result {
+		p, _ := contractPool(t, ctx, name, connString("", primary), nil)
+		var r result
+		tx, err := p.BeginTx(ctx, pgx.TxOptions{BeginQuery: "select pg_terminate_backend(pg_backend_pid())"})
+		if err == nil {
+			tx.Rollback(ctx)
+			r.Err = "none"
+		} else {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) {
+				r.SQLState = pe.Code
+			}
+			r.Err = "error"
+		}
+		// pgxpool destroys a broken connection in the background.
+		testutil.Eventually(t, 10*time.Second, "broken connection destroyed", func() error {
+			if r.TotalConns = p.Stat().TotalConns(); r.TotalConns != 0 {
+				return errors.New("still counted")
+			}
+			return nil
+		})
+		if _, err := p.Exec(ctx, "select 1"); err != nil {
+			r.After = err.Error()
+		}
+		return r
+	}
+	raw := script("pgxpool")
+	if raw.Err != "error" || raw.SQLState != "57P01" {
+		t.Errorf("pgxpool: %+v; want admin_shutdown (57P01)", raw)
 	}
 	sameResults(t, raw, script("driver"))
 }
