@@ -9,10 +9,8 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/metric"
@@ -91,16 +89,37 @@ func (b Balance) String() string {
 	return "Balance(" + strconv.Itoa(int(b)) + ")"
 }
 
-// Config configures a [Pool]. Build it with [ParseConfig] (or start from
-// [DefaultConfig] and set PoolConfig); zero fields take the defaults
-// documented on each. A Config must not be modified after it is passed to
+// Config configures a [Pool]. Build it with [ParseConfig], then change
+// any field, as with [pgxpool.ParseConfig]: Config embeds the
+// [pgxpool.Config] it parsed, so every pgxpool.Config field and method
+// (MaxConns, BeforeConnect, AfterConnect, PrepareConn, ConnConfig,
+// ConnString, ...) is reachable on it with the same name and type; code
+// written for *pgxpool.Config compiles unchanged once pgxpool.ParseConfig
+// is renamed driver.ParseConfig. [Config.Copy] copies the pgha settings
+// too. The pgha settings below take the defaults documented on each when
+// zero. A Config must not be modified after it is passed to
 // [NewWithConfig].
+//
+// [DefaultConfig] and [LocalConfig] return a Config without the pgxpool
+// part: set it (cfg.Config, from [pgxpool.ParseConfig]) before use. A
+// Config whose pgxpool part is missing or was not made by a ParseConfig
+// (a &driver.Config{} literal) is an error, never a panic.
 type Config struct {
-	// PoolConfig is the template of the per-node pools: database, user,
-	// password, TLS, pool sizes, pgx hooks and tracer. Its host and port
-	// (and fallbacks) are replaced per node. Required; it must come from
-	// [pgxpool.ParseConfig] (or [ParseConfig]). Pool sizes (MaxConns, ...)
-	// apply to each node's pool.
+	// Config is the template of the per-node pools: database, user,
+	// password, TLS, pool sizes, hooks and tracer. Its host and port (and
+	// fallbacks) are replaced per node; pool sizes (MaxConns, ...) apply to
+	// each node's pool. Required; it must come from [pgxpool.ParseConfig]
+	// (or [ParseConfig]). Its fields and methods are promoted, except Copy,
+	// which [Config.Copy] replaces.
+	*pgxpool.Config
+
+	// PoolConfig is the former name of the embedded Config, kept so that
+	// code written for it still compiles: [ParseConfig] sets both to the
+	// same *pgxpool.Config, so either reaches the same settings, and a
+	// Config that sets only PoolConfig is read as if it had set Config.
+	// Setting both to different values is an error.
+	//
+	// Deprecated: use the promoted fields (cfg.MaxConns) or cfg.Config.
 	PoolConfig *pgxpool.Config
 
 	// Hosts are "host:port" addresses of the cluster's PostgreSQL servers,
@@ -150,6 +169,21 @@ type Config struct {
 	// positive.
 	ProbeTimeout time.Duration
 
+	// WriteKeepAlive is the TCP keepalive of the connections to the
+	// primary: idle time before the first probe and interval between
+	// probes; 3 unanswered probes drop the connection, so a black-holed
+	// primary is noticed by a connection waiting for a result after about
+	// 4 × WriteKeepAlive (12 s by default) instead of TCP's ~15 minutes.
+	// Default 3 s; negative leaves the dial function's own setting.
+	// Connection string: pgha_write_keepalive (a duration, or off).
+	WriteKeepAlive time.Duration
+	// WriteTCPUserTimeout is TCP_USER_TIMEOUT (Linux only) of the
+	// connections to the primary: how long data sent on one may stay
+	// unacknowledged before the kernel drops it. Default 10 s; negative
+	// leaves the system's. Connection string: pgha_write_tcp_user_timeout
+	// (a duration, or off).
+	WriteTCPUserTimeout time.Duration
+
 	// ReadMode is where [Pool.Reader] sends reads. Default [ReadPrimary].
 	ReadMode ReadMode
 	// ReadBalance picks among eligible replicas. Default [RoundRobin].
@@ -162,7 +196,7 @@ type Config struct {
 	// Logger receives the pool's log lines (topology changes, failovers,
 	// records that do not parse). Nil means slog.Default().
 	Logger *slog.Logger
-	// TracerProvider, when set and PoolConfig.ConnConfig.Tracer is nil,
+	// TracerProvider, when set and ConnConfig.Tracer is nil,
 	// traces every query with an OpenTelemetry pgx tracer. Nil means no
 	// tracing.
 	TracerProvider trace.TracerProvider
@@ -170,8 +204,9 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 }
 
-// DefaultConfig returns a Config with every default filled in and no
-// PoolConfig or topology: set PoolConfig and Hosts or etcd.
+// DefaultConfig returns a Config with every pgha default filled in, no
+// pgxpool part and no topology: set Config (from [pgxpool.ParseConfig])
+// and Hosts or etcd. [ParseConfig] is usually simpler.
 func DefaultConfig() *Config {
 	return &Config{
 		FailoverTimeout: DefaultFailoverTimeout,
@@ -179,6 +214,9 @@ func DefaultConfig() *Config {
 		ProbeTimeout:    DefaultProbeTimeout,
 		MaxReplicaLag:   DefaultMaxReplicaLag,
 		KeyRoot:         keyspace.DefaultRoot,
+
+		WriteKeepAlive:      DefaultWriteKeepAlive,
+		WriteTCPUserTimeout: DefaultWriteTCPUserTimeout,
 	}
 }
 
@@ -193,17 +231,40 @@ func LocalConfig() *Config {
 	return c
 }
 
-func (c *Config) copy() *Config {
+// Copy returns a deep copy of c: the pgxpool part (as
+// [pgxpool.Config.Copy] copies it), the host and endpoint lists and the
+// etcd TLS configuration. Values that are shared by nature are shared:
+// the Etcd client, the Logger, the providers and hook functions. It
+// replaces the promoted pgxpool.Config.Copy, still reachable as
+// c.Config.Copy(). The copy may be modified and passed to
+// [NewWithConfig].
+func (c *Config) Copy() *Config {
 	n := *c
 	n.Hosts = slices.Clone(c.Hosts)
 	n.EtcdEndpoints = slices.Clone(c.EtcdEndpoints)
 	if c.EtcdTLS != nil {
 		n.EtcdTLS = c.EtcdTLS.Clone()
 	}
+	if c.Config != nil {
+		n.Config = c.Config.Copy()
+	}
 	if c.PoolConfig != nil {
-		n.PoolConfig = c.PoolConfig.Copy()
+		if c.PoolConfig == c.Config {
+			n.PoolConfig = n.Config
+		} else {
+			n.PoolConfig = c.PoolConfig.Copy()
+		}
 	}
 	return &n
+}
+
+// poolConfig returns the pgxpool part: Config, or the deprecated
+// PoolConfig when only that is set.
+func (c *Config) poolConfig() *pgxpool.Config {
+	if c.Config == nil {
+		return c.PoolConfig
+	}
+	return c.Config
 }
 
 func (c *Config) setDefaults() {
@@ -219,6 +280,12 @@ func (c *Config) setDefaults() {
 	if c.MaxReplicaLag == 0 {
 		c.MaxReplicaLag = DefaultMaxReplicaLag
 	}
+	if c.WriteKeepAlive == 0 {
+		c.WriteKeepAlive = DefaultWriteKeepAlive
+	}
+	if c.WriteTCPUserTimeout == 0 {
+		c.WriteTCPUserTimeout = DefaultWriteTCPUserTimeout
+	}
 	if c.KeyRoot == "" {
 		c.KeyRoot = keyspace.DefaultRoot
 	}
@@ -233,14 +300,18 @@ func (c *Config) Validate() error {
 	if c == nil {
 		return &ConfigError{"Config", nil, "is nil: build it with driver.ParseConfig(connString)"}
 	}
-	if c.PoolConfig == nil || c.PoolConfig.ConnConfig == nil {
-		return &ConfigError{"PoolConfig", nil, "is nil: build it with pgxpool.ParseConfig(connString) or use driver.ParseConfig"}
+	if c.Config != nil && c.PoolConfig != nil && c.Config != c.PoolConfig {
+		return &ConfigError{"PoolConfig", "(set)", "differs from Config: PoolConfig is the deprecated name of the embedded *pgxpool.Config; set only Config"}
 	}
-	if !createdByParseConfig(c.PoolConfig) {
-		return &ConfigError{"PoolConfig", "(literal)", "was not created by pgxpool.ParseConfig: build it with pgxpool.ParseConfig(connString) and modify the result"}
+	pc := c.poolConfig()
+	if pc == nil || pc.ConnConfig == nil {
+		return &ConfigError{"Config", nil, "(the embedded *pgxpool.Config) is nil: build the whole Config with driver.ParseConfig(connString) and modify the result, or set cfg.Config from pgxpool.ParseConfig"}
 	}
-	if pc := c.PoolConfig; pc.MaxConns < 1 || pc.MinConns < 0 || pc.MinConns > pc.MaxConns {
-		return &ConfigError{"PoolConfig.MaxConns/MinConns", fmt.Sprintf("%d/%d", pc.MaxConns, pc.MinConns), "are invalid: MaxConns must be at least 1 and MinConns between 0 and MaxConns"}
+	if !createdByParseConfig(pc) {
+		return &ConfigError{"Config", "(literal)", "(the embedded *pgxpool.Config) was not created by a ParseConfig: build it with driver.ParseConfig(connString) (or pgxpool.ParseConfig) and modify the result"}
+	}
+	if pc.MaxConns < 1 || pc.MinConns < 0 || pc.MinConns > pc.MaxConns {
+		return &ConfigError{"MaxConns/MinConns", fmt.Sprintf("%d/%d", pc.MaxConns, pc.MinConns), "are invalid: MaxConns must be at least 1 and MinConns between 0 and MaxConns"}
 	}
 	if !c.usesEtcd() && len(c.Hosts) == 0 {
 		return &ConfigError{"Hosts", "[]", "is empty and no etcd is set: list the servers (host:port) or set Etcd/EtcdEndpoints and Cluster"}
@@ -284,188 +355,6 @@ func createdByParseConfig(pc *pgxpool.Config) bool {
 		return true // pgx changed: let pgxpool judge
 	}
 	return f.Bool()
-}
-
-// The connection string keys of the driver.
-const (
-	keyCluster         = "pgha_cluster"
-	keyEtcd            = "pgha_etcd"
-	keyRoot            = "pgha_root"
-	keyReadMode        = "pgha_read_mode"
-	keyReadBalance     = "pgha_read_balance"
-	keyMaxReplicaLag   = "pgha_max_replica_lag"
-	keyFailoverTimeout = "pgha_failover_timeout"
-	keyProbeInterval   = "pgha_probe_interval"
-	keyProbeTimeout    = "pgha_probe_timeout"
-)
-
-// ParseConfig builds a Config from a connection string: everything
-// [pgxpool.ParseConfig] accepts, plus the pgha_* keys described in the
-// package documentation (each removed from the runtime parameters sent to
-// the server). A multi-host string gives [Config.Hosts]. Malformed values
-// and unknown pgha_* keys are *[pgconn.ParseConfigError]s naming the key;
-// passwords are redacted from them.
-func ParseConfig(connString string) (*Config, error) {
-	pc, err := pgxpool.ParseConfig(connString)
-	if err != nil {
-		return nil, err
-	}
-	c := DefaultConfig()
-	c.PoolConfig = pc
-	params := pc.ConnConfig.RuntimeParams
-	perr := func(key, msg string, err error) error {
-		return pgconn.NewParseConfigError(connString, key+": "+msg, err)
-	}
-	var keys []string
-	for k := range params {
-		if strings.HasPrefix(k, "pgha_") {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		v := params[k]
-		delete(params, k)
-		switch k {
-		case keyCluster:
-			if err := keyspace.ValidName(v); err != nil {
-				return nil, perr(k, "invalid cluster name", err)
-			}
-			c.Cluster = v
-		case keyEtcd:
-			for _, ep := range strings.Split(v, ",") {
-				ep = strings.TrimSpace(ep)
-				if ep == "" {
-					return nil, perr(k, "empty endpoint in comma-separated list", nil)
-				}
-				c.EtcdEndpoints = append(c.EtcdEndpoints, ep)
-			}
-		case keyRoot:
-			if !strings.HasPrefix(v, "/") {
-				return nil, perr(k, "key root must start with '/'", nil)
-			}
-			c.KeyRoot = v
-		case keyReadMode:
-			m, err := ParseReadMode(v)
-			if err != nil {
-				return nil, perr(k, "invalid read mode", err)
-			}
-			c.ReadMode = m
-		case keyReadBalance:
-			switch v {
-			case "round-robin":
-				c.ReadBalance = RoundRobin
-			case "least-busy":
-				c.ReadBalance = LeastBusy
-			default:
-				return nil, perr(k, "invalid balance", fmt.Errorf("%q is not round-robin or least-busy", v))
-			}
-		case keyMaxReplicaLag:
-			n, err := parseBytes(v)
-			if err != nil {
-				return nil, perr(k, "invalid byte count", err)
-			}
-			c.MaxReplicaLag = n
-		case keyFailoverTimeout, keyProbeInterval, keyProbeTimeout:
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return nil, perr(k, "invalid duration", err)
-			}
-			if d <= 0 {
-				return nil, perr(k, "duration must be positive", fmt.Errorf("%v", d))
-			}
-			switch k {
-			case keyFailoverTimeout:
-				c.FailoverTimeout = d
-			case keyProbeInterval:
-				if d < 10*time.Millisecond {
-					return nil, perr(k, "duration must be at least 10ms", fmt.Errorf("%v", d))
-				}
-				c.ProbeInterval = d
-			case keyProbeTimeout:
-				c.ProbeTimeout = d
-			}
-		default:
-			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout)", nil)
-		}
-	}
-	if len(c.EtcdEndpoints) > 0 && c.Cluster == "" {
-		return nil, perr(keyCluster, "is required with pgha_etcd", nil)
-	}
-	if len(c.EtcdEndpoints) == 0 && c.Cluster != "" {
-		return nil, perr(keyEtcd, "is required with pgha_cluster", nil)
-	}
-	// The hosts of the string are the host list; with etcd, only hosts
-	// written in the string count (not pgx's defaults), as the list used
-	// until etcd first answers.
-	if len(c.EtcdEndpoints) == 0 || explicitHosts(connString) {
-		c.Hosts = connHosts(pc)
-	}
-	return c, nil
-}
-
-// explicitHosts reports whether connString names its hosts itself, rather
-// than leaving pgx to default them (PGHOST, a Unix socket or localhost).
-func explicitHosts(connString string) bool {
-	if rest, ok := strings.CutPrefix(connString, "postgres://"); ok || strings.HasPrefix(connString, "postgresql://") {
-		if !ok {
-			rest = strings.TrimPrefix(connString, "postgresql://")
-		}
-		if i := strings.IndexAny(rest, "/?"); i >= 0 {
-			rest = rest[:i]
-		}
-		if i := strings.LastIndex(rest, "@"); i >= 0 {
-			rest = rest[i+1:]
-		}
-		if rest != "" {
-			return true
-		}
-		// postgres:///db?host=h1
-		if _, q, ok := strings.Cut(connString, "?"); ok {
-			for _, kv := range strings.Split(q, "&") {
-				if k, v, _ := strings.Cut(kv, "="); k == "host" && v != "" {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	for _, f := range strings.Fields(connString) {
-		if k, v, ok := strings.Cut(f, "="); ok && strings.TrimSpace(k) == "host" && v != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// parseBytes parses a byte count: an integer with an optional kB, MB, GB
-// suffix (powers of 1024, as in postgresql.conf), or -1 for no limit.
-func parseBytes(s string) (int64, error) {
-	mult := int64(1)
-	num := s
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"kB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, mult = n, u.m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a byte count like 16MB, 1048576 or -1", s)
-	}
-	if n < 0 {
-		if n == -1 && mult == 1 {
-			return -1, nil
-		}
-		return 0, fmt.Errorf("%q is negative (use -1 for no limit)", s)
-	}
-	if n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is too large", s)
-	}
-	return n * mult, nil
 }
 
 // connHosts lists the distinct host:port pairs of a parsed connection

@@ -1,11 +1,15 @@
 package driver_test
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -15,7 +19,8 @@ import (
 func TestParseConfigOptions(t *testing.T) {
 	cfg, err := driver.ParseConfig("postgres://u:secret@h1:5432,h2:5433/db?sslmode=disable" +
 		"&pgha_read_mode=prefer-replicas&pgha_read_balance=least-busy&pgha_max_replica_lag=1MB" +
-		"&pgha_failover_timeout=3s&pgha_probe_interval=250ms&pgha_probe_timeout=1s&application_name=app&pool_max_conns=7")
+		"&pgha_failover_timeout=3s&pgha_probe_interval=250ms&pgha_probe_timeout=1s&application_name=app&pool_max_conns=7" +
+		"&pgha_write_keepalive=5s&pgha_write_tcp_user_timeout=off")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,10 +33,13 @@ func TestParseConfigOptions(t *testing.T) {
 	if cfg.FailoverTimeout != 3*time.Second || cfg.ProbeInterval != 250*time.Millisecond || cfg.ProbeTimeout != time.Second {
 		t.Errorf("durations = %v %v %v", cfg.FailoverTimeout, cfg.ProbeInterval, cfg.ProbeTimeout)
 	}
-	if cfg.PoolConfig.MaxConns != 7 {
-		t.Errorf("MaxConns = %d, want 7", cfg.PoolConfig.MaxConns)
+	if cfg.WriteKeepAlive != 5*time.Second || cfg.WriteTCPUserTimeout >= 0 {
+		t.Errorf("write TCP settings = %v %v, want 5s and off (negative)", cfg.WriteKeepAlive, cfg.WriteTCPUserTimeout)
 	}
-	rp := cfg.PoolConfig.ConnConfig.RuntimeParams
+	if cfg.MaxConns != 7 {
+		t.Errorf("MaxConns = %d, want 7", cfg.MaxConns)
+	}
+	rp := cfg.ConnConfig.RuntimeParams
 	for k := range rp {
 		if strings.HasPrefix(k, "pgha_") {
 			t.Errorf("RuntimeParams still holds %s: it would be sent to the server", k)
@@ -92,6 +100,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"pgha_etcd=a,,b&pgha_cluster=c", "pgha_etcd"},
 		{"pgha_root=relative&pgha_etcd=http://x:1&pgha_cluster=c", "pgha_root"},
 		{"pgha_failovr_timeout=1s", "pgha_failovr_timeout"},
+		{"pgha_write_keepalive=0s", "pgha_write_keepalive"},
+		{"pgha_write_keepalive=often", "pgha_write_keepalive"},
+		{"pgha_write_tcp_user_timeout=-1s", "pgha_write_tcp_user_timeout"},
 	} {
 		s := "postgres://u:hunter2@h1/db?" + tc.opts
 		_, err := driver.ParseConfig(s)
@@ -124,10 +135,13 @@ func TestValidate(t *testing.T) {
 		field string
 		mod   func(*driver.Config)
 	}{
-		{"PoolConfig", func(c *driver.Config) { c.PoolConfig = nil }},
-		{"PoolConfig", func(c *driver.Config) { c.PoolConfig = &pgxpool.Config{ConnConfig: c.PoolConfig.ConnConfig} }},
+		{"Config", func(c *driver.Config) { c.Config, c.PoolConfig = nil, nil }},
+		{"Config", func(c *driver.Config) { c.Config = &pgxpool.Config{ConnConfig: c.ConnConfig}; c.PoolConfig = nil }},
+		{"Config", func(c *driver.Config) { *c = driver.Config{} }},
+		{"Config", func(c *driver.Config) { *c = driver.Config{Hosts: []string{"h1:5432"}} }},
+		{"PoolConfig", func(c *driver.Config) { c.PoolConfig = c.Config.Copy() }},
 		{"Hosts", func(c *driver.Config) { c.Hosts = nil }},
-		{"PoolConfig.MaxConns/MinConns", func(c *driver.Config) { c.PoolConfig.MaxConns = 0 }},
+		{"MaxConns/MinConns", func(c *driver.Config) { c.MaxConns = 0 }},
 		{"Hosts[1]", func(c *driver.Config) { c.Hosts = append(c.Hosts, "nohostport") }},
 		{"Cluster", func(c *driver.Config) { c.EtcdEndpoints = []string{"http://127.0.0.1:1"} }},
 		{"FailoverTimeout", func(c *driver.Config) { c.FailoverTimeout = -time.Second }},
@@ -143,6 +157,9 @@ func TestValidate(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Field != tc.field {
 			t.Errorf("Validate with bad %s = %v, want a ConfigError for %s", tc.field, err, tc.field)
 			continue
+		}
+		if tc.field == "Config" && !strings.Contains(err.Error(), "driver.ParseConfig(connString)") {
+			t.Errorf("Validate with bad %s = %q, want the fix (driver.ParseConfig(connString)) named", tc.field, err)
 		}
 		// NewWithConfig must return the same error, never panic.
 		if _, err := driver.NewWithConfig(t.Context(), c); !errors.As(err, &ce) {
@@ -190,7 +207,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for k := range cfg.PoolConfig.ConnConfig.RuntimeParams {
+		for k := range cfg.ConnConfig.RuntimeParams {
 			if strings.HasPrefix(k, "pgha_") {
 				t.Fatalf("ParseConfig(%q) left %s in RuntimeParams", s, k)
 			}
@@ -205,9 +222,81 @@ func TestValidateLocalConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.PoolConfig = pc
+	c.Config = pc
 	c.Hosts = []string{"h1:5432"}
 	if err := c.Validate(); err != nil {
 		t.Errorf("LocalConfig with a pool config and a host: %v", err)
+	}
+	// The deprecated name still works alone.
+	c.Config, c.PoolConfig = nil, pc
+	if err := c.Validate(); err != nil {
+		t.Errorf("LocalConfig with only the deprecated PoolConfig: %v", err)
+	}
+}
+
+// TestConfigDropIn: every exported field and method of pgxpool.Config is
+// reachable on driver.Config with the same name and type (Copy excepted:
+// it returns a *driver.Config), so code written for *pgxpool.Config
+// compiles against *driver.Config.
+func TestConfigDropIn(t *testing.T) {
+	pt, dt := reflect.TypeFor[pgxpool.Config](), reflect.TypeFor[driver.Config]()
+	for i := range pt.NumField() {
+		f := pt.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		g, ok := dt.FieldByName(f.Name)
+		if !ok || g.Type != f.Type {
+			t.Errorf("driver.Config.%s: found %v (%v); pgxpool.Config.%s is %v", f.Name, ok, g.Type, f.Name, f.Type)
+		}
+	}
+	pm, dm := reflect.TypeFor[*pgxpool.Config](), reflect.TypeFor[*driver.Config]()
+	for i := range pm.NumMethod() {
+		m := pm.Method(i)
+		g, ok := dm.MethodByName(m.Name)
+		switch {
+		case !ok:
+			t.Errorf("driver.Config lacks pgxpool.Config's method %s", m.Name)
+		case m.Name == "Copy":
+			if g.Type.Out(0) != dm {
+				t.Errorf("(*driver.Config).Copy returns %v, want *driver.Config", g.Type.Out(0))
+			}
+		case !sameSignature(m.Type, g.Type):
+			t.Errorf("driver.Config.%s has type %v; pgxpool.Config.%s has %v", m.Name, g.Type, m.Name, m.Type)
+		}
+	}
+}
+
+// TestConfigCopy: Copy is deep for everything a caller may change in
+// place, pgha settings included, and ConnString works on both.
+func TestConfigCopy(t *testing.T) {
+	const s = "postgres://u:pw@h1:5432,h2:5433/db?pgha_etcd=http://e1:2379&pgha_cluster=c&application_name=a"
+	c, err := driver.ParseConfig(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.EtcdTLS = &tls.Config{ServerName: "etcd"}
+	c.BeforeConnect = func(context.Context, *pgx.ConnConfig) error { return nil }
+	d := c.Copy()
+	if d.ConnString() != s || c.ConnString() != s {
+		t.Errorf("ConnString = %q / %q, want %q", c.ConnString(), d.ConnString(), s)
+	}
+	if d.BeforeConnect == nil || d.Cluster != "c" || d.MaxConns != c.MaxConns {
+		t.Errorf("copy lost settings: %+v", d)
+	}
+	d.MaxConns++
+	d.ConnConfig.RuntimeParams["application_name"] = "b"
+	d.ConnConfig.Host = "other"
+	d.Hosts[0] = "x:1"
+	d.EtcdEndpoints[0] = "http://x:1"
+	d.EtcdTLS.ServerName = "x"
+	d.FailoverTimeout = time.Hour
+	if c.MaxConns == d.MaxConns || c.ConnConfig.RuntimeParams["application_name"] != "a" || c.ConnConfig.Host != "h1" ||
+		c.Hosts[0] != "h1:5432" || c.EtcdEndpoints[0] != "http://e1:2379" || c.EtcdTLS.ServerName != "etcd" ||
+		c.FailoverTimeout == time.Hour {
+		t.Errorf("changing the copy changed the original: %+v / %+v", c, c.ConnConfig)
+	}
+	if err := d.Validate(); err != nil {
+		t.Errorf("Validate(copy): %v", err)
 	}
 }

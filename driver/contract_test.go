@@ -163,9 +163,10 @@ func TestEtcdWithHostsBootstrap(t *testing.T) {
 }
 
 // TestTelemetry: with providers set, queries are traced (otelpgx) and the
-// pool's metrics are reported.
+// pool's metrics are reported. Two hosts, so that the first operation
+// waits for the probes to find the primary.
 func TestTelemetry(t *testing.T) {
-	primary := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "tm1"})
+	primary, standby := asyncPair(t, "tm")
 	ctx := testutil.Ctx(t, time.Minute)
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
@@ -173,7 +174,7 @@ func TestTelemetry(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { tp.Shutdown(context.Background()); mp.Shutdown(context.Background()) })
 
-	cfg := parse(t, connString("", primary))
+	cfg := parse(t, connString("", primary, standby))
 	cfg.TracerProvider = tp
 	cfg.MeterProvider = mp
 	p := newPool(t, cfg)

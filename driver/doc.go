@@ -28,17 +28,48 @@
 //
 // With both, etcd decides; the hosts are probed only until etcd first
 // answers. Either way every node is probed for its role and WAL position
-// (for replica lag), every 25 ms while there is no primary.
+// (for replica lag), every 25 ms while there is no primary, on one probe
+// connection per node (see [Pool.ProbeStat]). With a single host and no
+// etcd the pool presumes the host is the primary, as pgxpool does: it
+// opens no probe connection while the host serves, checks each new
+// connection (recovery, read-only) instead, and probes the host only
+// after a failure or while an operation waits.
+//
+// An operation waits for a primary only while a failover can be in
+// progress: a primary was known and is gone, or the leader record names
+// a node that is not writable yet (or the pool has not heard from etcd, or
+// from its first probe of every host, yet). Otherwise it fails at once,
+// as with pgxpool, with an error matching [ErrNoPrimary] that wraps why:
+// the dial, authentication or database error.
 //
 // # Lifecycle
 //
-// [New] or [NewWithConfig] validate the configuration ([DefaultConfig] and
-// [LocalConfig] are starting points; [ParseConfig] fills them from a
-// connection string) and start the topology watch; like pgxpool they do not wait for a connection. The pool
+// [New] or [NewWithConfig] validate the configuration ([ParseConfig]
+// builds it from a connection string; it embeds the [pgxpool.Config], so
+// cfg.MaxConns, cfg.BeforeConnect and the rest are set as with pgxpool)
+// and start the topology watch; like pgxpool they do not wait for a connection. The pool
 // keeps one pgxpool per node, created on first use, with the
-// [Config.PoolConfig] template's settings (sizes apply per node). [Pool.Close]
+// [Config] template's settings (sizes apply per node). [Pool.Close]
 // stops the background goroutines and closes every connection; it waits for
 // acquired connections to be released.
+//
+// # Hooks and tracers
+//
+// The pgxpool hooks of the [Config] (BeforeConnect, AfterConnect,
+// PrepareConn or BeforeAcquire, AfterRelease, BeforeClose, ShouldPing,
+// PingTimeout) run as pgxpool runs them, on every node pool, with the same
+// contexts: the caller's for connections opened by an Acquire, and the
+// values of the ctx given to [NewWithConfig] for the connections opened
+// in the background (MinConns, MinIdleConns). On a write pool the pool's
+// own checks come first: AfterConnect runs after the new connection was
+// found out of recovery and not read-only, and PrepareConn after the node
+// was found to be still the primary. The probe connections (see
+// [Pool.ProbeStat]) go through BeforeConnect and the dial settings of
+// ConnConfig too, so that a password or token supplied by BeforeConnect
+// and a custom DialFunc serve them as well; they run no other hook. A
+// ConnConfig.Tracer sees each node's *pgxpool.Pool as the pool (in
+// TraceAcquireStart and TraceRelease), never the *driver.Pool, and sees no
+// probe.
 //
 // # Writes and failover
 //
@@ -46,7 +77,12 @@
 // writes is checked with one query to be out of recovery and not read-only
 // before use. When the primary changes, new operations go to the new one at
 // once, idle connections to the old one are closed, and connections in use
-// are destroyed when released. An operation issued while there is no
+// are destroyed when released. A connection that breaks is dropped alone,
+// as in pgxpool; the node's idle connections are closed only once the node
+// is known down (its probe failed), deposed or read-only. Connections to
+// the primary use TCP keepalive and TCP_USER_TIMEOUT
+// ([Config.WriteKeepAlive], [Config.WriteTCPUserTimeout]) so that a primary
+// whose packets vanish is noticed in seconds. An operation issued while there is no
 // primary waits up to [Config.FailoverTimeout] for one.
 //
 // # Errors
@@ -125,6 +161,8 @@
 //	pgha_read_mode         primary (default), replicas or prefer-replicas
 //	pgha_read_balance      round-robin (default) or least-busy
 //	pgha_max_replica_lag   bytes, e.g. 16MB (default), 65536, or -1 for no limit
+//	pgha_write_keepalive   TCP keepalive of connections to the primary (default 3s, or off)
+//	pgha_write_tcp_user_timeout  TCP_USER_TIMEOUT of connections to the primary, Linux (default 10s, or off)
 //
 // Without pgha_etcd, the hosts of a multi-host string are the host list:
 //

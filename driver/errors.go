@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 )
 
 // Errors returned by the pool. Match them with [errors.Is]; the pgx error
@@ -103,12 +104,13 @@ func (e *ConfigError) Error() string {
 // SafeToRetry reports whether err is guaranteed to have happened before
 // anything was sent to the server (so running the operation again cannot
 // apply it twice). It extends [pgconn.SafeToRetry] with failed connection
-// attempts and a node that turned out not to be the primary.
+// attempts, a node that turned out not to be the primary, and an acquire
+// from a node pool that was closed (pgxpool's "closed pool").
 func SafeToRetry(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, errNotPrimary) {
+	if errors.Is(err, errNotPrimary) || errors.Is(err, puddle.ErrClosedPool) {
 		return true
 	}
 	var ce *pgconn.ConnectError
@@ -161,8 +163,25 @@ func classify(ctx context.Context, err error) errClass {
 	if errors.Is(err, errReadOnlyConn) {
 		return classReadOnly // a new write connection found a standby: nothing was sent
 	}
+	if errors.Is(err, puddle.ErrClosedPool) {
+		// A node pool closed under an Acquire (the node left the topology,
+		// or the pool is closing): nothing was sent.
+		return classUnsent
+	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	isPg := errors.As(err, &pe)
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		// A failed connection attempt sent no statement, whatever the
+		// server said (authentication, missing database, too many
+		// clients), except that a server in recovery or starting up
+		// (57P03) is not the primary.
+		if isPg && pe.Code == "57P03" {
+			return classReadOnly
+		}
+		return classUnsent
+	}
+	if isPg {
 		switch pe.Code {
 		case "25006": // read_only_sql_transaction: the write was refused, nothing ran
 			return classReadOnly

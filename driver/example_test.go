@@ -160,3 +160,31 @@ func ExampleWithIdempotent() {
 		log.Print(err)
 	}
 }
+
+// Code that tunes a pgxpool.Config after parsing compiles unchanged once
+// pgxpool.ParseConfig is renamed driver.ParseConfig: the pgxpool fields
+// and methods are promoted. Here a BeforeConnect hook supplies a rotating
+// password (an IAM token, say), which the pool's probes use too.
+func ExampleParseConfig() {
+	// Was: cfg, err := pgxpool.ParseConfig(...)
+	cfg, err := driver.ParseConfig("postgres://app@pg1:5432,pg2:5432/app?pool_max_conns=10&pgha_failover_timeout=5s")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.MaxConns = 20
+	cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+		cc.Password = "token-from-your-secret-store"
+		return nil
+	}
+	fmt.Println(cfg.MaxConns, cfg.Hosts, cfg.FailoverTimeout)
+	fmt.Println(cfg.ConnString())
+	// Copy is deep, pgha settings included: the copy can be changed and
+	// passed to another NewWithConfig.
+	other := cfg.Copy()
+	other.Hosts = []string{"pg3:5432"}
+	fmt.Println(cfg.Hosts, other.Hosts)
+	// Output:
+	// 20 [pg1:5432 pg2:5432] 5s
+	// postgres://app@pg1:5432,pg2:5432/app?pool_max_conns=10&pgha_failover_timeout=5s
+	// [pg1:5432 pg2:5432] [pg3:5432]
+}

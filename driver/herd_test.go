@@ -39,13 +39,30 @@ func TestProbesDoNotLockstep(t *testing.T) {
 		}
 	})
 	defer func() { ln.Close(); accepted.Wait() }()
+	// A second dead host, not observed: with a single host the pool
+	// presumes it is the primary and probes nothing until an operation
+	// fails, so two hosts are needed for the pools to look for a primary.
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted.Go(func() {
+		for {
+			c, err := ln2.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	})
+	defer ln2.Close()
 
 	const pools = 20
 	const watch = 3 * time.Second
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	start := time.Now()
 	for range pools {
-		newPool(t, parse(t, fmt.Sprintf("postgres://u:p@%s:%s/db?pgha_probe_interval=1s&pgha_probe_timeout=500ms&connect_timeout=1&sslmode=disable", host, port)))
+		newPool(t, parse(t, fmt.Sprintf("postgres://u:p@%s:%s,%s/db?pgha_probe_interval=1s&pgha_probe_timeout=500ms&connect_timeout=1&sslmode=disable", host, port, ln2.Addr())))
 	}
 	time.Sleep(watch) // the observation window, not synchronisation
 	mu.Lock()

@@ -20,7 +20,7 @@ import (
 )
 
 // pureTests run without PostgreSQL.
-const pureTests = "^(TestMethodSet|TestParseConfig.*|TestValidate.*|TestCausalTokenString|TestEtcdNeverAnswers|FuzzParseConfig)$"
+const pureTests = "^(ExampleParseConfig|TestMethodSet|TestConfigDropIn|TestConfigCopy|TestChooseTopology|TestClassify|TestParseConfig.*|TestValidate.*|TestCausalTokenString|TestEtcdNeverAnswers|FuzzParseConfig)$"
 
 // shared is the cluster the Examples and benchmarks use: one etcd member, a
 // primary "ex1" holding the leader record of cluster "ex", and a streaming

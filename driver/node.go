@@ -54,6 +54,13 @@ type node struct {
 	lag atomic.Int64
 	// recordLag is the lag its member record reports; -1 unknown.
 	recordLag atomic.Int64
+	// confirmed: a probe or a new write connection found the node
+	// writable at least once.
+	confirmed atomic.Bool
+
+	// wpClosed is set (under Pool.mu) when wp was closed because the node
+	// was deposed: writePool makes a new one if it is elected again.
+	wpClosed bool
 
 	// Operations routed here, by role at routing time (metrics).
 	routedPrimary atomic.Int64
@@ -133,11 +140,14 @@ var errReadOnlyConn = errors.New("driver: server is read-only or in recovery")
 
 // writePool returns n's write pool, creating it. Called under p.mu.
 func (p *Pool) writePool(n *node) *pgxpool.Pool {
-	if wp := n.wp.Load(); wp != nil {
+	if wp := n.wp.Load(); wp != nil && !n.wpClosed {
 		return wp
 	}
-	pc := p.cfg.PoolConfig.Copy()
+	n.wpClosed = false
+	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
+	// A black-holed primary must be noticed in seconds (tcp.go).
+	pc.ConnConfig.DialFunc = tcpDial(pc.ConnConfig.DialFunc, p.cfg.WriteKeepAlive, p.cfg.WriteTCPUserTimeout)
 	// A commit whose wait for the synchronous standbys PostgreSQL cancels
 	// "succeeds" with a warning: record it (syncwait.go).
 	pc.ConnConfig.OnNotice = noticeHook(pc.ConnConfig.OnNotice)
@@ -154,6 +164,7 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		if ro {
 			return errReadOnlyConn
 		}
+		n.confirmed.Store(true)
 		if userAfterConnect != nil {
 			return userAfterConnect(ctx, c)
 		}
@@ -175,16 +186,37 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		return true, nil
 	}
 	// No AfterRelease hook: pgxpool runs it on a new goroutine per release,
-	// which costs more than the whole query path. Connections in use when
-	// the node stops being the primary are destroyed on release by the
-	// Reset in publishLocked, and PrepareConn refuses any left idle.
-	wp, err := pgxpool.NewWithConfig(context.Background(), pc)
+	// which costs more than the whole query path. When the node stops
+	// being the primary, depose closes this pool: connections in use are
+	// destroyed on release, and PrepareConn refuses any acquired before.
+	// p.ctx carries the values of the ctx given to NewWithConfig: pgxpool
+	// passes them to the connects it makes for MinConns, and so do we.
+	wp, err := pgxpool.NewWithConfig(p.ctx, pc)
 	if err != nil { // pgxpool fails only on invalid pool sizes, checked by Validate
 		p.log.Error("create write pool", "node", n.key, "err", err)
 		return nil
 	}
 	n.wp.Store(wp)
 	return wp
+}
+
+// depose closes n's write pool because n stopped being the primary. The
+// pool's idle connections close at once and its connection attempts in
+// progress are cancelled; calls waiting in its Acquire get pgxpool's
+// "closed pool" (classified as not sent, so retried on the new primary)
+// as soon as a connection in use is released, instead of opening a new
+// connection to the deposed node (which may black-hole every packet) only
+// to have PrepareConn refuse it. Close waits for the connections in use,
+// so it runs in the background. Operations in flight are not interrupted:
+// cutting a connection under pgx can make it report a statement already
+// sent as safe to retry. Called under p.mu.
+func (p *Pool) depose(n *node) {
+	wp := n.wp.Load()
+	if wp == nil || n.wpClosed {
+		return
+	}
+	n.wpClosed = true
+	p.wg.Go(wp.Close)
 }
 
 // readPool returns n's read pool, creating it. Safe for concurrent use.
@@ -200,9 +232,9 @@ func (p *Pool) readPool(n *node) *pgxpool.Pool {
 	if p.closed || n.dropped {
 		return nil
 	}
-	pc := p.cfg.PoolConfig.Copy()
+	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
-	rp, err := pgxpool.NewWithConfig(context.Background(), pc)
+	rp, err := pgxpool.NewWithConfig(p.ctx, pc)
 	if err != nil {
 		p.log.Error("create read pool", "node", n.key, "err", err)
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,9 +33,8 @@ func (p *Pool) probeLoop() {
 		for _, n := range probed {
 			if n.probeConn != nil {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				n.probeConn.Close(ctx)
+				p.closeProbe(ctx, n)
 				cancel()
-				n.probeConn = nil
 			}
 		}
 	}()
@@ -46,6 +46,12 @@ func (p *Pool) probeLoop() {
 		case <-p.ctx.Done():
 			return
 		case <-timer.C:
+			if p.single && p.primary.Load() != nil && p.waiters.Load() == 0 {
+				// One host, serving: nothing to probe for (no replica lag,
+				// no other host). Write failures kick the prober.
+				timer.Reset(p.cfg.ProbeInterval)
+				continue
+			}
 		case <-p.kick:
 			fast.Reset()
 		}
@@ -63,12 +69,19 @@ func (p *Pool) probeLoop() {
 			if containsNode(nodes, n) {
 				kept = append(kept, n)
 			} else if n.probeConn != nil {
-				n.probeConn.Close(context.Background())
-				n.probeConn = nil
+				p.closeProbe(context.Background(), n)
 			}
 		}
 		probed = kept
 		p.probeRound(nodes)
+		if p.single {
+			// Probes of a single host are rare: keep no connection open.
+			for _, n := range nodes {
+				if n.probeConn != nil {
+					p.closeProbe(p.ctx, n)
+				}
+			}
+		}
 		// Kicks (leader record changes) reach every pool at the same
 		// instant: jitter the steady interval too, within its last
 		// quarter, so that pools drift apart again.
@@ -108,10 +121,17 @@ func (p *Pool) probeRound(nodes []*node) {
 	var primaryLSN uint64
 	for i, n := range nodes {
 		r := results[i]
+		if prev := n.probe.Load(); r.err != nil && (prev == nil || prev.err == nil) {
+			// The node is down: its idle write connections are dead too.
+			if wp := n.wp.Load(); wp != nil {
+				wp.Reset()
+			}
+		}
 		n.probe.Store(r)
 		switch {
 		case r.writable():
 			n.ws.Store(int32(wWritable))
+			n.confirmed.Store(true)
 			primaryLSN = max(primaryLSN, r.lsn)
 		case r.err == nil:
 			n.ws.Store(int32(wReadOnly))
@@ -141,6 +161,26 @@ func (p *Pool) probeRound(nodes []*node) {
 		}
 		n.lag.Store(lag)
 	}
+	if primaryLSN == 0 && (!p.etcdMode || !p.etcdAnswered) {
+		// No host accepts writes: say why, for ErrNoPrimary.
+		var why []string
+		for i, n := range nodes {
+			switch r := results[i]; {
+			case r.err != nil:
+				why = append(why, n.key+": "+r.err.Error())
+			case r.inRecovery:
+				why = append(why, n.key+": in recovery")
+			default:
+				why = append(why, n.key+": read-only")
+			}
+		}
+		if len(nodes) == 1 && results[0].err != nil {
+			p.lastErr = results[0].err // as is, for errors.As
+		} else if len(why) > 0 {
+			p.lastErr = errors.New("no host accepts writes (" + strings.Join(why, "; ") + ")")
+		}
+	}
+	p.probeRounds++
 	p.publishLocked("probe")
 }
 
@@ -157,11 +197,11 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	r := &probeResult{at: time.Now()}
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ProbeTimeout)
 	defer cancel()
-	if n.probeConn == nil || n.probeConn.IsClosed() {
-		cc := n.connConfig(p.cfg.PoolConfig.ConnConfig)
-		cc.Tracer = nil
-		cc.RuntimeParams["application_name"] = probeAppName
-		c, err := pgx.ConnectConfig(ctx, cc)
+	if n.probeConn != nil && n.probeConn.IsClosed() {
+		p.closeProbe(ctx, n)
+	}
+	if n.probeConn == nil {
+		c, err := p.connectProbe(ctx, n)
 		if err != nil {
 			r.err = err
 			return r
@@ -173,9 +213,8 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	if err != nil {
 		r.err = err
 		cctx, ccancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		n.probeConn.Close(cctx)
+		p.closeProbe(cctx, n)
 		ccancel()
-		n.probeConn = nil
 		if errors.Is(err, context.DeadlineExceeded) {
 			r.err = errors.New("probe timed out after " + p.cfg.ProbeTimeout.String())
 		}
@@ -183,4 +222,55 @@ func (p *Pool) probeNode(n *node) *probeResult {
 	}
 	r.lsn = uint64(lsn)
 	return r
+}
+
+// connectProbe opens n's probe connection as the node pools open theirs:
+// with the template's dial settings (DialFunc, LookupFunc, TLS, connect
+// timeout) and through the user's BeforeConnect hook, so that a password
+// or token it supplies reaches the probe too; ctx carries the values of
+// the ctx given to NewWithConfig. AfterConnect is not called: the probe
+// runs one query of its own and serves no application work. Its
+// application_name is probeAppName and no tracer sees it. The probe
+// connections are counted in [Pool.ProbeStat], not in [Pool.Stat].
+func (p *Pool) connectProbe(ctx context.Context, n *node) (*pgx.Conn, error) {
+	cc := n.connConfig(p.cfg.ConnConfig)
+	cc.Tracer = nil
+	cc.RuntimeParams["application_name"] = probeAppName
+	if bc := p.cfg.BeforeConnect; bc != nil {
+		if err := bc(ctx, cc); err != nil {
+			return nil, err
+		}
+	}
+	p.probeConnects.Add(1)
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, err
+	}
+	p.probeConns.Add(1)
+	return c, nil
+}
+
+// closeProbe closes n's probe connection. Called by the prober only.
+func (p *Pool) closeProbe(ctx context.Context, n *node) {
+	n.probeConn.Close(ctx)
+	n.probeConn = nil
+	p.probeConns.Add(-1)
+}
+
+// ProbeStat counts the connections the pool opens for its own use: one
+// per node, to probe its role and WAL position (application_name
+// pgha-driver-probe). They are outside MaxConns and outside [Pool.Stat],
+// which, as pgxpool's, reports the connections the application can use.
+type ProbeStat struct {
+	// OpenConns is the number of probe connections open now.
+	OpenConns int32
+	// Connects is the number of probe connection attempts since the pool
+	// was created, failed ones included.
+	Connects int64
+}
+
+// ProbeStat returns the counts of the pool's probe connections. It is
+// safe for concurrent use.
+func (p *Pool) ProbeStat() ProbeStat {
+	return ProbeStat{OpenConns: p.probeConns.Load(), Connects: p.probeConnects.Load()}
 }

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package driver
+
+import (
+	"net"
+	"time"
+)
+
+// setTCPUserTimeout does nothing: TCP_USER_TIMEOUT is Linux's.
+func setTCPUserTimeout(*net.TCPConn, time.Duration) error { return nil }
