@@ -256,13 +256,13 @@ func runSoak(b *testing.B) {
 		b.Errorf("open file descriptors grew from %d to %d (bound +20)", first.fds, f)
 	}
 	for _, s := range samples {
-		if s.poolTotal > pcfg.PoolConfig.MaxConns*int32(len(c.nodes)) {
-			b.Errorf("at %v the pool holds %d connections; bound MaxConns (%d) per node", s.at, s.poolTotal, pcfg.PoolConfig.MaxConns)
+		if s.poolTotal > pcfg.MaxConns*int32(len(c.nodes)) {
+			b.Errorf("at %v the pool holds %d connections; bound MaxConns (%d) per node", s.at, s.poolTotal, pcfg.MaxConns)
 		}
 		for i, n := range s.pgBackends {
 			// Pool connections, its probe connection, the managers' own.
-			if n > int(pcfg.PoolConfig.MaxConns)+5 {
-				b.Errorf("at %v node n%d has %d client backends; bound %d", s.at, i+1, n, pcfg.PoolConfig.MaxConns+5)
+			if n > int(pcfg.MaxConns)+5 {
+				b.Errorf("at %v node n%d has %d client backends; bound %d", s.at, i+1, n, pcfg.MaxConns+5)
 			}
 		}
 		if s.leases > 2*len(c.nodes)+2 {

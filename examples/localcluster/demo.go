@@ -110,7 +110,7 @@ func startDemo(ctx context.Context, o options, out io.Writer) (*demo, error) {
 	}
 	pcfg.MaxConns = 4
 	dcfg := driver.DefaultConfig()
-	dcfg.PoolConfig = pcfg
+	dcfg.Config = pcfg
 	dcfg.Etcd = d.cli
 	dcfg.Cluster = cluster
 	dcfg.FailoverTimeout = 30 * time.Second

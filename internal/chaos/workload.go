@@ -99,7 +99,7 @@ func (c *cluster) newPool(ctx context.Context, logf *os.File) (*driver.Pool, err
 	}
 	pcfg.MaxConns = 4
 	dcfg := driver.LocalConfig()
-	dcfg.PoolConfig, dcfg.Etcd, dcfg.Cluster = pcfg, c.cli, clusterName
+	dcfg.Config, dcfg.Etcd, dcfg.Cluster = pcfg, c.cli, clusterName
 	dcfg.FailoverTimeout = 8 * time.Second
 	dcfg.Logger = slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	return driver.NewWithConfig(ctx, dcfg)

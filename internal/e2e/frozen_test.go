@@ -250,7 +250,7 @@ func TestFrozenManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	dcfg := driver.DefaultConfig()
-	dcfg.PoolConfig, dcfg.Etcd, dcfg.Cluster = pcfg, cli, cluster
+	dcfg.Config, dcfg.Etcd, dcfg.Cluster = pcfg, cli, cluster
 	dcfg.FailoverTimeout = 30 * time.Second
 	dcfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	pool, err := driver.NewWithConfig(ctx, dcfg)
