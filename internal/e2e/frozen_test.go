@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -76,7 +78,7 @@ type agent struct {
 
 const cluster = "frozen"
 
-func startAgent(t *testing.T, name, etcdURL, syncMode string) *agent {
+func startAgent(t *testing.T, name, etcdURL, syncMode string, extra ...string) *agent {
 	t.Helper()
 	pg := testutil.PostgresConfig(t, name)
 	a := &agent{name: name, done: make(chan struct{}), dataDir: pg.DataDir, sock: pg.SocketDir, port: pg.Port}
@@ -85,6 +87,7 @@ func startAgent(t *testing.T, name, etcdURL, syncMode string) *agent {
 		"--lease-ttl", "2s", "--loop-interval", "200ms", "--sync-mode", syncMode,
 		"--pg-data-dir", pg.DataDir, "--pg-bin-dir", pg.BinDir, "--pg-port", fmt.Sprint(pg.Port),
 		"--pg-socket-dir", pg.SocketDir)
+	a.cmd.Args = append(a.cmd.Args, extra...)
 	a.cmd.Env = append(os.Environ(),
 		"PGHA_PG_SUPERUSER_PASSWORD="+testutil.PostgresSuperuserPassword,
 		"PGHA_PG_REPLICATION_PASSWORD="+testutil.PostgresReplicationPassword)
@@ -355,5 +358,244 @@ func TestFrozenManager(t *testing.T) {
 	}
 	if n, _ := leader(ctx, cli); n == old.name {
 		t.Errorf("the woken manager %s leads", old.name)
+	}
+}
+
+// TestFrozenManagerPlainClient: the same freeze in asynchronous mode with
+// a client that does not follow the leader record: a plain pgx
+// connection with a multi-host string and target_session_attrs=read-write,
+// the way most applications connect. The agents' fence guards (on by
+// default) fence the frozen agent's PostgreSQL before another node can be
+// elected: a sampler never sees two nodes out of recovery, and every
+// acknowledged row is on the final primary. PGHA_E2E_FENCE_GUARD=false
+// runs it without the guard (it then fails: two primaries, rows lost).
+func TestFrozenManagerPlainClient(t *testing.T) {
+	testutil.PostgresBinDir(t)
+	guard := "true"
+	if v := os.Getenv("PGHA_E2E_FENCE_GUARD"); v != "" {
+		guard = v
+	}
+	etcd := testutil.StartEtcd(t, 1)
+	ep := etcd.Endpoints()[0]
+	cli := etcd.Client(t)
+	names := []string{"p1", "p2", "p3"}
+	agents := map[string]*agent{}
+	for _, n := range names {
+		agents[n] = startAgent(t, n, ep, "off", "--fence-guard="+guard)
+	}
+	ctx := testutil.Ctx(t, 5*time.Minute)
+	var old *agent
+	testutil.Eventually(t, 120*time.Second, "a writable leader and two streaming standbys", func() error {
+		st, err := ha.ClusterStatus(ctx, cli, cluster)
+		if err != nil {
+			return err
+		}
+		if st.Leader == nil || !st.Leader.Writable {
+			return errors.New("no writable leader")
+		}
+		streaming := 0
+		for _, m := range st.Members {
+			if m.Node != st.Leader.Node && m.Streaming {
+				streaming++
+			}
+		}
+		if streaming < 2 {
+			return fmt.Errorf("%d standbys streaming", streaming)
+		}
+		old = agents[st.Leader.Node]
+		return nil
+	})
+	first, err := old.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Exec(ctx, "CREATE TABLE w (id bigint PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	first.Close(ctx)
+
+	// The one-writer sampler: every 20 ms, how many nodes are out of
+	// recovery (a fenced node does not answer).
+	sctx, stopSampler := context.WithCancel(ctx)
+	var twoWriters, samples int
+	var sampleMu sync.Mutex
+	samplerDone := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		conns := map[string]*pgx.Conn{}
+		defer func() {
+			for _, c := range conns {
+				c.Close(context.Background())
+			}
+		}()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for sctx.Err() == nil {
+			writable := 0
+			for _, n := range names {
+				c := conns[n]
+				if c == nil || c.IsClosed() {
+					cctx, cancel := context.WithTimeout(sctx, 200*time.Millisecond)
+					c, _ = agents[n].connect(cctx)
+					cancel()
+					if c == nil {
+						continue
+					}
+					conns[n] = c
+				}
+				qctx, cancel := context.WithTimeout(sctx, 200*time.Millisecond)
+				var inRecovery bool
+				err := c.QueryRow(qctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery)
+				cancel()
+				if err == nil && !inRecovery {
+					writable++
+				}
+			}
+			sampleMu.Lock()
+			samples++
+			if writable > 1 {
+				twoWriters++
+			}
+			sampleMu.Unlock()
+			select {
+			case <-sctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+
+	// The plain client: one INSERT every 20 ms, 1 s timeout each,
+	// reconnecting after any error.
+	var hosts []string
+	for _, n := range names {
+		hosts = append(hosts, fmt.Sprintf("127.0.0.1:%d", agents[n].port))
+	}
+	dsn := fmt.Sprintf("postgres://postgres:%s@%s/postgres?target_session_attrs=read-write&connect_timeout=1&sslmode=disable",
+		url.QueryEscape(testutil.PostgresSuperuserPassword), strings.Join(hosts, ","))
+	wctx, stopWriter := context.WithCancel(ctx)
+	var ackMu sync.Mutex
+	acked := map[int64]bool{}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		var conn *pgx.Conn
+		defer func() {
+			if conn != nil {
+				conn.Close(context.Background())
+			}
+		}()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for id := int64(1); wctx.Err() == nil; id++ {
+			select {
+			case <-wctx.Done():
+				return
+			case <-tick.C:
+			}
+			if conn == nil {
+				cctx, cancel := context.WithTimeout(wctx, time.Second)
+				conn, _ = pgx.Connect(cctx, dsn)
+				cancel()
+				if conn == nil {
+					continue
+				}
+			}
+			ectx, cancel := context.WithTimeout(wctx, time.Second)
+			_, err := conn.Exec(ectx, "INSERT INTO w VALUES ($1)", id)
+			cancel()
+			if err != nil {
+				conn.Close(context.Background())
+				conn = nil
+				continue
+			}
+			ackMu.Lock()
+			acked[id] = true
+			ackMu.Unlock()
+		}
+	}()
+	ackedCount := func() int {
+		ackMu.Lock()
+		defer ackMu.Unlock()
+		return len(acked)
+	}
+	testutil.Eventually(t, 30*time.Second, "writes before the freeze", func() error {
+		if n := ackedCount(); n < 50 {
+			return fmt.Errorf("%d acknowledged", n)
+		}
+		return nil
+	})
+
+	stoppedAt := time.Now()
+	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := true
+	defer func() {
+		if frozen {
+			old.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	var newLeader string
+	testutil.Eventually(t, 30*time.Second, "a new writable leader", func() error {
+		n, w := leader(ctx, cli)
+		if n == "" || n == old.name || !w {
+			return fmt.Errorf("leader %q writable %v", n, w)
+		}
+		newLeader = n
+		return nil
+	})
+	promotedAfter := time.Since(stoppedAt)
+	before := ackedCount()
+	testutil.Eventually(t, 30*time.Second, "the plain client writing on the new primary", func() error {
+		if n := ackedCount() - before; n < 100 {
+			return fmt.Errorf("%d new writes acknowledged", n)
+		}
+		return nil
+	})
+	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	frozen = false
+	testutil.Eventually(t, 90*time.Second, "the old primary rejoins as a streaming standby", func() error {
+		st, err := ha.ClusterStatus(ctx, cli, cluster)
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Members {
+			if m.Node == old.name {
+				if m.Role != ha.RoleReplica || !m.Streaming {
+					return fmt.Errorf("%s is %s (streaming %v)", m.Node, m.Role, m.Streaming)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no member record for %s", old.name)
+	})
+	stopWriter()
+	<-writerDone
+	stopSampler()
+	<-samplerDone
+
+	final, _ := leader(ctx, cli)
+	have := agents[final].ids(t)
+	ackMu.Lock()
+	var lost []int64
+	for id := range acked {
+		if !have[id] {
+			lost = append(lost, id)
+		}
+	}
+	total := len(acked)
+	ackMu.Unlock()
+	sampleMu.Lock()
+	defer sampleMu.Unlock()
+	t.Logf("fence guard %s: %d writes acknowledged, %d sampler rounds, %d with two nodes out of recovery, new leader %s writable %v after the freeze (TTL 2 s)",
+		guard, total, samples, twoWriters, newLeader, promotedAfter.Round(10*time.Millisecond))
+	if twoWriters > 0 {
+		t.Errorf("%d of %d sampler rounds saw two nodes out of recovery while %s's agent was frozen", twoWriters, samples, old.name)
+	}
+	if len(lost) > 0 {
+		slices.Sort(lost)
+		t.Errorf("%d acknowledged writes of the plain client are missing on the final primary %s: %v", len(lost), final, lost)
 	}
 }
