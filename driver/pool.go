@@ -11,8 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
+	"github.com/pgha/pgha/internal/etcdclient"
 	"github.com/pgha/pgha/internal/keyspace"
 )
 
@@ -142,15 +142,17 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 	if p.etcdMode {
 		cli = cfg.Etcd
 		if cli == nil {
-			cli, err = clientv3.New(clientv3.Config{
+			// gRPC raises a keepalive below 10 s to 10 s: a stream pinned
+			// to a dead etcd member is found by the watches' own silence
+			// bound (internal/etcdmirror), not by this.
+			cli, err = etcdclient.New(clientv3.Config{
 				Endpoints:            cfg.EtcdEndpoints,
 				TLS:                  cfg.EtcdTLS,
 				Username:             cfg.EtcdUsername,
 				Password:             cfg.EtcdPassword,
 				DialTimeout:          5 * time.Second,
-				DialKeepAliveTime:    2 * time.Second,
+				DialKeepAliveTime:    10 * time.Second,
 				DialKeepAliveTimeout: 2 * time.Second,
-				Logger:               zap.NewNop(),
 			})
 			if err != nil {
 				return nil, etcdClientError(cfg, err)

@@ -1,15 +1,13 @@
 package driver
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pgha/pgha/election"
-	"github.com/pgha/pgha/internal/backoff"
+	"github.com/pgha/pgha/internal/etcdmirror"
 	"github.com/pgha/pgha/internal/keyspace"
 )
 
@@ -96,51 +94,28 @@ func (p *Pool) applyLeader(l election.Leader) {
 	p.kickProber()
 }
 
-// watchMembers follows the member records until the pool closes.
+// watchMembers follows the member records until the pool closes, through
+// the one etcd mirror (internal/etcdmirror): a read, a watch from there,
+// a jittered re-read when it breaks (every pool of every application
+// watches these records: after an etcd outage they must not all re-read
+// at once), and a new watch on another endpoint when the stream goes
+// silent (a stream pinned to a dead or partitioned etcd member).
 func (p *Pool) watchMembers(cli *clientv3.Client) {
-	pfx := p.layout.Members()
-	// Every pool of every application watches these records: after an
-	// etcd outage they must not all re-read at the same instant.
-	b := backoff.New(50*time.Millisecond, 2*time.Second)
-	for p.ctx.Err() == nil {
-		resp, err := cli.Get(p.ctx, pfx, clientv3.WithPrefix())
-		if err != nil {
-			if !b.Wait(p.ctx) {
-				return
-			}
-			continue
-		}
-		recs := map[string][]byte{}
-		for _, kv := range resp.Kvs {
-			recs[string(kv.Key)] = kv.Value
-		}
-		p.applyMembers(recs)
-		started := time.Now()
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(p.ctx))
-		wch := cli.Watch(wctx, pfx, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-		for wr := range wch {
-			if wr.Err() != nil || wr.Canceled {
-				break
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					delete(recs, string(ev.Kv.Key))
-				} else {
-					recs[string(ev.Kv.Key)] = ev.Kv.Value
-				}
-			}
-			p.applyMembers(recs)
-		}
-		cancel()
-		// The watch broke (etcd leader lost, compaction): re-read after a
-		// jittered wait, longer if it keeps breaking at once.
-		if time.Since(started) > 2*time.Second {
-			b.Reset()
-		}
-		if !b.Wait(p.ctx) {
-			return
-		}
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Members(), Prefix: true, Logger: p.log})
+	if err != nil {
+		p.log.Error("watch member records", "err", err) // cannot happen: the config is ours
+		return
 	}
+	recs := etcdmirror.State{}
+	mr.Run(p.ctx, func(u etcdmirror.Update) error {
+		recs.Apply(u)
+		vals := make(map[string][]byte, len(recs))
+		for k, kv := range recs {
+			vals[k] = kv.Value
+		}
+		p.applyMembers(vals)
+		return nil
+	})
 }
 
 // applyMembers replaces the member records with recs (key → value).
