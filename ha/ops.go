@@ -58,9 +58,11 @@ type ClusterState struct {
 	// SyncSet is the sync record: the standbys that may be promoted in
 	// synchronous mode.
 	SyncSet []string `json:"sync_set,omitempty"`
-	// Paused: maintenance mode, no automatic failover.
-	Paused  bool           `json:"paused"`
-	History []HistoryEntry `json:"history,omitempty"`
+	// Paused: maintenance mode, no automatic failover; PauseReason is
+	// what the operator gave, if anything.
+	Paused      bool           `json:"paused"`
+	PauseReason string         `json:"pause_reason,omitempty"`
+	History     []HistoryEntry `json:"history,omitempty"`
 	// Switchover is a pending switchover or manual failover, if any.
 	Switchover *SwitchoverRequest `json:"switchover,omitempty"`
 	// Ignored lists keys whose records did not decode, with why.
@@ -91,6 +93,9 @@ func ClusterStatus(ctx context.Context, cli *clientv3.Client, cluster string, op
 		History: historyOf(o.History), Switchover: switchoverOf(o.Switchover), Ignored: o.ignored}
 	if o.SystemID != 0 {
 		st.SystemID = strconv.FormatUint(o.SystemID, 10)
+	}
+	if r, ok := decodeKV[keyspace.PauseRecord](v, layout.Pause()); ok {
+		st.PauseReason = r.Reason
 	}
 	for name, m := range o.Members {
 		mem := memberOf(m.Rec)
@@ -203,6 +208,36 @@ func waitNewLeader(ctx context.Context, cli *clientv3.Client, cluster, from stri
 	}
 	return "", fmt.Errorf("ha: wait for the new leader of %s: %w", cluster, err)
 }
+
+// WithdrawSwitchover deletes a pending switchover or manual failover
+// request if it is still exactly req (as [Switchover] or [Failover] wrote
+// it), so that a request whose caller gave up cannot fire later. It
+// reports whether it deleted it: false means the request was already
+// acted on, withdrawn, or replaced by another.
+func WithdrawSwitchover(ctx context.Context, cli *clientv3.Client, cluster string, req SwitchoverRequest, opts ...OpOption) (bool, error) {
+	layout, err := layoutFor(cluster, opts)
+	if err != nil {
+		return false, err
+	}
+	b, err := keyspace.Encode(keyspace.SwitchoverRecord{From: req.From, To: req.To, Force: req.Force})
+	if err != nil {
+		return false, err
+	}
+	key := layout.Switchover()
+	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "=", string(b))).Then(clientv3.OpDelete(key)).Commit()
+	if err != nil {
+		return false, fmt.Errorf("ha: withdraw the switchover request in %s: %w", cluster, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// ValidName reports whether name is a valid cluster or node name: 1-63
+// letters, digits, '_', '.' or '-'. The error says what is wrong.
+func ValidName(name string) error { return keyspace.ValidName(name) }
+
+// DefaultKeyRoot is the default etcd key root: a cluster's keys live under
+// DefaultKeyRoot/<cluster>/.
+const DefaultKeyRoot = keyspace.DefaultRoot
 
 // Pause puts the cluster in maintenance mode: no automatic failover while
 // the pause key exists. Nodes keep following the leader; a leader keeps

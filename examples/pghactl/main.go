@@ -52,7 +52,6 @@ import (
 	"time"
 
 	"github.com/pgha/pgha/ha"
-	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -115,7 +114,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&g.etcd, "etcd", def("PGHA_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env PGHA_ETCD_ENDPOINTS)")
 	fs.StringVar(&g.cluster, "cluster", def("PGHA_CLUSTER", ""), "cluster name (env PGHA_CLUSTER; required)")
-	fs.StringVar(&g.keyRoot, "key-root", def("PGHA_KEY_ROOT", keyspace.DefaultRoot), "etcd key root (env PGHA_KEY_ROOT)")
+	fs.StringVar(&g.keyRoot, "key-root", def("PGHA_KEY_ROOT", ha.DefaultKeyRoot), "etcd key root (env PGHA_KEY_ROOT)")
 	fs.StringVar(&g.caFile, "etcd-ca-file", def("PGHA_ETCD_CA_FILE", ""), "CA bundle that signed etcd's server certificate (env PGHA_ETCD_CA_FILE)")
 	fs.StringVar(&g.certFile, "etcd-cert-file", def("PGHA_ETCD_CERT_FILE", ""), "client certificate for etcd (env PGHA_ETCD_CERT_FILE)")
 	fs.StringVar(&g.keyFile, "etcd-key-file", def("PGHA_ETCD_KEY_FILE", ""), "client certificate's key (env PGHA_ETCD_KEY_FILE)")
@@ -250,11 +249,11 @@ func (c *cli) check(name string) error {
 	if c.g.cluster == "" {
 		return usagef("--cluster is required (or set PGHA_CLUSTER)")
 	}
-	if err := keyspace.ValidName(c.g.cluster); err != nil {
+	if err := ha.ValidName(c.g.cluster); err != nil {
 		return usagef("--cluster %q: %v", c.g.cluster, err)
 	}
 	if c.to != "" {
-		if err := keyspace.ValidName(c.to); err != nil {
+		if err := ha.ValidName(c.to); err != nil {
 			return usagef("--to %q: %v", c.to, err)
 		}
 	}
@@ -321,28 +320,8 @@ func cmdList(ctx context.Context, c *cli) error {
 	if c.g.jsonOutput {
 		return writeJSON(c.stdout, st)
 	}
-	printList(c.stdout, st, c.pauseReason(ctx, st))
+	printList(c.stdout, st, st.PauseReason)
 	return nil
-}
-
-// pauseReason reads the reason given to pause, "" if none or unreadable
-// (ClusterState reports only whether the cluster is paused).
-func (c *cli) pauseReason(ctx context.Context, st ha.ClusterState) string {
-	layout, err := keyspace.NewLayout(c.g.keyRoot, c.g.cluster)
-	if !st.Paused || err != nil {
-		return ""
-	}
-	rctx, cancel := context.WithTimeout(ctx, c.g.timeout)
-	defer cancel()
-	resp, err := c.client.Get(rctx, layout.Pause())
-	if err != nil || len(resp.Kvs) == 0 {
-		return ""
-	}
-	r, err := keyspace.Decode[keyspace.PauseRecord](resp.Kvs[0].Value)
-	if err != nil {
-		return ""
-	}
-	return r.Reason
 }
 
 func cmdHistory(ctx context.Context, c *cli) error {
@@ -397,7 +376,7 @@ func cmdSwitchover(ctx context.Context, c *cli) error {
 	if err != nil {
 		if wctx.Err() != nil {
 			return fmt.Errorf("no new writable leader within --wait %v; %s: check 'pghactl list' and the agents' logs",
-				c.wait, c.withdraw(keyspace.SwitchoverRecord{From: from, To: c.to}))
+				c.wait, c.withdraw(ha.SwitchoverRequest{From: from, To: c.to}))
 		}
 		return explain(err, st)
 	}
@@ -441,23 +420,14 @@ func (c *cli) waitStandby(ctx context.Context, st ha.ClusterState) (ha.ClusterSt
 // withdraw deletes a switchover or failover request this command wrote,
 // if it is still pending unchanged, so that it cannot fire later, and
 // says what happened.
-func (c *cli) withdraw(rec keyspace.SwitchoverRecord) string {
-	layout, err := keyspace.NewLayout(c.g.keyRoot, c.g.cluster)
-	if err != nil {
-		return "the request may still be pending"
-	}
-	b, err := keyspace.Encode(rec)
-	if err != nil {
-		return "the request may still be pending"
-	}
+func (c *cli) withdraw(req ha.SwitchoverRequest) string {
 	ctx, cancel := context.WithTimeout(context.Background(), c.g.timeout)
 	defer cancel()
-	key := layout.Switchover()
-	resp, err := c.client.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "=", string(b))).Then(clientv3.OpDelete(key)).Commit()
+	withdrawn, err := ha.WithdrawSwitchover(ctx, c.client, c.g.cluster, req, c.opts()...)
 	switch {
 	case err != nil:
 		return fmt.Sprintf("the request may still be pending (withdrawing it: %v); 'pghactl list' shows it", err)
-	case resp.Succeeded:
+	case withdrawn:
 		return "the request was withdrawn"
 	}
 	return "the request is no longer pending"
@@ -484,7 +454,7 @@ func cmdFailover(ctx context.Context, c *cli) error {
 	if err != nil {
 		if wctx.Err() != nil {
 			return fmt.Errorf("%s was not writable within --wait %v; %s: check 'pghactl list' and its agent's log",
-				c.to, c.wait, c.withdraw(keyspace.SwitchoverRecord{To: c.to, Force: c.force}))
+				c.to, c.wait, c.withdraw(ha.SwitchoverRequest{To: c.to, Force: c.force}))
 		}
 		return explain(err, st)
 	}

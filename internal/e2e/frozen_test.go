@@ -209,7 +209,8 @@ func (w *poolWriter) ackedCount() int {
 }
 
 // TestFrozenManager: the primary's agent is frozen with SIGSTOP while its
-// PostgreSQL keeps running (it cannot fence itself). A new primary is
+// PostgreSQL keeps running (it cannot fence itself, and its fence guard is
+// off: see TestFrozenManagerPlainClient for the guard). A new primary is
 // elected after the lease; writers through driver.Pool lose no
 // acknowledged write (synchronous mode) and send nothing to the old
 // primary once the new leader record is there. After SIGCONT the old agent
@@ -222,7 +223,9 @@ func TestFrozenManager(t *testing.T) {
 	cli := etcd.Client(t)
 	agents := map[string]*agent{}
 	for _, n := range []string{"f1", "f2", "f3"} {
-		agents[n] = startAgent(t, n, ep, "on")
+		// Without the fence guard: this test shows what driver.Pool
+		// protects by itself when nothing fences the frozen primary.
+		agents[n] = startAgent(t, n, ep, "on", "--fence-guard=false")
 	}
 	ctx := testutil.Ctx(t, 5*time.Minute)
 
