@@ -465,3 +465,17 @@ func (i *Instance) writeStandbyConfig(src Source) error {
 	}
 	return i.writeNodeConfig()
 }
+
+// removeStandbySignal removes standby.signal from the data directory and
+// reports whether it was there: it is an empty marker this package writes
+// (writeStandbyConfig writes it again), never user data.
+func (i *Instance) removeStandbySignal() (bool, error) {
+	err := os.Remove(filepath.Join(i.cfg.DataDir, standbyFile))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, err
+}

@@ -427,9 +427,19 @@ func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
 		"user=" + quoteConninfo(i.cfg.Superuser), "dbname=postgres",
 		"application_name=" + quoteConninfo(i.cfg.Name+"-rewind"), "connect_timeout=5",
 	}, i.sslConninfo()...), " ")
-	args := []string{"--target-pgdata=" + i.cfg.DataDir, "--source-server=" + conninfo}
+	// --progress makes pg_rewind say "need to copy" right before its
+	// point of no return: a failure before it changed nothing.
+	args := []string{"--target-pgdata=" + i.cfg.DataDir, "--source-server=" + conninfo, "--progress"}
 	if i.cfg.UnsafeNoSync {
 		args = append(args, "--no-sync")
+	}
+	// A directory that was not shut down cleanly is first recovered by
+	// pg_rewind in single-user mode, which refuses standby.signal
+	// ("standby mode is not supported by single-user servers"): a
+	// standby's marker (ours; written again below) must not be there.
+	hadSignal, err := i.removeStandbySignal()
+	if err != nil {
+		return &RewindError{Reason: "remove standby.signal before pg_rewind", Err: err}
 	}
 	// pg_rewind modifies the data directory in place; if it does not
 	// finish, what is left may not be startable or may be silently wrong.
@@ -441,8 +451,14 @@ func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
 	}
 	out, err := i.run(ctx, "pg_rewind", args, runOpts{env: []string{"PGPASSWORD=" + i.cfg.SuperuserPassword}})
 	if err != nil {
-		if !rewindStartedModifying(err) {
+		if !rewindStartedModifying(out) {
+			// Nothing changed (e.g. the source closed the connection while
+			// pg_rewind read its file list): the directory is as it was,
+			// and the rewind may simply be tried again.
 			i.unmarkRewind()
+			if hadSignal {
+				i.writeFile(filepath.Join(i.cfg.DataDir, standbyFile), nil, 0o600)
+			}
 		}
 		return classifyRewind(err)
 	}

@@ -1,7 +1,6 @@
 package replicate
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -43,13 +42,17 @@ func (i *Instance) checkRewindIncomplete() error {
 	return nil
 }
 
-// rewindStartedModifying reports whether a failed pg_rewind got as far as
-// changing the target: it prints "rewinding from last common checkpoint"
-// before it copies anything, and a run cut short by its context may have
-// been anywhere.
-func rewindStartedModifying(err error) bool {
-	return strings.Contains(err.Error(), "rewinding from last common checkpoint") ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+// rewindStartedModifying reports whether a pg_rewind run whose output (with
+// --progress) is out got as far as changing the target directory. With
+// --progress, pg_rewind prints "need to copy N MB" right before its point
+// of no return (perform_rewind): until then it has only read both
+// directories and the WAL, and a single-user crash recovery of the target
+// ("--no-ensure-shutdown" not given) leaves a consistent directory. So a
+// run that failed or was killed before that line changed nothing that a
+// retry cannot redo. Without that line in its output, nothing was changed.
+func rewindStartedModifying(out string) bool {
+	return strings.Contains(out, "need to copy") || strings.Contains(out, "kB (") ||
+		strings.Contains(out, "creating backup label") || strings.Contains(out, "syncing target data directory")
 }
 
 // clearRewindMarker is called by Clone once the old directory was moved

@@ -3,8 +3,11 @@ package replicate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,31 +32,37 @@ func TestInterruptedRewind(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExec(t, ctx, b, "INSERT INTO t VALUES ('2-new')")
-	// a diverges with enough writes that pg_rewind has work to do.
-	mustExec(t, ctx, a, "CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 100000) g")
+	// a diverges; the new primary gets enough new data that pg_rewind has
+	// a lot to copy, so that it can be interrupted while it copies.
+	mustExec(t, ctx, a, "INSERT INTO t VALUES ('3-stray')")
+	mustExec(t, ctx, b, "CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 400000) g")
 	if err := a.Stop(ctx, replicate.Fast); err != nil {
 		t.Fatal(err)
 	}
 	marker := a.Config().DataDir + ".rewind-incomplete"
 
-	// Cancel the rewind as soon as its marker appears.
+	// Cancel the rewind once pg_rewind has written a megabyte into the
+	// target: it is past its point of no return, copying.
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- a.Rewind(rctx, testutil.SourceOf(b, "ra")) }()
 	err := testutil.Poll(60*time.Second, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("Rewind returned before the cancel: %v", err)
+		default:
+		}
 		if _, err := os.Stat(marker); err != nil {
-			select {
-			case err := <-done:
-				t.Fatalf("Rewind returned before the cancel: %v", err)
-			default:
-			}
 			return err
+		}
+		if w := rewindWrites(a.Config().DataDir); w < 1<<20 {
+			return fmt.Errorf("pg_rewind wrote %d bytes", w)
 		}
 		return nil
 	})
 	cancel()
 	if err != nil {
-		t.Fatalf("no rewind marker appeared: %v", err)
+		t.Fatalf("pg_rewind did not start copying: %v", err)
 	}
 	rerr := <-done
 	if rerr == nil {
@@ -95,4 +104,92 @@ func TestInterruptedRewind(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRows(t, ctx, a2, "t", "1", "2-new")
+}
+
+// rewindWrites returns the bytes written so far by a pg_rewind process
+// whose target is dataDir (wchar in /proc/<pid>/io), 0 if none runs.
+func rewindWrites(dataDir string) int64 {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "pg_rewind") || !strings.Contains(string(cmdline), "--target-pgdata="+dataDir) {
+			continue
+		}
+		io, err := os.ReadFile(filepath.Join("/proc", e.Name(), "io"))
+		if err != nil {
+			return 0
+		}
+		for _, line := range strings.Split(string(io), "\n") {
+			if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// TestRewindStartedModifying: a pg_rewind that fails before its point
+// of no return leaves no marker (the directory is unchanged and a retry
+// may run), and one that fails after it does. The outputs are pg_rewind's
+// own (PostgreSQL 15, --progress).
+func TestRewindStartedModifying(t *testing.T) {
+	for _, tc := range []struct {
+		out  string
+		want bool
+	}{
+		{"pg_rewind: servers diverged at WAL location 0/3000100 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\npg_rewind: reading source file list\npg_rewind: error: could not fetch file list: server closed the connection unexpectedly", false},
+		{"pg_rewind: executing \"/usr/lib/postgresql/15/bin/postgres\" for target server to complete crash recovery\nFATAL:  standby mode is not supported by single-user servers", false},
+		{"pg_rewind: error: could not connect to server: connection refused", false},
+		{"pg_rewind: reading WAL in target\npg_rewind: need to copy 98 MB (total source directory size is 120 MB)\n12034/100352 kB (11%) copied", true},
+		{"pg_rewind: need to copy 0 MB (total source directory size is 22 MB)\npg_rewind: error: could not fetch remote file \"global/pg_control\"", true},
+		{"pg_rewind: creating backup label and updating control file\npg_rewind: syncing target data directory", true},
+	} {
+		if got := replicate.RewindStartedModifying(tc.out); got != tc.want {
+			t.Errorf("rewindStartedModifying(%q) = %v, want %v", tc.out, got, tc.want)
+		}
+	}
+}
+
+// TestRewindAfterCrashAsStandby: a former primary killed with kill -9 (not
+// shut down cleanly) whose directory already holds standby.signal (a
+// follow that had begun) is rewound all the same: pg_rewind's single-user
+// crash recovery refuses standby.signal, so Rewind moves it out of the way
+// first. Before, every pg_rewind of such a directory failed with
+// "standby mode is not supported by single-user servers".
+func TestRewindAfterCrashAsStandby(t *testing.T) {
+	t.Parallel()
+	ctx := testutil.Ctx(t, 3*time.Minute)
+	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "ca"})
+	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "cb", CloneFrom: a})
+	mustExec(t, ctx, a, "CREATE TABLE t (v text PRIMARY KEY); INSERT INTO t VALUES ('1')")
+	waitRows(t, ctx, b, "t", "1")
+	if _, err := b.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, b, "INSERT INTO t VALUES ('2-new')")
+	mustExec(t, ctx, a, "INSERT INTO t VALUES ('3-stray')")
+	exited := a.Exited()
+	if err := killPID(a.PID()); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	signal := filepath.Join(a.Config().DataDir, "standby.signal")
+	if err := os.WriteFile(signal, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The killed postmaster's backends may hold its shared memory for a
+	// moment: a rewind that fails on that changed nothing, so retry.
+	var last error
+	testutil.Eventually(t, 60*time.Second, "a rewind of the crashed former primary", func() error {
+		last = a.Rewind(ctx, testutil.SourceOf(b, "ca"))
+		if last != nil && strings.Contains(last.Error(), "single-user") {
+			t.Fatalf("Rewind: %v", last)
+		}
+		return last
+	})
+	waitRows(t, ctx, a, "t", "1", "2-new")
+	if st := mustStatus(t, ctx, a); !st.InRecovery || st.RewindIncomplete {
+		t.Fatalf("a after the rewind: in recovery %v, rewind incomplete %v", st.InRecovery, st.RewindIncomplete)
+	}
 }

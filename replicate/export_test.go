@@ -1,0 +1,5 @@
+package replicate
+
+// RewindStartedModifying exports rewindStartedModifying to the external
+// tests.
+var RewindStartedModifying = rewindStartedModifying
