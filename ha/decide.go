@@ -242,6 +242,13 @@ func decideFollower(o observation) action {
 		return follow(actClone, "an interrupted rewind left the data directory unusable: moving it aside and cloning from leader %s", ld.Node)
 	}
 	if l.WasPrimary {
+		if !ld.Writable {
+			// Its record says it is still being promoted: rewound from a
+			// standby, this directory would not start on the leader's
+			// new timeline ("requested timeline does not contain
+			// minimum recovery point").
+			return act(actWait, "this data directory ran as a primary; waiting for leader %s to be writable before rewinding from it", ld.Node)
+		}
 		return follow(actRewind, "this data directory ran as a primary; rewinding from leader %s before following", ld.Node)
 	}
 	if !ld.Writable {
@@ -311,6 +318,23 @@ func decideCandidate(o observation) action {
 		}
 	}
 	return act(actCampaign, "no leader; this node is the best eligible candidate")
+}
+
+// stuckSince is the "not streaming since" clock of a standby (local's
+// NotStreamingSince), given its previous value: it runs only while this
+// running standby does not stream from a writable leader it was pointed
+// at, and it restarts at a repoint (repointed: the standby was pointed
+// at a new leader since the last round), so that a standby repointed a
+// moment ago is not taken for stuck because the old leader vanished long
+// before.
+func stuckSince(prev, now time.Time, running, inRecovery, streaming, leaderWritable, repointed bool) time.Time {
+	switch {
+	case !running || !inRecovery || streaming || !leaderWritable || repointed:
+		return time.Time{}
+	case prev.IsZero():
+		return now
+	}
+	return prev
 }
 
 // rewindGrace is how long a standby may fail to stream from a leader on a

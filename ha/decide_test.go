@@ -221,6 +221,17 @@ func TestDecide(t *testing.T) {
 			o.Local.WasPrimary, o.Local.Running = true, false
 			o.History = []keyspace.HistoryEntry{{Timeline: 1}, {Timeline: 2, Leader: "n2"}}
 		}, actWait, "former primary on timeline 1"},
+		// Seen with real partitions: a former primary rewound from a leader
+		// that had won but was still a standby could not start after.
+		{"a former primary does not rewind from a leader still being promoted", func(o *observation) {
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery = true, false, false
+			o.Leader = leader("n2", 2)
+			o.Leader.Writable = false
+		}, actWait, "waiting for leader n2 to be writable before rewinding"},
+		{"a former primary rewinds from a writable leader", func(o *observation) {
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery = true, false, false
+			o.Leader = leader("n2", 2)
+		}, actRewind, "rewinding from leader n2"},
 		// Found by the chaos harness (seed 11).
 		{"the primary of the latest timeline may lead again outside the sync set (sync mode)", func(o *observation) {
 			o.Policy.SyncMode = SyncOn
@@ -311,5 +322,32 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("decide = %v; want %v with reason containing %q", got, tc.want, tc.reason)
 			}
 		})
+	}
+}
+
+// TestStuckSince: the clock that takes a standby for stuck on an old
+// timeline runs only while it does not stream from a writable leader, and
+// restarts when it is repointed (seen with real partitions: a standby
+// repointed a moment ago was rewound because the clock had started when
+// the old leader vanished).
+func TestStuckSince(t *testing.T) {
+	t1 := t0.Add(10 * time.Second)
+	for _, tc := range []struct {
+		name                                                      string
+		prev                                                      time.Time
+		running, inRecovery, streaming, leaderWritable, repointed bool
+		want                                                      time.Time
+	}{
+		{"starts when it stops streaming", time.Time{}, true, true, false, true, false, t1},
+		{"keeps running", t0, true, true, false, true, false, t0},
+		{"streaming resets it", t0, true, true, true, true, false, time.Time{}},
+		{"a repoint restarts it", t0, true, true, false, true, true, time.Time{}},
+		{"no writable leader: not running", t0, true, true, false, false, false, time.Time{}},
+		{"a primary has none", t0, true, false, false, true, false, time.Time{}},
+		{"stopped: none", t0, false, true, false, true, false, time.Time{}},
+	} {
+		if got := stuckSince(tc.prev, t1, tc.running, tc.inRecovery, tc.streaming, tc.leaderWritable, tc.repointed); !got.Equal(tc.want) {
+			t.Errorf("%s: stuckSince = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

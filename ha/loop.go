@@ -153,12 +153,9 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 				l.StreamingStandbys = append(l.StreamingStandbys, r.Name)
 			}
 		}
-		switch {
-		case !st.Running || !st.InRecovery || l.Streaming:
-			m.notStreamingSince = time.Time{}
-		case m.notStreamingSince.IsZero():
-			m.notStreamingSince = o.Now
-		}
+		m.notStreamingSince = stuckSince(m.notStreamingSince, o.Now, st.Running, st.InRecovery, l.Streaming,
+			o.Leader != nil && o.Leader.Writable, m.repointed)
+		m.repointed = false
 		l.NotStreamingSince = m.notStreamingSince
 		if st.Running && !st.InRecovery && o.Leading {
 			m.crashedAt = time.Time{}
@@ -226,7 +223,7 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		if err := m.inst.Clone(ctx, m.source(a.Leader)); err != nil {
 			return fmt.Errorf("clone from %s: %w", a.Leader.Node, err)
 		}
-		m.wasPrimary, m.following, m.maxTimeline = false, a.Leader.Node, 0
+		m.wasPrimary, m.following, m.maxTimeline, m.repointed = false, a.Leader.Node, 0, true
 		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start after clone: %w", err)
 		}
@@ -237,7 +234,7 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		if err := m.inst.Follow(ctx, m.source(a.Leader)); err != nil {
 			return fmt.Errorf("follow %s: %w", a.Leader.Node, err)
 		}
-		m.following = a.Leader.Node
+		m.following, m.repointed = a.Leader.Node, true
 		if !o.Local.Running {
 			if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 				return fmt.Errorf("start to follow %s: %w", a.Leader.Node, err)
@@ -253,7 +250,7 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		if err := m.inst.Rewind(ctx, m.source(a.Leader)); err != nil {
 			return fmt.Errorf("rewind from %s: %w", a.Leader.Node, err)
 		}
-		m.wasPrimary, m.following, m.maxTimeline = false, a.Leader.Node, 0
+		m.wasPrimary, m.following, m.maxTimeline, m.repointed = false, a.Leader.Node, 0, true
 		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start after rewind: %w", err)
 		}

@@ -69,6 +69,9 @@ type Manager struct {
 	// notStreamingSince: when a running standby was first seen not
 	// streaming; zero while it streams.
 	notStreamingSince time.Time
+	// repointed: the standby was pointed at a leader (follow, clone,
+	// rewind) since the last observation; the stuck clock restarts.
+	repointed bool
 	// maxTimeline is the highest timeline this data directory was seen
 	// on since it was last cloned or rewound. A standby reports the
 	// timeline of its WAL receiver, or without one that of its last
