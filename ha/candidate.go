@@ -47,7 +47,7 @@ func eligible(o observation, node string, l local) (bool, string) {
 		return false, fmt.Sprintf("on timeline %d, behind the cluster's timeline %d", l.Timeline, latestTimeline(o))
 	case o.Policy.SyncMode != SyncOff && o.SyncPresent && !slices.Contains(o.SyncSet, node) && !lastPrimary(o, node, l):
 		return false, "not in the synchronous standby set"
-	case o.Policy.SyncMode == SyncStrict && !o.SyncPresent && o.Initialized && len(o.History) > 0:
+	case (o.Policy.SyncMode == SyncStrict || o.Policy.SyncMode == SyncQuorumStrict) && !o.SyncPresent && o.Initialized && len(o.History) > 0:
 		return false, "strict synchronous mode and no sync record"
 	case o.LastLeaderLSN > 0 && l.position() < o.LastLeaderLSN && o.LastLeaderLSN-l.position() > uint64(o.Policy.MaxLagOnFailover):
 		return false, fmt.Sprintf("lag %d bytes exceeds MaxLagOnFailover %d", o.LastLeaderLSN-l.position(), o.Policy.MaxLagOnFailover)

@@ -30,7 +30,22 @@ const (
 	// SyncStrict: commits always wait for SyncStandbys standbys; writes
 	// stop when none is connected. No acknowledged commit is ever lost.
 	SyncStrict SyncMode = "strict"
+	// SyncQuorum: quorum commit. Commits wait for any SyncStandbys of the
+	// streaming standbys (synchronous_standby_names = 'ANY k (...)'), so
+	// one slow standby does not slow every commit. A standby may be
+	// promoted only once the positions of N - k + 1 of the N voters are
+	// known after the leader was lost, and only the most advanced: no
+	// acknowledged commit is lost. With fewer than SyncStandbys standbys
+	// streaming, k is lowered to their number, and with none, commits fall
+	// back to asynchronous (as SyncOn).
+	SyncQuorum SyncMode = "quorum"
+	// SyncQuorumStrict: SyncQuorum that never lowers k: writes wait when
+	// fewer than SyncStandbys standbys stream.
+	SyncQuorumStrict SyncMode = "quorum-strict"
 )
+
+// quorum reports whether m is a quorum commit mode.
+func (m SyncMode) quorum() bool { return m == SyncQuorum || m == SyncQuorumStrict }
 
 // Defaults for zero fields of [Config].
 const (
@@ -252,8 +267,8 @@ func (c Config) Validate() error {
 		return &ConfigError{"FenceBudget", c.FenceBudget, fmt.Sprintf("must be in (0, LeaseTTL/2 (%v))", c.LeaseTTL/2)}
 	case c.MaxLagOnFailover < 0:
 		return &ConfigError{"MaxLagOnFailover", c.MaxLagOnFailover, "must not be negative"}
-	case c.SyncMode != SyncOff && c.SyncMode != SyncOn && c.SyncMode != SyncStrict:
-		return &ConfigError{"SyncMode", fmt.Sprintf("%q", c.SyncMode), `must be "off", "on" or "strict"`}
+	case c.SyncMode != SyncOff && c.SyncMode != SyncOn && c.SyncMode != SyncStrict && !c.SyncMode.quorum():
+		return &ConfigError{"SyncMode", fmt.Sprintf("%q", c.SyncMode), `must be "off", "on", "strict", "quorum" or "quorum-strict"`}
 	case c.SyncStandbys < 1:
 		return &ConfigError{"SyncStandbys", c.SyncStandbys, "must be at least 1"}
 	case c.PrimaryStartTimeout < 0:

@@ -41,6 +41,8 @@ type local struct {
 	// synchronous_standby_names in effect.
 	StreamingStandbys []string
 	SyncStandbyNames  string
+	// StandbyFlush is each streaming standby's flush position.
+	StandbyFlush map[string]uint64
 	// Diverged: this standby replayed WAL of its timeline past the point
 	// where a newer timeline forked off it; it can follow that timeline
 	// only after a rewind (replicate.Status.Diverged).
@@ -114,7 +116,9 @@ type observation struct {
 	History     []keyspace.HistoryEntry
 	SyncSet     []string // from the sync key
 	SyncPresent bool
-	Paused      bool
+	// SyncQuorum is the sync record's k in quorum mode (0 otherwise).
+	SyncQuorum int
+	Paused     bool
 	// Switchover is a pending planned switchover, nil if none;
 	// SwitchoverRev is the etcd revision it was written at.
 	Switchover    *keyspace.SwitchoverRecord
@@ -304,6 +308,9 @@ func decideCandidate(o observation) action {
 		return act(actWait, "no leader; not eligible: %s", why)
 	}
 	if best, why := bestCandidate(o); best != o.Node {
+		return act(actWait, "no leader; %s", why)
+	}
+	if ok, why := quorumRule(o); !ok {
 		return act(actWait, "no leader; %s", why)
 	}
 	// Give every replica that was healthy when the leader went a short

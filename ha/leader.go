@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgha/pgha/election"
 	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -68,14 +69,18 @@ func (m *Manager) maintainSlots(ctx context.Context, o observation) {
 }
 
 // maintainSync carries out planSync, which keeps the sync record a
-// superset of the standbys synchronous_standby_names names.
+// superset of the standbys synchronous_standby_names names (planQuorum
+// in quorum mode).
 func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o observation) error {
+	if m.cfg.SyncMode.quorum() {
+		return m.maintainQuorum(ctx, term, o)
+	}
 	p := planSync(syncInput{Mode: m.cfg.SyncMode, N: m.cfg.SyncStandbys, Current: o.SyncSet, Present: o.SyncPresent,
 		Streaming: o.Local.StreamingStandbys, Applied: o.Local.SyncStandbyNames,
 		NoSyncSince: m.noSyncSince, Now: o.Now, Grace: rewindGrace(o.Policy)})
 	m.noSyncSince = p.NoSyncSince
 	if p.Widen != nil {
-		if err := m.writeSync(ctx, term, p.Widen); err != nil {
+		if err := m.writeSync(ctx, term, p.Widen, 0); err != nil {
 			return err
 		}
 	}
@@ -85,7 +90,50 @@ func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o obser
 		}
 	}
 	if p.Narrow != nil {
-		return m.writeSync(ctx, term, p.Narrow)
+		return m.writeSync(ctx, term, p.Narrow, 0)
+	}
+	return nil
+}
+
+// maintainQuorum carries out planQuorum. The applied configuration is
+// read back from synchronous_standby_names; its confirmation point is the
+// primary's write position in the first round after it was applied.
+func (m *Manager) maintainQuorum(ctx context.Context, term *election.Term, o observation) error {
+	applied, ok := parseApplied(o.Local.SyncStandbyNames)
+	if !ok {
+		// Not ours (set by hand?): protect nothing less than it could.
+		return fmt.Errorf("synchronous_standby_names %q is not of the form pgha writes; not changing it", o.Local.SyncStandbyNames)
+	}
+	switch {
+	case m.quorumArm:
+		m.quorumPending, m.quorumArm = o.Local.WriteLSN, false
+	case m.quorumPending == 0:
+		// No confirmation point (this manager started after the apply):
+		// take one next round; a later point is only more cautious.
+		m.quorumArm = true
+	}
+	p := planQuorum(quorumInput{Strict: m.cfg.SyncMode == SyncQuorumStrict, K: m.cfg.SyncStandbys,
+		Record: quorumSet{K: o.SyncQuorum, Voters: o.SyncSet}, Present: o.SyncPresent, Applied: applied,
+		Streaming: o.Local.StreamingStandbys, Flushed: o.Local.StandbyFlush, Pending: m.quorumPending,
+		NoSyncSince: m.noSyncSince, Now: o.Now, Grace: rewindGrace(o.Policy)})
+	m.noSyncSince = p.NoSyncSince
+	if p.Widen != nil {
+		if err := m.writeSync(ctx, term, p.Widen.Voters, p.Widen.K); err != nil {
+			return err
+		}
+	}
+	if p.Apply != nil {
+		spec := replicate.SyncSpec{Method: replicate.SyncAny, Num: p.Apply.K, Names: p.Apply.Voters}
+		if len(p.Apply.Voters) == 0 {
+			spec = replicate.SyncSpec{}
+		}
+		m.quorumPending, m.quorumArm = 0, true
+		if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
+			return fmt.Errorf("set synchronous_standby_names: %w", err)
+		}
+	}
+	if p.Narrow != nil {
+		return m.writeSync(ctx, term, p.Narrow.Voters, p.Narrow.K)
 	}
 	return nil
 }
@@ -94,11 +142,26 @@ func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o obser
 // before it is promoted: the sync record widened first, then
 // synchronous_standby_names set.
 func (m *Manager) syncBeforePromote(ctx context.Context, term *election.Term, o observation) error {
+	if m.cfg.SyncMode.quorum() {
+		rec, spec, err := planQuorumBeforePromote(m.cfg.Node, slices.Collect(maps.Keys(o.Members)),
+			quorumSet{K: o.SyncQuorum, Voters: o.SyncSet}, o.SyncPresent, m.cfg.SyncMode == SyncQuorumStrict, m.cfg.SyncStandbys)
+		if err != nil || len(rec.Voters) == 0 {
+			return err
+		}
+		if err := m.writeSync(ctx, term, rec.Voters, rec.K); err != nil {
+			return err
+		}
+		m.quorumPending, m.quorumArm = 0, true
+		if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
+			return fmt.Errorf("set synchronous_standby_names before promotion: %w", err)
+		}
+		return nil
+	}
 	union, spec, err := planSyncBeforePromote(m.cfg.Node, slices.Collect(maps.Keys(o.Members)), o.SyncSet, m.cfg.SyncMode, m.cfg.SyncStandbys)
 	if err != nil || union == nil {
 		return err
 	}
-	if err := m.writeSync(ctx, term, union); err != nil {
+	if err := m.writeSync(ctx, term, union, 0); err != nil {
 		return err
 	}
 	if _, err := m.inst.SetSynchronousStandbys(ctx, spec); err != nil {
@@ -107,11 +170,13 @@ func (m *Manager) syncBeforePromote(ctx context.Context, term *election.Term, o 
 	return nil
 }
 
-func (m *Manager) writeSync(ctx context.Context, term *election.Term, standbys []string) error {
+// writeSync writes the sync record, guarded by the term: the standbys
+// and, in quorum mode, k.
+func (m *Manager) writeSync(ctx context.Context, term *election.Term, standbys []string, quorum int) error {
 	if standbys == nil {
 		standbys = []string{}
 	}
-	b, err := keyspace.Encode(keyspace.SyncRecord{Leader: m.cfg.Node, Standbys: standbys})
+	b, err := keyspace.Encode(keyspace.SyncRecord{Leader: m.cfg.Node, Standbys: standbys, Quorum: quorum})
 	if err != nil {
 		return err
 	}

@@ -151,6 +151,10 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 		for _, r := range st.Replicas {
 			if r.State == "streaming" {
 				l.StreamingStandbys = append(l.StreamingStandbys, r.Name)
+				if l.StandbyFlush == nil {
+					l.StandbyFlush = map[string]uint64{}
+				}
+				l.StandbyFlush[r.Name] = uint64(r.FlushLSN)
 			}
 		}
 		m.notStreamingSince = stuckSince(m.notStreamingSince, o.Now, st.Running, st.InRecovery, l.Streaming,

@@ -81,6 +81,10 @@ type Manager struct {
 	// noSyncSince is when the leader first saw no streaming standby to
 	// name synchronous (sync mode on); zero otherwise.
 	noSyncSince time.Time
+	// quorumPending is the confirmation point of the quorum configuration
+	// applied last (0 until set); quorumArm: set it on the next round.
+	quorumPending uint64
+	quorumArm     bool
 	// abandon makes Run return without leaving the cluster cleanly, like a
 	// crashed process (tests use it to lose a node).
 	abandon   bool

@@ -202,7 +202,7 @@ func keepTerm(o observation) (bool, string) {
 	if best, why := bestCandidate(o); best != o.Node {
 		return false, why
 	}
-	return true, ""
+	return quorumRule(o)
 }
 
 // rankReplica orders switchover targets: most advanced first, then higher

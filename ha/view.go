@@ -256,7 +256,7 @@ func (v *view) fill(o *observation) bool {
 		o.History = r.Entries
 	}
 	if r, ok := decodeKV[keyspace.SyncRecord](v, v.layout.Sync()); ok {
-		o.SyncPresent, o.SyncSet = true, r.Standbys
+		o.SyncPresent, o.SyncSet, o.SyncQuorum = true, r.Standbys, r.Quorum
 	}
 	_, o.Paused = v.kvs[v.layout.Pause()]
 	if r, ok := decodeKV[keyspace.SwitchoverRecord](v, v.layout.Switchover()); ok {

@@ -254,8 +254,12 @@ type SyncRecord struct {
 	V int `json:"v"`
 	// Leader is the node that wrote the record.
 	Leader string `json:"leader"`
-	// Standbys are node names.
+	// Standbys are node names: in FIRST modes every standby that may be
+	// promoted; in quorum mode the voters.
 	Standbys []string `json:"standbys"`
+	// Quorum is k in quorum mode (commits wait for any k of Standbys; a
+	// promotion needs len(Standbys) - k + 1 of them heard); 0 otherwise.
+	Quorum int `json:"quorum,omitempty"`
 }
 
 // Validate reports the first missing or invalid field.
