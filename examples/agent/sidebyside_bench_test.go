@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -431,9 +432,14 @@ func (c *sbsCluster) startWriters(b *testing.B, ctx context.Context, etcdURL str
 	}
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(replicate.DefaultConfig().Superuser, testutil.PostgresSuperuserPassword),
 		Path: "/postgres", RawQuery: url.Values{"pgha_cluster": {c.name}, "pgha_etcd": {etcdURL}}.Encode()}
-	p, err := driver.New(ctx, u.String())
+	cfg, err := driver.ParseConfig(u.String())
 	if err != nil {
-		b.Fatalf("driver.New: %v", err)
+		b.Fatalf("driver.ParseConfig: %v", err)
+	}
+	cfg.Logger = slog.New(slog.DiscardHandler) // its failover lines would fill the table's output
+	p, err := driver.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatalf("driver.NewWithConfig: %v", err)
 	}
 	var pc *pgx.Conn
 	probe = startSBSWriter(ctx, "probe", func(ctx context.Context, id int64) (srv, error) {
