@@ -282,6 +282,19 @@ func BenchmarkSideBySide(b *testing.B) {
 		}
 		fmt.Printf("| agent RSS after bootstrap, MiB | %s |\n", strings.Join(rs, ", "))
 		fmt.Printf("writes acknowledged: probe %d, driver.Pool %d\n", probe.count(), pool.count())
+		fmt.Println("samples, seconds, in run order:")
+		keys := make([]string, 0, len(res))
+		for k := range res {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Printf("  %-10s", k)
+			for _, d := range res[k] {
+				fmt.Printf(" %.3f", d.Seconds())
+			}
+			fmt.Println()
+		}
 		b.ReportMetric(ms(median(res["B/probe"])), "B-window-ms")
 		b.ReportMetric(ms(median(res["A/probe"])), "A-window-ms")
 		b.ReportMetric(ms(median(res["C/probe"])), "C-window-ms")
