@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -154,13 +155,26 @@ func BenchmarkSideBySide(b *testing.B) {
 				add(key+"/"+w.name, d)
 			}
 		}
-		checkLost := func(key, what string) {
+		lostRuns := map[string]int{} // runs of a scenario that lost rows
+		checkLost := func(key, what string, fault time.Time) {
 			b.Helper()
 			ready(what + ", before counting lost rows")
+			hit := false
 			for _, w := range writers {
-				n := c.missing(b, ctx, w)
-				lost[key+"/"+w.name] += n - w.lostSeen
-				w.lostSeen = n
+				gone := w.newlyLost(c.missing(b, ctx, w))
+				if len(gone) == 0 {
+					continue
+				}
+				hit = true
+				lost[key+"/"+w.name] += len(gone)
+				var after []string
+				for _, a := range gone {
+					after = append(after, a.at.Sub(fault).Round(time.Millisecond).String())
+				}
+				fmt.Printf("%s: %s lost %d acknowledged rows, acknowledged at fault + %s\n", what, w.name, len(gone), strings.Join(after, ", "))
+			}
+			if hit {
+				lostRuns[key]++
 			}
 		}
 
@@ -177,7 +191,7 @@ func BenchmarkSideBySide(b *testing.B) {
 				b.Fatalf("%s: kill -9 %s's postmaster %d: %v", what, n.proc.name, pm, err)
 			}
 			windows("A", what, fault, 90*time.Second)
-			checkLost("A", what)
+			checkLost("A", what, fault)
 
 			// B: node loss: SIGKILL the agent, then kill -9 its postmaster;
 			// restart the node.
@@ -199,7 +213,7 @@ func BenchmarkSideBySide(b *testing.B) {
 			n.proc.restart(b)
 			waitClusterHealthy(b, cli, c.name, 3, 120*time.Second)
 			add("B/rejoin", time.Since(restart))
-			checkLost("B", what)
+			checkLost("B", what, fault)
 
 			// C: planned switchover to the best standby.
 			what = fmt.Sprintf("C run %d", i+1)
@@ -213,7 +227,7 @@ func BenchmarkSideBySide(b *testing.B) {
 			}
 			add("C/command", time.Since(fault))
 			windows("C", what, fault, 90*time.Second)
-			checkLost("C", what)
+			checkLost("C", what, fault)
 
 			if skipD {
 				continue
@@ -242,7 +256,7 @@ func BenchmarkSideBySide(b *testing.B) {
 			heal := time.Now()
 			waitClusterHealthy(b, cli, c.name, 3, 120*time.Second)
 			add("D/rejoin", time.Since(heal))
-			checkLost("D", what)
+			checkLost("D", what, fault)
 		}
 		stopWriters()
 
@@ -268,14 +282,15 @@ func BenchmarkSideBySide(b *testing.B) {
 		var parts []string
 		total := 0
 		for _, sc := range []string{"A", "B", "C", "D"} {
-			for _, w := range writers {
-				if n := lost[sc+"/"+w.name]; n > 0 {
-					parts = append(parts, fmt.Sprintf("%s %s: %d", sc, w.name, n))
-					total += n
-				}
+			if lostRuns[sc] == 0 {
+				continue
 			}
+			p := lost[sc+"/probe"]
+			q := lost[sc+"/pool"]
+			total += p + q
+			parts = append(parts, fmt.Sprintf("%s: %d + %d in %d of %d runs", sc, p, q, lostRuns[sc], runs))
 		}
-		fmt.Printf("| acknowledged rows lost, probe + `driver.Pool`, all runs | %d %v |\n", total, parts)
+		fmt.Printf("| acknowledged rows lost, probe + `driver.Pool` | %d (%s) |\n", total, strings.Join(parts, "; "))
 		var rs []string
 		for _, m := range rss {
 			rs = append(rs, fmt.Sprintf("%.1f", mib(m.rss)))
@@ -491,11 +506,11 @@ func (c *sbsCluster) startWriters(b *testing.B, ctx context.Context, etcdURL str
 	return probe, pool
 }
 
-// missing counts w's acknowledged rows absent from the current primary.
-func (c *sbsCluster) missing(b *testing.B, ctx context.Context, w *sbsWriter) int {
+// missing lists w's acknowledged rows absent from the current primary.
+func (c *sbsCluster) missing(b *testing.B, ctx context.Context, w *sbsWriter) []int64 {
 	b.Helper()
 	ids := w.ackedIDs()
-	var n int
+	var gone []int64
 	err := testutil.Poll(30*time.Second, func() error {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -504,17 +519,17 @@ func (c *sbsCluster) missing(b *testing.B, ctx context.Context, w *sbsWriter) in
 			return err
 		}
 		defer conn.Close(context.Background())
-		var found int
-		if err := conn.QueryRow(qctx, "SELECT count(*) FROM sbs WHERE w = $1 AND id = ANY($2)", w.name, ids).Scan(&found); err != nil {
+		rows, err := conn.Query(qctx, "SELECT a.id FROM unnest($2::bigint[]) AS a(id) WHERE NOT EXISTS (SELECT 1 FROM sbs WHERE w = $1 AND id = a.id) ORDER BY 1", w.name, ids)
+		if err != nil {
 			return err
 		}
-		n = len(ids) - found
-		return nil
+		gone, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		return err
 	})
 	if err != nil {
 		b.Fatalf("count %s's rows on the primary: %v", w.name, err)
 	}
-	return n
+	return gone
 }
 
 // srv identifies the server that acknowledged a write: its port and its
@@ -529,9 +544,9 @@ type sbsAck struct {
 
 // sbsWriter INSERTs a row every 20 ms and keeps every acknowledgement.
 type sbsWriter struct {
-	name     string
-	done     chan struct{}
-	lostSeen int // rows found missing at the last count
+	name string
+	done chan struct{}
+	lost map[int64]bool // acknowledged rows found missing so far
 
 	mu      sync.Mutex
 	acks    []sbsAck
@@ -566,6 +581,27 @@ func startSBSWriter(ctx context.Context, name string, insert func(context.Contex
 }
 
 func (w *sbsWriter) wait() { <-w.done }
+
+// newlyLost returns the acknowledgements of the ids in gone not reported
+// before.
+func (w *sbsWriter) newlyLost(gone []int64) []sbsAck {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lost == nil {
+		w.lost = map[int64]bool{}
+	}
+	var out []sbsAck
+	for _, id := range gone {
+		if w.lost[id] {
+			continue
+		}
+		w.lost[id] = true
+		if i, ok := slices.BinarySearchFunc(w.acks, id, func(a sbsAck, id int64) int { return cmp.Compare(a.id, id) }); ok {
+			out = append(out, w.acks[i])
+		}
+	}
+	return out
+}
 
 func (w *sbsWriter) lastError() error {
 	w.mu.Lock()
