@@ -156,6 +156,9 @@ func BenchmarkSideBySide(b *testing.B) {
 			}
 		}
 		lostRuns := map[string]int{} // runs of a scenario that lost rows
+		// checkLost counts the acknowledged rows missing on the primary,
+		// and says when each was acknowledged relative to the kill -9 of
+		// the postmaster (A, B) or the fault (C, D).
 		checkLost := func(key, what string, fault time.Time) {
 			b.Helper()
 			ready(what + ", before counting lost rows")
@@ -171,7 +174,11 @@ func BenchmarkSideBySide(b *testing.B) {
 				for _, a := range gone {
 					after = append(after, a.at.Sub(fault).Round(time.Millisecond).String())
 				}
-				fmt.Printf("%s: %s lost %d acknowledged rows, acknowledged at fault + %s\n", what, w.name, len(gone), strings.Join(after, ", "))
+				ref := "the fault"
+				if key == "A" || key == "B" {
+					ref = "the postmaster's kill -9"
+				}
+				fmt.Printf("%s: %s lost %d acknowledged rows, acknowledged at %s + %s\n", what, w.name, len(gone), ref, strings.Join(after, ", "))
 			}
 			if hit {
 				lostRuns[key]++
@@ -203,6 +210,7 @@ func BenchmarkSideBySide(b *testing.B) {
 			r.add(testutil.PostgresChildren(pm)...)
 			fault = time.Now()
 			n.kill(b)
+			pmKill := time.Now()
 			if err := syscall.Kill(pm, syscall.SIGKILL); err != nil {
 				b.Fatalf("%s: kill -9 %s's postmaster %d: %v", what, n.proc.name, pm, err)
 			}
@@ -213,7 +221,7 @@ func BenchmarkSideBySide(b *testing.B) {
 			n.proc.restart(b)
 			waitClusterHealthy(b, cli, c.name, 3, 120*time.Second)
 			add("B/rejoin", time.Since(restart))
-			checkLost("B", what, fault)
+			checkLost("B", what, pmKill)
 
 			// C: planned switchover to the best standby.
 			what = fmt.Sprintf("C run %d", i+1)
