@@ -1,0 +1,66 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pgha/pgha/internal/testutil"
+)
+
+// TestQuorumRepeatedFailovers: in quorum mode (ANY 1 of the two standbys)
+// the primary is killed (kill -9) three times under a writer; each time a
+// voter is promoted only with both voters heard, and no acknowledged write
+// is lost.
+func TestQuorumRepeatedFailovers(t *testing.T) {
+	c := startCluster(t, clusterOpts{syncMode: SyncQuorum})
+	c.sample()
+	lead := c.waitHealthy(90 * time.Second)
+	w := c.startWriter()
+	defer w.stop()
+	for round := 1; round <= 3; round++ {
+		c.waitQuorum(lead, 1, 2)
+		w.waitMore(t, 30, 30*time.Second, fmt.Sprintf("round %d: writes before the crash", round))
+		old := lead
+		kill9(t, old)
+		c.waitNewLeader(old.name, 30*time.Second, fmt.Sprintf("round %d: a new leader", round))
+		w.waitMore(t, 30, 30*time.Second, fmt.Sprintf("round %d: writes on the new primary", round))
+		lead = c.waitHealthy(90 * time.Second)
+		if lost := w.lost(t, lead); len(lost) > 0 {
+			var why []string
+			for _, id := range lost {
+				why = append(why, w.describe(id))
+			}
+			t.Fatalf("round %d: quorum mode lost %d acknowledged writes on %s (killed %s): %v", round, len(lost), lead.name, old.name, why)
+		}
+	}
+}
+
+// waitQuorum waits until lead applies ANY k of n voters and the sync
+// record says the same.
+func (c *testCluster) waitQuorum(lead *testNode, k, n int) {
+	c.t.Helper()
+	want := fmt.Sprintf("ANY %d (", k)
+	c.t.Logf("waiting for %s to apply %s... of %d voters", lead.name, want, n)
+	testutil.Eventually(c.t, 60*time.Second, "quorum commit applied and recorded", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := lead.inst.Status(ctx)
+		if err != nil {
+			return err
+		}
+		applied, ok := parseApplied(st.SynchronousStandbyNames)
+		if !ok || applied.K != k || len(applied.Voters) != n {
+			return fmt.Errorf("synchronous_standby_names %q", st.SynchronousStandbyNames)
+		}
+		cs, err := ClusterStatus(ctx, c.cli, "test")
+		if err != nil {
+			return err
+		}
+		if len(cs.SyncSet) != n {
+			return fmt.Errorf("sync record voters %v", cs.SyncSet)
+		}
+		return nil
+	})
+}
