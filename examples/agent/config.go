@@ -192,7 +192,7 @@ func (c *config) settings() []setting {
 		{"lease-ttl", "leader and member lease TTL, whole seconds", &c.leaseTTL},
 		{"loop-interval", "HA loop interval, below lease-ttl/2", &c.loopInterval},
 		{"max-lag-on-failover", "most WAL bytes a standby may lack and still be promoted automatically", &c.maxLagOnFailover},
-		{"sync-mode", "replication durability: off, on or strict", &c.syncMode},
+		{"sync-mode", "replication durability: off, on, strict, quorum (ANY k of the streaming standbys) or quorum-strict", &c.syncMode},
 		{"sync-standbys", "standbys confirming each commit in synchronous mode", &c.syncStandbys},
 		{"nofailover", "never promote this node automatically", &c.noFailover},
 		{"priority", "tie-breaker between equally advanced candidates: higher wins", &c.priority},

@@ -25,7 +25,8 @@ type Options struct {
 	// Duration is how long faults are injected; the final heal and the
 	// checks come after.
 	Duration time.Duration
-	// Sync is the agents' sync mode: on, strict or off.
+	// Sync is the agents' sync mode: on, strict, quorum, quorum-strict or
+	// off.
 	Sync string
 	// TTL is the lease TTL. Default 2 s.
 	TTL time.Duration

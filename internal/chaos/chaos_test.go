@@ -50,8 +50,8 @@ func TestChaos(t *testing.T) {
 		opts.Duration = d
 	}
 	if s := os.Getenv("PGHA_CHAOS_SYNC"); s != "" {
-		if s != "on" && s != "off" && s != "strict" {
-			t.Fatalf("PGHA_CHAOS_SYNC=%q: want on, strict or off", s)
+		if s != "on" && s != "off" && s != "strict" && s != "quorum" && s != "quorum-strict" {
+			t.Fatalf("PGHA_CHAOS_SYNC=%q: want on, strict, quorum, quorum-strict or off", s)
 		}
 		opts.Sync = s
 	}
