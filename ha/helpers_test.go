@@ -2,6 +2,8 @@ package ha
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"time"
 )
 
@@ -16,4 +18,14 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// envInt reads a positive integer from the environment, 0 if unset or
+// not one.
+func envInt(name string) int {
+	n, err := strconv.Atoi(os.Getenv(name))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
