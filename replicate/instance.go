@@ -418,6 +418,9 @@ func (i *Instance) start(ctx context.Context) error {
 	if err := i.checkPort(); err != nil {
 		return err
 	}
+	// No postmaster runs for the directory: a dead one's backends must
+	// not hold its shared memory (orphans.go).
+	i.killOrphanBackends(ctx)
 	// A postmaster.pid whose PID is dead, a zombie or another program would
 	// make postgres refuse to start: it is stale, remove it (only it).
 	if pid := readPID(i.cfg.DataDir); pid > 0 {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,5 +192,53 @@ func TestRewindAfterCrashAsStandby(t *testing.T) {
 	waitRows(t, ctx, a, "t", "1", "2-new")
 	if st := mustStatus(t, ctx, a); !st.InRecovery || st.RewindIncomplete {
 		t.Fatalf("a after the rewind: in recovery %v, rewind incomplete %v", st.InRecovery, st.RewindIncomplete)
+	}
+}
+
+// TestStartKillsOrphanBackends: after the postmaster is killed (kill -9)
+// a backend busy in a long query keeps running and holds the dead
+// server's shared memory; PostgreSQL then refuses to start ("pre-existing
+// shared memory block is still in use") until the query ends. Start kills
+// such leftovers of a dead postmaster first, so one Start succeeds at once.
+func TestStartKillsOrphanBackends(t *testing.T) {
+	t.Parallel()
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "orph"})
+	busy, err := p.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := busy.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); busy.Close(context.Background()) })
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go busy.Exec(qctx, "SELECT count(*) FROM generate_series(1, 50000000000)") // minutes of CPU, no wait point
+	testutil.Eventually(t, 10*time.Second, "the busy query to run", func() error {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || !strings.Contains(string(b), ") R ") {
+			return fmt.Errorf("backend %d not running yet", pid)
+		}
+		return nil
+	})
+	exited := p.Exited()
+	if err := killPID(p.PID()); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("the busy backend died with its postmaster (%v): nothing to test", err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	if err := p.Start(sctx); err != nil {
+		t.Fatalf("Start after kill -9 with a busy backend left: %v", err)
+	}
+	if err := syscall.Kill(pid, 0); err == nil {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {
+			t.Fatalf("the dead postmaster's backend %d still runs after Start", pid)
+		}
 	}
 }
