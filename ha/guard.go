@@ -2,21 +2,17 @@ package ha
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/pgha/pgha/replicate"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,8 +34,9 @@ import (
 // guard's stdin. The guard sleeps until the deadline, re-reads the memory
 // (a renewal made while it slept moved it), and fences when it has
 // passed: SIGINT (fast shutdown), SIGQUIT after FenceTimeout, then
-// SIGKILL of the postmaster's children and of the postmaster. It finds
-// the postmaster from postmaster.pid and checks /proc that it is the
+// SIGKILL of the postmaster's children and of the postmaster
+// (replicate.FenceDataDir, the sequence of Instance.Fence). It finds the
+// postmaster from postmaster.pid and checks /proc that it is the
 // postmaster of this data directory, so it never signals a reused PID.
 // When its stdin reaches EOF (the manager exited or died), it fences at
 // the deadline if armed, and exits. The guard holds no secret (its
@@ -293,12 +290,12 @@ func runGuard() int {
 		}
 		now := monoNow()
 		if d != 0 && d != fencedFor && now >= d {
-			pid, how, err := fencePostmaster(dataDir, timeout)
+			pid, how, err := replicate.FenceDataDir(dataDir, timeout)
 			fencedFor = d
 			if err != nil {
 				say("fence guard: the lease deadline passed without renewal; fencing PostgreSQL in %s failed: %v", dataDir, err)
 			} else if pid != 0 {
-				say("fence guard: the lease deadline passed without renewal (%v late); fenced PostgreSQL (postmaster %d) with %s", time.Duration(now-d).Round(time.Millisecond), pid, how)
+				say("fence guard: the lease deadline passed without renewal (%v late); fenced PostgreSQL (postmaster %d; last signal %s)", time.Duration(now-d).Round(time.Millisecond), pid, how)
 			}
 		}
 		if managerGone && (d == 0 || d == fencedFor) {
@@ -323,124 +320,4 @@ func runGuard() int {
 			}
 		}
 	}
-}
-
-// fencePostmaster stops the postmaster of dataDir accepting writes: fast
-// shutdown, immediate after timeout, SIGKILL (children first) after
-// another. It returns the postmaster's PID (0 if none runs) and the last
-// signal it took.
-func fencePostmaster(dataDir string, timeout time.Duration) (int, string, error) {
-	pid, err := postmasterOf(dataDir)
-	if err != nil || pid == 0 {
-		return 0, "", err
-	}
-	for _, s := range []struct {
-		sig  syscall.Signal
-		name string
-	}{{syscall.SIGINT, "a fast shutdown"}, {syscall.SIGQUIT, "an immediate shutdown"}} {
-		if err := syscall.Kill(pid, s.sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return pid, s.name, err
-		}
-		if waitGone(pid, timeout) {
-			return pid, s.name, nil
-		}
-	}
-	for _, k := range childrenOf(pid) {
-		syscall.Kill(k, syscall.SIGKILL)
-	}
-	syscall.Kill(pid, syscall.SIGKILL)
-	if waitGone(pid, timeout) {
-		return pid, "SIGKILL", nil
-	}
-	return pid, "SIGKILL", fmt.Errorf("postmaster %d still runs after SIGKILL", pid)
-}
-
-// postmasterOf returns the PID in dataDir's postmaster.pid if that process
-// runs and is a postmaster of dataDir (its command line says -D dataDir),
-// else 0.
-func postmasterOf(dataDir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("postmaster.pid: first line %q is not a PID", line)
-	}
-	if gone(pid) {
-		return 0, nil
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return 0, nil // exited meanwhile
-	}
-	args := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
-	for i := 0; i+1 < len(args); i++ {
-		if string(args[i]) == "-D" && filepath.Clean(string(args[i+1])) == filepath.Clean(dataDir) {
-			return pid, nil
-		}
-	}
-	return 0, nil // a reused PID: not our postmaster
-}
-
-// gone reports whether pid has exited (no such process, or a zombie its
-// frozen parent has not reaped).
-func gone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
-}
-
-// waitGone polls until pid is gone or d passed (the postmaster is not the
-// guard's child: nothing to wait on).
-func waitGone(pid int, d time.Duration) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for !gone(pid) {
-		select {
-		case <-ctx.Done():
-			return gone(pid)
-		case <-t.C:
-		}
-	}
-	return true
-}
-
-// childrenOf lists the live children of pid, from /proc.
-func childrenOf(pid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var kids []int
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
-			kids = append(kids, n)
-		}
-	}
-	return kids
 }

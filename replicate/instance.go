@@ -345,9 +345,14 @@ func processAlive(pid int) bool {
 	return st.State != 'Z' && st.State != 'X'
 }
 
-// isOurPostmaster reports whether pid is a live postmaster of DataDir: alive
-// and its working directory is the data directory.
-func (i *Instance) isOurPostmaster(pid int) bool {
+// isOurPostmaster reports whether pid is a live postmaster of DataDir
+// (postmasterOf).
+func (i *Instance) isOurPostmaster(pid int) bool { return postmasterOf(i.cfg.DataDir, pid) }
+
+// postmasterOf reports whether pid is a live process whose working
+// directory is dataDir, as a postmaster's is (without /proc access, a
+// live PID is trusted).
+func postmasterOf(dataDir string, pid int) bool {
 	if !processAlive(pid) {
 		return false
 	}
@@ -356,11 +361,56 @@ func (i *Instance) isOurPostmaster(pid int) bool {
 		// No /proc access: trust the live PID.
 		return !errors.Is(err, os.ErrNotExist)
 	}
-	want, err := filepath.EvalSymlinks(i.cfg.DataDir)
+	want, err := filepath.EvalSymlinks(dataDir)
 	if err != nil {
-		want = i.cfg.DataDir
+		want = dataDir
 	}
 	return filepath.Clean(cwd) == want
+}
+
+// FenceDataDir fences the postmaster that runs for dataDir without an
+// Instance, for a process that did not start it (ha's fence guard): the
+// postmaster is found from postmaster.pid and checked in /proc (a reused
+// PID is never signalled). The sequence is [Instance.Fence]'s: SIGINT (fast
+// shutdown), SIGQUIT after timeout, then SIGKILL of its children and of
+// it. It returns the postmaster's PID (0 when none runs) and the last
+// signal sent. The caller is not the postmaster's parent: a postmaster
+// that exited but was not reaped by its frozen parent counts as gone.
+func FenceDataDir(dataDir string, timeout time.Duration) (pid int, signal string, err error) {
+	pid = readPID(dataDir)
+	if pid <= 0 || !postmasterOf(dataDir, pid) {
+		return 0, "", nil
+	}
+	gone := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		t := time.NewTicker(pollEvery)
+		defer t.Stop()
+		for processAlive(pid) {
+			select {
+			case <-ctx.Done():
+				return !processAlive(pid)
+			case <-t.C:
+			}
+		}
+		return true
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGQUIT} {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return pid, sig.String(), err
+		}
+		if gone() {
+			return pid, sig.String(), nil
+		}
+	}
+	for _, k := range childPIDs(pid) {
+		syscall.Kill(k, syscall.SIGKILL)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	if gone() {
+		return pid, syscall.SIGKILL.String(), nil
+	}
+	return pid, syscall.SIGKILL.String(), fmt.Errorf("replicate: postmaster %d of %s still runs after SIGKILL", pid, dataDir)
 }
 
 // Start starts PostgreSQL as a supervised child process and returns once it
