@@ -191,11 +191,11 @@ func TestRoleChangeHookSlowDoesNotBlock(t *testing.T) {
 	unblock := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(unblock) // before the harness's close, which waits for the call
 	all := changes(1 + roleChangeQueue + 5)
-	hh.h.emit(all[0])
-	<-entered
 	emitted := make(chan struct{})
 	go func() {
 		defer close(emitted)
+		hh.h.emit(all[0])
+		<-entered // the first call has begun, and blocks
 		for _, ev := range all[1:] {
 			hh.h.emit(ev)
 		}
