@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -201,5 +202,34 @@ func TestRoleChangeHookTimeout(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "skipped") {
 		t.Errorf("no log line for the skipped run")
+	}
+}
+
+// TestOnRoleChangeConfig: the hook must be an absolute path to an
+// executable file and its timeout positive; errors name the setting.
+func TestOnRoleChangeConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := []string{"--cluster", "c", "--node", "n", "--pg-data-dir", "/d"}
+	script, _ := hookScript(t)
+	plain := writeFile(t, dir, "plain.sh", "#!/bin/sh\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"relative", append(good, "--on-role-change", "hook.sh"), `on-role-change "hook.sh" must be an absolute path`},
+		{"missing", append(good, "--on-role-change", filepath.Join(dir, "nope")), "on-role-change: stat"},
+		{"not executable", append(good, "--on-role-change", plain), "is not an executable file"},
+		{"directory", append(good, "--on-role-change", dir), "is not an executable file"},
+		{"timeout", append(good, "--on-role-change-timeout", "0s"), "on-role-change-timeout 0s must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(tc.args, baseEnv, io.Discard)
+			checkConfigError(t, err, tc.want)
+		})
+	}
+	cfg, err := loadConfig(append(good, "--on-role-change", script), baseEnv, io.Discard)
+	if err != nil || cfg.onRoleChange != script || cfg.onRoleChangeTimeout != 30*time.Second {
+		t.Fatalf("a good hook: %+v, %v; want it, with the default timeout 30s", cfg, err)
 	}
 }
