@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -282,5 +283,56 @@ func TestHookPanics(t *testing.T) {
 	}
 	if s := n.mgr.Status(); s.Role != RolePrimary || !s.Leading || !writable(n) {
 		t.Fatalf("status after the panics %+v; want a writable leading primary", s)
+	}
+}
+
+// TestHookSwitchover: on a planned switchover the old primary's hook
+// hears that it is no longer primary (the ctx of its primary role ends)
+// and then replica; the target's hears replica→primary, reason
+// switchover.
+func TestHookSwitchover(t *testing.T) {
+	rec := newHookRecorder()
+	c := startCluster(t, clusterOpts{n: 2, configure: func(node string, cfg *Config) {
+		cfg.OnRoleChange = rec.hook(node)
+	}})
+	c.sample()
+	old := c.waitHealthy(90 * time.Second)
+	var target *testNode
+	for _, n := range c.nodes {
+		if n != old {
+			target = n
+		}
+	}
+	rec.waitRole(t, old.name, RolePrimary, 30*time.Second)
+	rec.waitRole(t, target.name, RoleReplica, 30*time.Second)
+	_, primaryCtx, _ := rec.last(old.name)
+	rec.mu.Lock()
+	from := len(rec.events[old.name])
+	rec.mu.Unlock()
+
+	if got, err := Switchover(testutil.Ctx(t, 30*time.Second), c.cli, "test", target.name); err != nil || got != target.name {
+		t.Fatalf("Switchover to %s: %s, %v", target.name, got, err)
+	}
+	c.waitHealthy(60 * time.Second)
+	rec.waitRole(t, target.name, RolePrimary, 30*time.Second)
+	rec.waitRole(t, old.name, RoleReplica, 30*time.Second)
+	if primaryCtx.Err() == nil {
+		t.Errorf("%s: the ctx of its primary role is live after the switchover", old.name)
+	}
+	rec.check(t, old.name, 0)
+	rec.mu.Lock()
+	after := slices.Clone(rec.events[old.name][from:])
+	rec.mu.Unlock()
+	if len(after) == 0 || after[0].Old != RolePrimary {
+		t.Errorf("%s's hook after the switchover: %+v; want changes from primary", old.name, after)
+	}
+	for _, ev := range after {
+		if ev.New == RolePrimary {
+			t.Errorf("%s's hook heard primary again: %+v", old.name, ev)
+		}
+	}
+	evs := rec.check(t, target.name, 0)
+	if prom := evs[len(evs)-1]; prom.Old != RoleReplica || !strings.Contains(prom.Reason, "switchover") || prom.Token == 0 {
+		t.Errorf("%s's promotion %+v; want replica→primary, reason switchover, a token", target.name, prom)
 	}
 }
