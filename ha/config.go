@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -155,6 +156,33 @@ type Config struct {
 	// help when the whole machine or container freezes (the guard freezes
 	// too): that is Watchdog's job. Default off.
 	FenceGuard bool
+
+	// OnRoleChange, when set, is called after this node's role, as its
+	// member record publishes it, changes, and once for its first role
+	// after Run starts (Old is then ""). Its contract, after client-go's
+	// LeaderCallbacks:
+	//
+	//   - It is called on a goroutine of its own, never on the loop's,
+	//     one call at a time, in the order of the changes.
+	//   - It never delays the loop's safety actions (fence, resign,
+	//     promote): a slow hook delays only later calls. Up to 16 changes
+	//     wait for it; when the queue is full, the newest waiting change
+	//     absorbs the next one (RoleChange.Coalesced counts the changes it
+	//     stands for), which is logged and counted (pgha.ha.hook.coalesced).
+	//   - Its ctx is cancelled when the role it announces ends (at the
+	//     next change, which may come before the call begins) or when Run
+	//     ends. Work tied to the role stops then; the ctx stays live after
+	//     the call returns until then.
+	//   - A panic is recovered, logged with its stack and counted
+	//     (pgha.ha.hook.panics); the manager carries on. A call still
+	//     running after LeaseTTL is logged and counted (pgha.ha.hook.slow).
+	//   - When Run ends, it first leaves the cluster, then cancels the
+	//     ctx, drops the changes not yet delivered and waits for the call
+	//     in progress: a hook that ignores its ctx delays Run's return,
+	//     never the leave.
+	//
+	// Default nil: no hook.
+	OnRoleChange func(ctx context.Context, ev RoleChange)
 
 	now func() time.Time // tests may replace the clock
 	// replaceDataDir mirrors the Instance's ReplaceDataDir: a data

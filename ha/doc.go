@@ -101,6 +101,32 @@
 // not received: at most MaxLagOnFailover bytes of WAL, as measured against
 // the leader's last published position.
 //
+// # Role-change hooks
+//
+// [Config.OnRoleChange] tells the embedding service when this node's
+// role, as its member record publishes it, changes: a [RoleChange] with
+// the old and new role, timeline, fencing token and reason, once for the
+// first role after Run starts and then at each change. Its concurrency
+// contract follows client-go's LeaderCallbacks:
+//
+//   - the hook runs on a goroutine of its own, one call at a time, in the
+//     order of the changes; the loop only queues the change, so a hook
+//     never delays a fence, a resignation or a promotion;
+//   - a slow hook delays only later calls: up to 16 changes wait, then
+//     the newest waiting change absorbs the next (RoleChange.Coalesced);
+//   - its ctx is cancelled when the role it announces ends (the next
+//     change) or when Run ends;
+//   - a panic is recovered, logged and counted (pgha.ha.hook.panics); a
+//     call running longer than LeaseTTL is logged and counted
+//     (pgha.ha.hook.slow);
+//   - Run leaves the cluster first, then cancels the hook's ctx and waits
+//     for the call in progress before it returns.
+//
+// The change to primary is announced after the promotion, in the next
+// round, so clients that follow the leader record may already be writing
+// to this node: a hook moves a virtual IP or a DNS name after the fact,
+// and must not be what keeps two writers apart.
+//
 // # Errors and logs
 //
 // Invalid configuration is a *[ConfigError] naming the field. Every

@@ -49,6 +49,9 @@ func (m *Manager) step(ctx context.Context) error {
 	}
 	started := time.Now()
 	var err error
+	if a.Kind != actWait && a.Kind != actLead {
+		m.changeReason = a.String()
+	}
 	ok, left, lastErr := m.retry.allow(a, o.Now)
 	switch {
 	case !ok:
@@ -76,6 +79,7 @@ func (m *Manager) step(ctx context.Context) error {
 		return err
 	}
 	m.publish(ctx, o)
+	m.announceRole(o, a)
 	m.mu.Lock()
 	m.status.LastAction = a.String()
 	m.status.LastError = errString(err)

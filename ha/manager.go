@@ -108,6 +108,12 @@ type Manager struct {
 	// published is the member record last written, with when (o.Now)
 	// and at which etcd revision; see publishDue.
 	published published
+	// hooks calls Config.OnRoleChange; nil without one. hookRole is the
+	// role last handed to it and changeReason the latest role-changing
+	// decision (both loop-owned).
+	hooks        *roleHooks
+	hookRole     Role
+	changeReason string
 }
 
 // New validates cfg and returns a Manager. It contacts nothing.
@@ -140,6 +146,11 @@ func New(cfg Config) (*Manager, error) {
 		retry: retryGate{min: cfg.LoopInterval, max: retryMax},
 		view:  newView(cfg.Client, layout, cfg.Node, cfg.now, log)}
 	m.status.Node = cfg.Node
+	if cfg.OnRoleChange != nil {
+		if m.hooks, err = newRoleHooks(cfg.OnRoleChange, log, cfg.MeterProvider, cfg.Node, cfg.LeaseTTL); err != nil {
+			return nil, fmt.Errorf("ha: telemetry: %w", err)
+		}
+	}
 	return m, nil
 }
 
@@ -160,6 +171,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err := m.ensureGuard(); err != nil {
 		return fmt.Errorf("ha: %w", err)
 	}
+	if m.hooks != nil {
+		m.hooks.start()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { m.view.run(gctx); return nil })
 	g.Go(func() error { return m.loop(gctx) })
@@ -171,6 +185,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.stopFencer()
 	}
 	m.stopGuard(!clean)
+	if m.hooks != nil {
+		m.hooks.close() // after the leave: a hook never delays it
+	}
 	m.inst.Close() // the status session; the next user of the Instance reopens it
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil

@@ -47,6 +47,7 @@ func (m *Manager) promote(ctx context.Context, o observation) error {
 	if err := m.appendHistory(ctx, term, keyspace.HistoryEntry{Timeline: tl, SwitchLSN: o.Local.position(), Leader: m.cfg.Node, Reason: reason, Token: term.Token(), Time: time.Now().UTC()}); err != nil {
 		m.log.Warn("append timeline history", "err", err.Error())
 	}
+	m.changeReason = "promote (" + reason + ")"
 	m.tel.promotions.Add(ctx, 1)
 	m.log.Info("promoted", "timeline", tl, "token", term.Token())
 	return m.proclaim(ctx, term, tl, true)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -77,6 +78,10 @@ type config struct {
 	watchdog            string
 	watchdogDevice      string
 	fenceGuard          bool
+	// onRoleChange is an executable run on each role change (empty:
+	// none), killed after onRoleChangeTimeout.
+	onRoleChange        string
+	onRoleChangeTimeout time.Duration
 
 	logLevel        string
 	logFormat       string
@@ -144,6 +149,7 @@ func defaultConfig() *config {
 		watchdog:            string(ha.WatchdogOff),
 		watchdogDevice:      ha.DefaultWatchdogDevice,
 		fenceGuard:          true,
+		onRoleChangeTimeout: 30 * time.Second,
 		logLevel:            "info",
 		logFormat:           "text",
 		shutdownTimeout:     15 * time.Second,
@@ -201,6 +207,9 @@ func (c *config) settings() []setting {
 		{"watchdog", "arm a Linux watchdog device while leading, so that a frozen agent's machine is reset before its lease expires: off, automatic or required", &c.watchdog},
 		{"watchdog-device", "the watchdog device", &c.watchdogDevice},
 		{"fence-guard", "while leading, run a fence guard process that fences PostgreSQL when the lease deadline passes without renewal, also when the agent itself is frozen (SIGSTOP, a stall); false: only the agent fences", &c.fenceGuard},
+
+		{"on-role-change", "executable run on each change of this node's role, with the arguments ACTION ROLE CLUSTER NODE like Patroni's callbacks (ACTION on_start for the first role after start, then on_role_change); absolute path, no shell; empty: none", &c.onRoleChange},
+		{"on-role-change-timeout", "how long the on-role-change executable may run before it and its children are killed", &c.onRoleChangeTimeout},
 
 		{"log-level", "debug, info, warn or error", &c.logLevel},
 		{"log-format", "text or json", &c.logFormat},
@@ -578,6 +587,21 @@ func (c *config) validate() error {
 	}
 	if _, err := parseLevel(c.logLevel); err != nil {
 		return err
+	}
+	if c.onRoleChangeTimeout <= 0 {
+		return configErrorf("on-role-change-timeout %v must be positive: set %s", c.onRoleChangeTimeout, s["on-role-change-timeout"].where())
+	}
+	if c.onRoleChange != "" {
+		if !filepath.IsAbs(c.onRoleChange) {
+			return configErrorf("on-role-change %q must be an absolute path to an executable (it is run without a shell): set %s", c.onRoleChange, s["on-role-change"].where())
+		}
+		fi, err := os.Stat(c.onRoleChange)
+		switch {
+		case err != nil:
+			return configErrorf("on-role-change: %v: set %s to an executable", err, s["on-role-change"].where())
+		case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
+			return configErrorf("on-role-change %q is not an executable file (mode %v): chmod +x it, or set %s", c.onRoleChange, fi.Mode(), s["on-role-change"].where())
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return configErrorf("listen %q: want host:port or :port (e.g. :8008): %v", c.listen, err)

@@ -15,6 +15,20 @@
 // pgha-agent -h lists them all. Unknown file keys and invalid values stop
 // the agent with an error naming the setting and the fix.
 //
+// # Role-change hook
+//
+// --on-role-change PATH runs the executable PATH (no shell) whenever this
+// node's role changes, as Patroni runs its callbacks: PATH ACTION ROLE
+// CLUSTER NODE, where ACTION is on_start for the first role after the
+// agent started and on_role_change after that, and ROLE is primary,
+// replica, starting, fenced or stopped. Its environment holds only PATH,
+// HOME and LANG from the agent's, plus PGHA_ROLE, PGHA_CLUSTER, PGHA_NODE
+// and PGHA_TIMELINE: never a password. Runs happen one at a time, in
+// order, and never delay a failover; a run is killed, with its children,
+// after --on-role-change-timeout (default 30s) or when the role it
+// announces has ended (the next change). Its exit status and the last
+// 4 KiB of its output are logged.
+//
 // Passwords come only from environment variables (PGHA_PG_SUPERUSER_PASSWORD,
 // PGHA_PG_REPLICATION_PASSWORD, PGHA_ETCD_PASSWORD) or from files
 // (--pg-superuser-password-file, ...), never from a flag or the config file.
@@ -49,7 +63,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -65,8 +83,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// secretEnv are the environment variables that hold passwords.
-var secretEnv = []string{"PGHA_PG_SUPERUSER_PASSWORD", "PGHA_PG_REPLICATION_PASSWORD", "PGHA_ETCD_PASSWORD"}
+// secretEnv are the environment variables that hold passwords and tokens.
+var secretEnv = []string{"PGHA_PG_SUPERUSER_PASSWORD", "PGHA_PG_REPLICATION_PASSWORD", "PGHA_ETCD_PASSWORD", "PGHA_HTTP_TOKEN"}
 
 func main() {
 	// With --fence-guard the agent re-executes itself as its fence guard
@@ -188,6 +206,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		Watchdog:            ha.WatchdogMode(cfg.watchdog),
 		WatchdogDevice:      cfg.watchdogDevice,
 		FenceGuard:          cfg.fenceGuard,
+		OnRoleChange:        roleChangeHook(cfg.onRoleChange, cfg.onRoleChangeTimeout, env, log),
 		Logger:              log,
 		MeterProvider:       mp,
 	})
@@ -265,4 +284,97 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		log.Info("pgha-agent stopped")
 	}
 	return err
+}
+
+// hookOutputTail is how much of a hook's output (stdout and stderr) is
+// kept for the log.
+const hookOutputTail = 4 << 10
+
+// hookEnvKeep are the only variables of the agent's environment a hook
+// gets.
+var hookEnvKeep = []string{"PATH", "HOME", "LANG"}
+
+// roleChangeHook returns the ha.Config.OnRoleChange that runs path with
+// Patroni's callback arguments, or nil when path is empty. env is the
+// agent's environment (KEY=value); only hookEnvKeep is passed on.
+func roleChangeHook(path string, timeout time.Duration, env []string, log *slog.Logger) func(context.Context, ha.RoleChange) {
+	if path == "" {
+		return nil
+	}
+	kept := []string{}
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); ok && slices.Contains(hookEnvKeep, k) {
+			kept = append(kept, kv)
+		}
+	}
+	if !slices.ContainsFunc(kept, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+		kept = append(kept, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	return func(ctx context.Context, ev ha.RoleChange) {
+		action := "on_role_change"
+		if ev.Old == "" {
+			action = "on_start"
+		}
+		l := log.With("hook", path, "action", action, "role", string(ev.New))
+		if ctx.Err() != nil {
+			l.Info("on-role-change hook skipped: the role it announces has already ended")
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		out := &tailBuffer{max: hookOutputTail}
+		cmd := exec.CommandContext(rctx, path, action, string(ev.New), ev.Cluster, ev.Node)
+		cmd.Env = append(slices.Clone(kept),
+			"PGHA_ROLE="+string(ev.New), "PGHA_CLUSTER="+ev.Cluster, "PGHA_NODE="+ev.Node,
+			"PGHA_TIMELINE="+strconv.FormatUint(uint64(ev.Timeline), 10))
+		cmd.Dir = "/"
+		cmd.Stdout, cmd.Stderr = out, out
+		// Its own process group, killed as a whole: a script's children
+		// (a sleep, a curl) die with it and release the output pipe.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 2 * time.Second
+		start := time.Now()
+		err := cmd.Run()
+		attrs := []any{"took", time.Since(start).Round(time.Millisecond).String(), "output", out.String()}
+		if cmd.ProcessState != nil {
+			attrs = append(attrs, "exit_status", cmd.ProcessState.ExitCode())
+		}
+		switch {
+		case err == nil:
+			l.Info("on-role-change hook ran", attrs...)
+		case errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+			l.Warn("on-role-change hook killed: it ran past --on-role-change-timeout", append(attrs, "timeout", timeout.String())...)
+		case ctx.Err() != nil:
+			l.Warn("on-role-change hook killed: the role it announced has ended", attrs...)
+		default:
+			l.Warn("on-role-change hook failed", append(attrs, "err", err.Error())...)
+		}
+	}
+}
+
+// tailBuffer keeps the last max bytes written to it. exec calls Write
+// from one goroutine at a time when Stdout and Stderr are the same
+// writer.
+type tailBuffer struct {
+	max   int
+	b     []byte
+	total int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.total += len(p)
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+// String is the kept tail, marked when earlier output was dropped.
+func (t *tailBuffer) String() string {
+	if t.total > len(t.b) {
+		return fmt.Sprintf("[%d earlier bytes dropped]...%s", t.total-len(t.b), t.b)
+	}
+	return string(t.b)
 }
