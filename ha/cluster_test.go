@@ -61,6 +61,8 @@ type clusterOpts struct {
 	telemetry bool
 	// configure, when set, edits each node's Config before New.
 	configure func(node string, c *Config)
+	// pgConfig, when set, edits each node's replicate.Config before New.
+	pgConfig func(node string, c *replicate.Config)
 }
 
 func startCluster(t testing.TB, opts clusterOpts) *testCluster {
@@ -76,6 +78,9 @@ func startCluster(t testing.TB, opts clusterOpts) *testCluster {
 	for i := 1; i <= opts.n; i++ {
 		name := fmt.Sprintf("n%d", i)
 		cfg := testutil.PostgresConfig(t, name)
+		if opts.pgConfig != nil {
+			opts.pgConfig(name, &cfg)
+		}
 		inst, err := replicate.New(cfg)
 		if err != nil {
 			t.Fatalf("replicate.New(%s): %v", name, err)

@@ -144,6 +144,15 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 
+	// RecloneOnRewindFailure lets a node whose pg_rewind cannot succeed
+	// (pg_rewind says only a new clone helps, or it failed
+	// MaxRewindFailures times in a row) move its data directory aside
+	// (never deleted) and clone afresh from the leader. Off (the default,
+	// like Patroni's remove_data_directory_on_rewind_failure), the node
+	// waits and publishes the problem and the fix in its member record
+	// (Member.Problem, pghactl list).
+	RecloneOnRewindFailure bool
+
 	// FenceGuard runs a fence guard while this node leads: a small
 	// separate process (this executable, re-executed) that fences
 	// PostgreSQL when the lease deadline passes without renewal, so that

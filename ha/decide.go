@@ -43,6 +43,10 @@ type local struct {
 	SyncStandbyNames  string
 	// StandbyFlush is each streaming standby's flush position.
 	StandbyFlush map[string]uint64
+	// RewindFailures counts the rewinds that failed in a row;
+	// RewindImpossible: the last one said only a new clone helps.
+	RewindFailures   int
+	RewindImpossible bool
 	// Diverged: this standby replayed WAL of its timeline past the point
 	// where a newer timeline forked off it; it can follow that timeline
 	// only after a rewind (replicate.Status.Diverged).
@@ -74,6 +78,8 @@ type policy struct {
 	// ReplaceDataDir mirrors the Instance's ReplaceDataDir: a data
 	// directory may be moved aside and cloned anew.
 	ReplaceDataDir bool
+	// RecloneOnRewindFailure: see Config.
+	RecloneOnRewindFailure bool
 }
 
 // policy returns the settings decisions read, from a Config with its
@@ -81,7 +87,8 @@ type policy struct {
 func (c Config) policy() policy {
 	return policy{SyncMode: c.SyncMode, SyncStandbys: c.SyncStandbys, MaxLagOnFailover: c.MaxLagOnFailover,
 		FenceBudget: c.FenceBudget, PrimaryStartTimeout: c.PrimaryStartTimeout, LoopInterval: c.LoopInterval,
-		DepartedSlotTTL: c.DepartedSlotTTL, NoFailover: c.NoFailover, Priority: c.Priority, ReplaceDataDir: c.replaceDataDir}
+		DepartedSlotTTL: c.DepartedSlotTTL, NoFailover: c.NoFailover, Priority: c.Priority, ReplaceDataDir: c.replaceDataDir,
+		RecloneOnRewindFailure: c.RecloneOnRewindFailure}
 }
 
 // observation is everything decide looks at.
@@ -143,9 +150,10 @@ const (
 	actFence
 	actResign
 	actRefuse
+	actReclone // move the data directory aside and clone afresh
 )
 
-var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse"}
+var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse", "reclone"}
 
 func (k actionKind) String() string { return actionNames[k] }
 
@@ -234,6 +242,9 @@ func decideFollower(o observation) action {
 	follow := func(k actionKind, format string, args ...any) action {
 		a := act(k, format, args...)
 		a.Leader = ld
+		if k == actRewind {
+			a = rewindOrReclone(o, a)
+		}
 		return a
 	}
 	if l.RewindIncomplete {
@@ -325,6 +336,33 @@ func decideCandidate(o observation) action {
 		}
 	}
 	return act(actCampaign, "no leader; this node is the best eligible candidate")
+}
+
+// maxRewindFailures is how many rewinds in a row may fail before the node
+// is taken for one a rewind cannot bring back.
+const maxRewindFailures = 3
+
+// rewindOrReclone returns the rewind a unless rewinds keep failing (or the
+// last said only a new clone helps): then a reclone from the (writable)
+// leader with RecloneOnRewindFailure, else a wait that says what to do.
+func rewindOrReclone(o observation, a action) action {
+	l := o.Local
+	if !l.RewindImpossible && l.RewindFailures < maxRewindFailures {
+		return a
+	}
+	why := fmt.Sprintf("%d rewinds in a row failed", l.RewindFailures)
+	if l.RewindImpossible {
+		why = "pg_rewind cannot bring this data directory back"
+	}
+	switch {
+	case !o.Policy.RecloneOnRewindFailure:
+		return act(actWait, "%s: re-clone it (set RecloneOnRewindFailure, agent --reclone-on-rewind-failure, to let pgha move it aside and clone from the leader)", why)
+	case !a.Leader.Writable:
+		return act(actWait, "%s; waiting for leader %s to be writable to re-clone from it", why, a.Leader.Node)
+	}
+	r := act(actReclone, "%s: moving the data directory aside and cloning from leader %s (RecloneOnRewindFailure)", why, a.Leader.Node)
+	r.Leader = a.Leader
+	return r
 }
 
 // stuckSince is the "not streaming since" clock of a standby (local's

@@ -43,6 +43,10 @@ func (m *Manager) step(ctx context.Context) error {
 		return nil // no cluster view yet, or stopping
 	}
 	a := decide(o)
+	m.problem = ""
+	if a.Kind == actWait && (o.Local.RewindImpossible || o.Local.RewindFailures >= maxRewindFailures) {
+		m.problem = a.Reason // published in the member record: an operator must act
+	}
 	if s := a.String(); s != m.lastAction {
 		m.log.Info("decision", "action", a.Kind.String(), "reason", a.Reason)
 		m.lastAction = s
@@ -131,10 +135,12 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 		return o, false
 	}
 	l := local{
-		Initialized: m.inst.Initialized(),
-		WasPrimary:  m.wasPrimary,
-		Following:   m.following,
-		CrashedAt:   m.crashedAt,
+		Initialized:      m.inst.Initialized(),
+		WasPrimary:       m.wasPrimary,
+		Following:        m.following,
+		RewindFailures:   m.rewindFailures,
+		RewindImpossible: m.rewindImpossible,
+		CrashedAt:        m.crashedAt,
 	}
 	if err == nil {
 		l.RewindIncomplete = st.RewindIncomplete
@@ -236,6 +242,21 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 			return fmt.Errorf("start after clone: %w", err)
 		}
 		return nil
+	case actReclone:
+		if o.Local.Running {
+			if err := m.inst.Stop(ctx, replicate.Fast); err != nil {
+				return fmt.Errorf("stop before re-cloning: %w", err)
+			}
+		}
+		if err := m.inst.Reclone(ctx, m.source(a.Leader)); err != nil {
+			return fmt.Errorf("re-clone from %s: %w", a.Leader.Node, err)
+		}
+		m.wasPrimary, m.following, m.maxTimeline, m.repointed = false, a.Leader.Node, 0, true
+		m.rewindFailures, m.rewindImpossible = 0, false
+		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+			return fmt.Errorf("start after re-clone: %w", err)
+		}
+		return nil
 	case actFollow:
 		ctx, cancel := context.WithTimeout(ctx, opTimeout)
 		defer cancel()
@@ -256,8 +277,11 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 			}
 		}
 		if err := m.inst.Rewind(ctx, m.source(a.Leader)); err != nil {
+			m.rewindFailures++
+			m.rewindImpossible = errors.Is(err, replicate.ErrRewindImpossible)
 			return fmt.Errorf("rewind from %s: %w", a.Leader.Node, err)
 		}
+		m.rewindFailures, m.rewindImpossible = 0, false
 		m.wasPrimary, m.following, m.maxTimeline, m.repointed = false, a.Leader.Node, 0, true
 		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start after rewind: %w", err)

@@ -69,6 +69,12 @@ type Manager struct {
 	// notStreamingSince: when a running standby was first seen not
 	// streaming; zero while it streams.
 	notStreamingSince time.Time
+	// rewindFailures counts failed rewinds in a row; rewindImpossible:
+	// the last said only a new clone helps (loop-owned).
+	rewindFailures   int
+	rewindImpossible bool
+	// problem is what the member record's Problem says (loop-owned).
+	problem string
 	// repointed: the standby was pointed at a leader (follow, clone,
 	// rewind) since the last observation; the stuck clock restarts.
 	repointed bool

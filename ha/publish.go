@@ -55,8 +55,8 @@ func publishDue(last published, rec keyspace.MemberRecord, o observation, every 
 		return true, "the leader is gone: a fresh record for candidate choice"
 	case p.Role != rec.Role || p.Healthy != rec.Healthy || p.Streaming != rec.Streaming || p.Timeline != rec.Timeline ||
 		p.SystemID != rec.SystemID || p.NoFailover != rec.NoFailover || p.Priority != rec.Priority ||
-		p.Host != rec.Host || p.Port != rec.Port || p.APIURL != rec.APIURL || !maps.Equal(p.Tags, rec.Tags):
-		return true, "role, health or tags changed"
+		p.Host != rec.Host || p.Port != rec.Port || p.APIURL != rec.APIURL || !maps.Equal(p.Tags, rec.Tags) || p.Problem != rec.Problem:
+		return true, "role, health, tags or problem changed"
 	case p.WriteLSN != rec.WriteLSN:
 		return true, "the primary's write position moved"
 	case o.Leader == nil && (p.ReceiveLSN != rec.ReceiveLSN || p.ReplayLSN != rec.ReplayLSN):
@@ -89,7 +89,7 @@ func (m *Manager) memberRecord(o observation) keyspace.MemberRecord {
 		Timeline: l.Timeline, SystemID: strconv.FormatUint(l.SystemID, 10),
 		WriteLSN: l.WriteLSN, ReceiveLSN: l.ReceiveLSN, ReplayLSN: l.ReplayLSN,
 		LagBytes: lagBytes(o), Healthy: l.Running, Streaming: l.Streaming,
-		NoFailover: o.Policy.NoFailover, Priority: m.cfg.Priority,
+		NoFailover: o.Policy.NoFailover, Priority: m.cfg.Priority, Problem: m.problem,
 	}
 }
 

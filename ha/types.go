@@ -65,6 +65,9 @@ type Member struct {
 	Tags       map[string]string `json:"tags,omitempty"`
 	// APIURL is the node's HTTP endpoint, if it publishes one.
 	APIURL string `json:"api_url,omitempty"`
+	// Problem says why the node cannot take its part and what to do about
+	// it (e.g. a rewind that cannot succeed); empty when none.
+	Problem string `json:"problem,omitempty"`
 	// UpdatedAt is when the record was last written, by the node's clock:
 	// for humans only (see docs/design.md for how fresh records are).
 	UpdatedAt time.Time `json:"updated_at"`
@@ -111,7 +114,7 @@ func memberOf(r keyspace.MemberRecord) Member {
 	return Member{Node: r.Node, Role: Role(r.Role), Host: r.Host, Port: r.Port, Timeline: r.Timeline, SystemID: r.SystemID,
 		WriteLSN: r.WriteLSN, ReceiveLSN: r.ReceiveLSN, ReplayLSN: r.ReplayLSN, LagBytes: r.LagBytes,
 		Healthy: r.Healthy, Streaming: r.Streaming, NoFailover: r.NoFailover, Priority: r.Priority,
-		Tags: r.Tags, APIURL: r.APIURL, UpdatedAt: r.UpdatedAt}
+		Tags: r.Tags, APIURL: r.APIURL, Problem: r.Problem, UpdatedAt: r.UpdatedAt}
 }
 
 func historyOf(h []keyspace.HistoryEntry) []HistoryEntry {

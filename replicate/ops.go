@@ -109,6 +109,19 @@ func (i *Instance) Init(ctx context.Context) (err error) {
 // rejected replication password [ErrAuthentication]; a failed
 // pg_basebackup a [*CommandError] (pg_basebackup removes what it wrote).
 func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
+	return i.clone(ctx, src, i.cfg.ReplaceDataDir)
+}
+
+// Reclone is [Instance.Clone] that moves a non-empty DataDir aside first
+// (DataDir.replaced-<time>; never deleted), whatever Config.ReplaceDataDir
+// says: for a data directory an operator or a setting (ha's
+// RecloneOnRewindFailure) has decided to replace, e.g. one pg_rewind
+// cannot bring back.
+func (i *Instance) Reclone(ctx context.Context, src Source) error {
+	return i.clone(ctx, src, true)
+}
+
+func (i *Instance) clone(ctx context.Context, src Source, replace bool) (err error) {
 	ctx, span := i.startSpan(ctx, "replicate.Clone", sourceAttrs(src)...)
 	defer func() { endSpan(span, err) }()
 	defer func() { err = withDiskHint(err, i.cfg.DataDir) }()
@@ -128,7 +141,7 @@ func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 	if i.cfg.SystemID != 0 && sysID != i.cfg.SystemID {
 		return fmt.Errorf("%w: clone source %s belongs to system %d, Config.SystemID is %d", ErrSystemIDMismatch, src, sysID, i.cfg.SystemID)
 	}
-	if err := i.prepareEmptyDir(i.cfg.DataDir, i.cfg.ReplaceDataDir); err != nil {
+	if err := i.prepareEmptyDir(i.cfg.DataDir, replace); err != nil {
 		return err
 	}
 	args := []string{"-D", i.cfg.DataDir, "-h", src.Host, "-p", strconv.Itoa(src.Port), "-U", i.cfg.ReplicationUser,

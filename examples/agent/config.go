@@ -78,6 +78,7 @@ type config struct {
 	watchdog            string
 	watchdogDevice      string
 	fenceGuard          bool
+	recloneOnRewindFail bool
 	// onRoleChange is an executable run on each role change (empty:
 	// none), killed after onRoleChangeTimeout.
 	onRoleChange        string
@@ -206,6 +207,7 @@ func (c *config) settings() []setting {
 		{"departed-slot-ttl", "how long the leader keeps the replication slot of a member that is gone (negative: forever)", &c.departedSlotTTL},
 		{"watchdog", "arm a Linux watchdog device while leading, so that a frozen agent's machine is reset before its lease expires: off, automatic or required", &c.watchdog},
 		{"watchdog-device", "the watchdog device", &c.watchdogDevice},
+		{"reclone-on-rewind-failure", "when pg_rewind cannot bring a former primary back (or fails 3 times in a row), move its data directory aside (never deleted) and clone afresh from the leader; false: wait and publish the problem in the member record", &c.recloneOnRewindFail},
 		{"fence-guard", "while leading, run a fence guard process that fences PostgreSQL when the lease deadline passes without renewal, also when the agent itself is frozen (SIGSTOP, a stall); false: only the agent fences", &c.fenceGuard},
 
 		{"on-role-change", "executable run on each change of this node's role, with the arguments ACTION ROLE CLUSTER NODE like Patroni's callbacks (ACTION on_start for the first role after start, then on_role_change); absolute path, no shell; empty: none", &c.onRoleChange},

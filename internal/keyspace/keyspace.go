@@ -172,6 +172,9 @@ type MemberRecord struct {
 	Tags       map[string]string `json:"tags,omitempty"`
 	// APIURL is the node's HTTP endpoint (health checks), if it has one.
 	APIURL string `json:"api_url,omitempty"`
+	// Problem says why the node cannot take its part and what an operator
+	// can do, e.g. a rewind that keeps failing; empty when none.
+	Problem string `json:"problem,omitempty"`
 	// UpdatedAt is for humans only: never compare it across machines.
 	UpdatedAt time.Time `json:"updated_at"`
 }
