@@ -281,9 +281,12 @@ func TestWithdrawOnTimeout(t *testing.T) {
 	for _, m := range []keyspace.MemberRecord{
 		{Node: "n1", Role: keyspace.RolePrimary, Host: "127.0.0.1", Port: 5432, Timeline: 1, Healthy: true},
 		{Node: "n2", Role: keyspace.RoleReplica, Host: "127.0.0.1", Port: 5433, Timeline: 1, Healthy: true, Streaming: true},
-		{Node: "n3", Role: keyspace.RoleStopped, Host: "127.0.0.1", Port: 5434, Timeline: 1},
+		{Node: "n3", Role: keyspace.RoleStopped, Host: "127.0.0.1", Port: 5434, Timeline: 1, Problem: "pg_rewind cannot bring this data directory back: re-clone it"},
 	} {
 		put(layout.Member(m.Node), enc(keyspace.Encode(m)))
+	}
+	if r := pghactl(t, "--etcd", etcd.Endpoints()[0], "--cluster", "fake", "list"); r.code != 0 || !strings.Contains(r.stdout, "PROBLEM n3: pg_rewind cannot bring this data directory back: re-clone it") {
+		t.Errorf("list does not show n3's problem: %v", r)
 	}
 	pending := func() bool {
 		t.Helper()

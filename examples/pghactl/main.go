@@ -596,6 +596,11 @@ func printList(w io.Writer, st ha.ClusterState, pauseReason string) {
 			m.Timeline, lag, mark(m.Leader), mark(m.Sync))
 	}
 	tw.Flush()
+	for _, m := range st.Members {
+		if m.Problem != "" {
+			fmt.Fprintf(w, "PROBLEM %s: %s\n", m.Node, m.Problem)
+		}
+	}
 	for _, s := range st.Ignored {
 		fmt.Fprintf(w, "ignored record %s\n", s)
 	}
