@@ -669,7 +669,9 @@ func (i *Instance) Restart(ctx context.Context, mode StopMode) error {
 // shutdown (open transactions are rolled back and their clients
 // disconnected, so nothing more commits), waits up to Config.FenceTimeout,
 // then an immediate shutdown, waits up to FenceTimeout again, and then
-// sends SIGKILL to the postmaster's children and the postmaster. It returns
+// sends SIGKILL to the postmaster's children and the postmaster. When ctx
+// has a deadline, each wait is at most a third of the time left, so that
+// the postmaster is gone before the deadline. It returns
 // once the postmaster has exited; a Start racing with it fails with
 // [ErrFenced]. It is a no-op when the server is not running. If ctx ends
 // before the postmaster is gone, Fence kills them at once and returns a
@@ -686,10 +688,20 @@ func (i *Instance) Fence(ctx context.Context) (err error) {
 		return nil
 	}
 	p.stopping.Store(true)
+	// Each step waits FenceTimeout, or less when ctx has a deadline: the
+	// fast and the immediate shutdown get a third each of the time left,
+	// so that the postmaster is gone (SIGKILL if need be) before the
+	// deadline, not after. A partitioned primary's fast shutdown cannot
+	// finish (its WAL senders wait for standbys it cannot reach), and a
+	// lease-loss fence must end before the lease can expire.
+	wait := i.cfg.FenceTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		wait = max(0, min(wait, time.Until(dl)/3))
+	}
 	steps := []struct {
 		sig  syscall.Signal
 		wait time.Duration
-	}{{syscall.SIGINT, i.cfg.FenceTimeout}, {syscall.SIGQUIT, i.cfg.FenceTimeout}}
+	}{{syscall.SIGINT, wait}, {syscall.SIGQUIT, wait}}
 	for _, s := range steps {
 		i.signal(p, s.sig)
 		t := time.NewTimer(s.wait)

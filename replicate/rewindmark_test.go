@@ -242,3 +242,34 @@ func TestStartKillsOrphanBackends(t *testing.T) {
 		}
 	}
 }
+
+// TestFenceBeforeDeadline: a fast shutdown that cannot finish (here a
+// frozen checkpointer; in production a partitioned primary whose WAL
+// senders wait for unreachable standbys) must not make a fence outlive its
+// context's deadline (a lease-loss fence's deadline is the lease's): the
+// waits shrink to fit, and the postmaster is gone when Fence returns nil,
+// before the deadline, even with FenceTimeout longer than the budget.
+func TestFenceBeforeDeadline(t *testing.T) {
+	t.Parallel()
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "fdl", Configure: func(c *replicate.Config) { c.FenceTimeout = 5 * time.Second }})
+	ckpt, err := testutil.PostgresQueryInt(ctx, p, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(int(ckpt), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(int(ckpt), syscall.SIGKILL) })
+	exited := p.Exited()
+	fctx, cancel := context.WithTimeout(ctx, 600*time.Millisecond)
+	defer cancel()
+	if err := p.Fence(fctx); err != nil {
+		t.Fatalf("Fence with a 600 ms budget and a 5 s FenceTimeout: %v (it must finish before its deadline)", err)
+	}
+	select {
+	case <-exited:
+	default:
+		t.Fatal("Fence returned nil but the postmaster has not exited")
+	}
+}
