@@ -198,6 +198,9 @@ func TestCampaignResignSingleMember(t *testing.T) {
 		}
 		return term.Err()
 	})
+	if rtt := term.RenewalRTT(); rtt <= 0 || rtt > time.Second {
+		t.Fatalf("RenewalRTT after renewals on loopback = %v; want a measured round trip", rtt)
+	}
 
 	if err := term.Proclaim(ctx, []byte("node-a v2")); err != nil {
 		t.Fatalf("Proclaim: %v", err)
@@ -629,5 +632,22 @@ func TestWaitingCandidateLeaseExpires(t *testing.T) {
 	}
 	if _, err := b.Leader(testutil.Ctx(t, 10*time.Second)); !errors.Is(err, election.ErrNoLeader) {
 		t.Fatalf("Leader after b's failed campaign = %v; want ErrNoLeader", err)
+	}
+}
+
+func TestSlowRenewalRule(t *testing.T) {
+	for _, tc := range []struct {
+		rtt, ttl time.Duration
+		slow     bool
+	}{
+		{time.Millisecond, 2 * time.Second, false},
+		{199 * time.Millisecond, 2 * time.Second, false},
+		{201 * time.Millisecond, 2 * time.Second, true},
+		{400 * time.Millisecond, 5 * time.Second, false},
+		{600 * time.Millisecond, 5 * time.Second, true},
+	} {
+		if got := election.SlowRenewal(tc.rtt, tc.ttl); got != tc.slow {
+			t.Errorf("SlowRenewal(%v, %v) = %v, want %v", tc.rtt, tc.ttl, got, tc.slow)
+		}
 	}
 }

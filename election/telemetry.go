@@ -14,6 +14,7 @@ type telemetry struct {
 	tracer      trace.Tracer
 	transitions metric.Int64Counter
 	acquire     metric.Float64Histogram
+	renewal     metric.Float64Histogram
 }
 
 func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) (*telemetry, error) {
@@ -33,6 +34,11 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) (*telemetry,
 	if tel.acquire, err = m.Float64Histogram("pgha.election.acquire.duration",
 		metric.WithUnit("s"),
 		metric.WithDescription("Time from the start of a campaign to winning it.")); err != nil {
+		return nil, err
+	}
+	if tel.renewal, err = m.Float64Histogram("pgha.election.renewal.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Round trip of each successful lease renewal (send to answer); over a tenth of the TTL makes a false fence likely.")); err != nil {
 		return nil, err
 	}
 	return tel, nil

@@ -47,6 +47,8 @@ type Term struct {
 
 	mu         sync.Mutex
 	validUntil time.Time
+	rtt        time.Duration // round trip of the last successful renewal
+	slowWarned bool
 	err        error
 	span       trace.Span // set when won, ended with the term
 
@@ -341,12 +343,21 @@ func (t *Term) run() {
 			switch {
 			case r.err == nil && r.ttl > 0:
 				vu := r.sent.Add(time.Duration(r.ttl)*time.Second - t.e.margin)
+				rtt := t.e.now().Sub(r.sent)
+				t.e.tel.renewal.Record(context.Background(), rtt.Seconds())
 				t.mu.Lock()
 				if t.err == nil && vu.After(t.validUntil) {
 					t.validUntil = vu
 				}
 				vu = t.validUntil
+				t.rtt = rtt
+				warn := slowRenewal(rtt, t.e.ttl) && !t.slowWarned
+				t.slowWarned = t.slowWarned || warn
 				t.mu.Unlock()
+				if warn {
+					t.log.Warn("lease renewal round trip is over a tenth of the lease TTL: on this network a slow renewal can end the term (a false fence); raise the lease TTL",
+						"rtt", rtt.Round(time.Millisecond), "ttl", t.e.ttl)
+				}
 				expiry.Reset(time.Until(vu.Add(-doneLead)))
 				renew.Reset(t.e.renew)
 			case r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound):
@@ -435,3 +446,19 @@ func jitter(d time.Duration) time.Duration {
 	}
 	return rand.N(d)
 }
+
+// RenewalRTT returns the round trip of the term's last successful lease
+// renewal (send to answer, on the local monotonic clock), 0 before the
+// first. Safe for concurrent use.
+func (t *Term) RenewalRTT() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rtt
+}
+
+// slowRenewal reports whether a renewal round trip rtt makes a false fence
+// likely with lease TTL ttl. The rule follows etcd's own tuning guide,
+// which puts the election timeout at about ten round trips: a lease TTL
+// below ten renewal round trips leaves too little room for one slow
+// renewal before ValidUntil.
+func slowRenewal(rtt, ttl time.Duration) bool { return rtt*10 > ttl }

@@ -96,9 +96,14 @@ func (m *Manager) step(ctx context.Context) error {
 	m.status.Role = Role(roleOf(o, m.leading()))
 	m.tel.role.Store(m.status.Role)
 	m.tel.lag.Store(lagBytes(o))
+	m.status.LeaseRenewalMS = 0
+	t := m.currentTerm()
+	if t != nil && t.Err() == nil {
+		m.status.LeaseRenewalMS = float64(t.RenewalRTT().Microseconds()) / 1000
+	}
 	m.hs = handlerStatus{Status: m.status, LagBytes: lagBytes(o), pgRunning: o.Local.Running,
 		streaming: o.Local.Streaming, lastStep: time.Now()}
-	if t := m.currentTerm(); t != nil && t.Err() == nil {
+	if t != nil && t.Err() == nil {
 		m.hs.validUntil = t.ValidUntil()
 	}
 	m.mu.Unlock()

@@ -38,6 +38,11 @@ type Status struct {
 	LastAction string `json:"last_action"`
 	// LastError is the latest action's error, "" if it succeeded.
 	LastError string `json:"last_error,omitempty"`
+	// LeaseRenewalMS is the round trip of the leader's last lease renewal
+	// in milliseconds (0 when not leading). Over a tenth of the lease TTL
+	// makes a false fence likely: the election logs a warning, and
+	// pgha.election.renewal.duration has every renewal.
+	LeaseRenewalMS float64 `json:"lease_renewal_ms,omitempty"`
 }
 
 // Manager runs the HA loop of one node. Create it with [New] and run it

@@ -1,0 +1,4 @@
+package election
+
+// SlowRenewal exports slowRenewal to the external tests.
+var SlowRenewal = slowRenewal
