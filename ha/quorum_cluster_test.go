@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
 )
 
 // TestQuorumRepeatedFailovers: in quorum mode (ANY 1 of the two standbys)
@@ -63,4 +64,44 @@ func (c *testCluster) waitQuorum(lead *testNode, k, n int) {
 		}
 		return nil
 	})
+}
+
+// TestQuorumVoterRemovedAndAdded: under a writer, a voter leaves (its node
+// stops) and comes back; the leader applies ANY 1 of the one voter left,
+// then of both again, narrowing and widening the record as it goes; then
+// the primary is killed and no acknowledged write is lost.
+func TestQuorumVoterRemovedAndAdded(t *testing.T) {
+	c := startCluster(t, clusterOpts{syncMode: SyncQuorum})
+	c.sample()
+	lead := c.waitHealthy(90 * time.Second)
+	w := c.startWriter()
+	defer w.stop()
+	c.waitQuorum(lead, 1, 2)
+	w.waitMore(t, 30, 30*time.Second, "writes with two voters")
+	var gone *testNode
+	for _, n := range c.nodes {
+		if n != lead {
+			gone = n
+			break
+		}
+	}
+	c.stopManager(gone, false)
+	ctx := t.Context()
+	if err := gone.inst.Stop(ctx, replicate.Fast); err != nil {
+		t.Fatal(err)
+	}
+	c.waitQuorum(lead, 1, 1)
+	w.waitMore(t, 30, 30*time.Second, "writes with one voter")
+	c.startManager(gone)
+	c.waitHealthy(90 * time.Second)
+	c.waitQuorum(lead, 1, 2)
+	w.waitMore(t, 30, 30*time.Second, "writes with the voter back")
+	kill9(t, lead)
+	c.waitNewLeader(lead.name, 30*time.Second, "a new leader")
+	w.waitMore(t, 30, 30*time.Second, "writes on the new primary")
+	newLead := c.waitHealthy(90 * time.Second)
+	w.stop()
+	if lost := w.lost(t, newLead); len(lost) > 0 {
+		t.Fatalf("quorum mode lost %d acknowledged writes across a voter's removal and return: %v", len(lost), lost)
+	}
 }

@@ -127,6 +127,11 @@ func TestPlanQuorumSteps(t *testing.T) {
 	if p := planQuorum(in); p.Narrow == nil || !p.Narrow.equal(v(1, "n2")) {
 		t.Fatalf("not narrowed once confirmed: %+v", p)
 	}
+	// A voter added: the record widened first, then applied.
+	p = planQuorum(quorumInput{K: 1, Record: v(1, "n2"), Present: true, Applied: v(1, "n2"), Streaming: []string{"n2", "n3"}})
+	if p.Widen == nil || !p.Widen.equal(v(1, "n2", "n3")) || p.Apply == nil || !p.Apply.equal(v(1, "n2", "n3")) {
+		t.Fatalf("voter added: %+v", p)
+	}
 	// k raised from 1 to 2 (config change): the record keeps k 1 until
 	// confirmed.
 	p = planQuorum(quorumInput{K: 2, Record: v(1, "n2", "n3"), Present: true, Applied: v(1, "n2", "n3"), Streaming: []string{"n2", "n3"}})
