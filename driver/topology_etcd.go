@@ -101,7 +101,7 @@ func (p *Pool) applyLeader(l election.Leader) {
 // at once), and a new watch on another endpoint when the stream goes
 // silent (a stream pinned to a dead or partitioned etcd member).
 func (p *Pool) watchMembers(cli *clientv3.Client) {
-	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Members(), Prefix: true, Logger: p.log})
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Members(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke})
 	if err != nil {
 		p.log.Error("watch member records", "err", err) // cannot happen: the config is ours
 		return
@@ -153,6 +153,10 @@ func (p *Pool) applyMembers(recs map[string][]byte) {
 		}
 	}
 	p.members = members
+	if !p.etcdLive {
+		p.etcdLive = true
+		p.log.Debug("etcd answers: roles and lag from the member records, probes stop")
+	}
 	for name, m := range members {
 		n := p.nodeLocked(name, m.Host, m.Port)
 		n.recordLag.Store(m.LagBytes)
@@ -168,5 +172,37 @@ func (p *Pool) applyMembers(recs map[string][]byte) {
 			p.dropNodeLocked(n)
 		}
 	}
+	// While etcd answers, a replica's lag is its record's: within 64 KiB
+	// of the truth or one heartbeat (LeaseTTL) old (docs/design.md).
+	for name, n := range p.nodes {
+		lag := int64(-1)
+		if m, ok := members[name]; ok && m.Role == keyspace.RoleReplica && m.Healthy {
+			lag = m.LagBytes
+		}
+		n.lag.Store(lag)
+	}
 	p.publishLocked("member records")
+}
+
+// etcdBroke is the member mirror's OnBreak: the watch broke or went
+// silent, so etcd may be unreachable. Until the mirror delivers again
+// (applyMembers), the pool probes every node as in host mode: roles and
+// lag from the probes, and the leader record still names the primary.
+func (p *Pool) etcdBroke(b etcdmirror.Break) {
+	p.mu.Lock()
+	if p.etcdLive && !p.closed {
+		p.etcdLive = false
+		p.log.Info("etcd watch broke: probing the nodes until etcd answers again", "why", b.String())
+		p.publishLocked("etcd watch broke")
+	}
+	p.mu.Unlock()
+	p.kickProber()
+}
+
+// byRecordsLocked reports whether the member records are the evidence of
+// roles and lag: etcd mode, etcd has answered, and the member watch has
+// delivered since it last broke. Then no node is probed but to confirm the
+// leader (see probeTargetsLocked). Called under p.mu.
+func (p *Pool) byRecordsLocked() bool {
+	return p.etcdMode && p.etcdAnswered && p.etcdLive
 }
