@@ -4,15 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
 )
@@ -222,4 +232,349 @@ func TestEtcdSettledNoProbe(t *testing.T) {
 	if !strings.HasPrefix(p.DebugState(), "primary="+now) {
 		t.Errorf("pool state %s; want primary %s", p.DebugState(), now)
 	}
+}
+
+// BenchmarkFleet measures what N pools in etcd mode cost one three-node
+// cluster run by ha managers, and how fast they all follow a switchover.
+// All N pools run in the benchmark process, each with its own etcd client
+// (as N application processes would have), beside the embedded etcd, the
+// three ha managers and the PostgreSQL servers (child processes). Run it
+// alone, once:
+//
+//	PGHA_TEST_PGBIN=$(scripts/ensure-postgres.sh) go test -run '^$' -bench BenchmarkFleet -benchtime 1x -timeout 30m ./driver/
+//
+// Per N it prints, after the pools settled (each wrote once, so each
+// holds one application connection to the primary):
+//
+//   - backends per node: client backends in pg_stat_activity, without the
+//     benchmark's counting session, split into the pools' application
+//     sessions (application_name fleet), probe sessions
+//     (pgha-driver-probe) and the rest (the managers' sessions); and the
+//     extra backends per pool: (all − application − the rest at N = 0) / N;
+//   - background queries per second per node: the xact_commit +
+//     xact_rollback delta of pg_stat_database over a window in which the
+//     application runs nothing (so none of it is the application's), less
+//     the benchmark's own two reads (pg_stat_statements is not loaded). The
+//     N = 0 row is the managers alone. PostgreSQL flushes a backend's
+//     counters at most once a second: the edges of the window are
+//     uncertain by about one second of activity;
+//   - etcd watchers and watch streams: etcd's own gauges
+//     (etcd_debugging_mvcc_watcher_total, _watch_stream_total) from its
+//     /metrics endpoint, the managers' and this benchmark's included;
+//   - CPU per second and RSS of the benchmark process over the window, and
+//     per pool ((value − value at N = 0) / N): the process also runs etcd
+//     (which serves the pools' watches: that share is counted as the
+//     pools') and the managers;
+//   - then a switchover (ha.Switchover). T0 is when the benchmark's own
+//     watch sees the leader record name the new node (not yet writable),
+//     T1 when it sees that record say writable. Each pool starts writing
+//     at T0 (an insert that returns inet_server_port(), retried every
+//     millisecond after an error) and its first write is the first that
+//     succeeds on the new primary; the median and max over the pools of
+//     first write − T1 (and − T0) are printed.
+func BenchmarkFleet(b *testing.B) {
+	c := startHACluster(b, "fl", 3, map[string]string{"max_connections": "600"})
+	ctx := context.Background()
+	leader, err := c.settled(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := testutil.PostgresExec(ctx, c.insts[leader], "create table fleet(pool int, v int)"); err != nil {
+		b.Fatal(err)
+	}
+	// Let the managers' bootstrap settle before the baseline.
+	time.Sleep(3 * time.Second)
+	base := measureFleet(b, c)
+	for _, n := range []int{1, 50, 200} {
+		b.Run(fmt.Sprintf("pools=%d", n), func(b *testing.B) {
+			runFleet(b, c, n, base)
+		})
+	}
+}
+
+// fleetSample is one measurement window.
+type fleetSample struct {
+	app, probe, other map[string]int64 // client backends per node, by kind
+	qps               map[string]float64
+	watchers, streams float64
+	cpuPerSec         float64 // CPU seconds per second of the process
+	rssMiB            float64
+}
+
+func (s fleetSample) String() string {
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(s.app)) {
+		fmt.Fprintf(&b, "%s: backends app %d probe %d other %d, background q/s %.1f; ", name, s.app[name], s.probe[name], s.other[name], s.qps[name])
+	}
+	fmt.Fprintf(&b, "etcd watchers %.0f streams %.0f; process CPU %.3f s/s, RSS %.1f MiB", s.watchers, s.streams, s.cpuPerSec, s.rssMiB)
+	return b.String()
+}
+
+const fleetWindow = 10 * time.Second
+
+// measureFleet measures one window while the pools are idle.
+func measureFleet(b *testing.B, c *haCluster) fleetSample {
+	ctx := context.Background()
+	s := fleetSample{app: map[string]int64{}, probe: map[string]int64{}, other: map[string]int64{}, qps: map[string]float64{}}
+	conns := map[string]*pgx.Conn{}
+	for name, inst := range c.insts {
+		conn, err := inst.Connect(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		conns[name] = conn
+	}
+	xacts := func() map[string]int64 {
+		m := map[string]int64{}
+		for name, conn := range conns {
+			var n int64
+			if err := conn.QueryRow(ctx, "select sum(xact_commit + xact_rollback)::int8 from pg_stat_database").Scan(&n); err != nil {
+				b.Fatal(err)
+			}
+			m[name] = n
+		}
+		return m
+	}
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	x0, t0 := xacts(), time.Now()
+	time.Sleep(fleetWindow) // the measurement window
+	x1, el := xacts(), time.Since(t0)
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := func(r syscall.Rusage) float64 {
+		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e9
+	}
+	s.cpuPerSec = (cpu(ru1) - cpu(ru0)) / el.Seconds()
+	for name := range conns {
+		s.qps[name] = float64(x1[name]-x0[name]-2) / el.Seconds()
+	}
+	for name, conn := range conns {
+		s.app[name], s.probe[name], s.other[name] = 0, 0, 0
+		rows, err := conn.Query(ctx, "select application_name, count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() group by 1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for rows.Next() {
+			var app string
+			var n int64
+			if err := rows.Scan(&app, &n); err != nil {
+				b.Fatal(err)
+			}
+			switch app {
+			case "fleet":
+				s.app[name] += n
+			case "pgha-driver-probe":
+				s.probe[name] += n
+			default:
+				s.other[name] += n
+			}
+		}
+		if err := rows.Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.watchers, s.streams = etcdWatchers(b, c)
+	s.rssMiB = float64(rssBytes(b)) / (1 << 20)
+	return s
+}
+
+// etcdWatchers reads etcd's watcher and watch stream gauges from its
+// /metrics endpoint.
+func etcdWatchers(b *testing.B, c *haCluster) (watchers, streams float64) {
+	resp, err := http.Get(c.etcd.Members()[0].ClientURL + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, _ := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		switch name {
+		case "etcd_debugging_mvcc_watcher_total":
+			watchers = v
+		case "etcd_debugging_mvcc_watch_stream_total":
+			streams = v
+		}
+	}
+	return watchers, streams
+}
+
+// rssBytes is the process's resident set size (VmRSS).
+func rssBytes(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func runFleet(b *testing.B, c *haCluster, n int, base fleetSample) {
+	ctx := testutil.Ctx(b, 10*time.Minute)
+	pools := make([]*driver.Pool, n)
+	for i := range pools {
+		cfg := parse(b, connString("application_name=fleet&pool_max_conns=2&pgha_cluster=fl&pgha_failover_timeout=30s&pgha_etcd="+c.etcd.Endpoints()[0], c.insts[c.names[0]]))
+		cfg.Hosts = nil // etcd alone: no host list probed before it answers
+		cfg.Logger = discardLogger
+		pools[i] = newPool(b, cfg)
+	}
+	for i, p := range pools {
+		if _, err := p.Exec(ctx, "insert into fleet values ($1, 0)", i); err != nil {
+			b.Fatalf("pool %d: first write: %v", i, err)
+		}
+	}
+	testutil.Eventually(b, time.Minute, "every pool settled (no probe connection)", func() error {
+		for i, p := range pools {
+			if st := p.ProbeStat(); st.OpenConns != 0 {
+				return fmt.Errorf("pool %d: %+v", i, st)
+			}
+		}
+		return nil
+	})
+	var connects0 int64
+	for _, p := range pools {
+		connects0 += p.ProbeStat().Connects
+	}
+	s := measureFleet(b, c)
+	var connects1 int64
+	for _, p := range pools {
+		connects1 += p.ProbeStat().Connects
+	}
+	b.Logf("N=0 (managers only): %s", base)
+	b.Logf("N=%d: %s; probe connects in the window %d", n, s, connects1-connects0)
+	var all, app, otherBase int64
+	for name := range s.app {
+		all += s.app[name] + s.probe[name] + s.other[name]
+		app += s.app[name]
+		otherBase += base.other[name]
+	}
+	extra := float64(all-app-otherBase) / float64(n)
+	var qps, qps0 float64
+	for name := range s.qps {
+		qps += s.qps[name]
+		qps0 += base.qps[name]
+	}
+	b.ReportMetric(extra, "extra-backends/pool")
+	b.ReportMetric(qps/3, "bg-q/s/node")
+	b.ReportMetric((qps-qps0)/float64(n), "bg-q/s/pool")
+	b.ReportMetric(s.watchers, "etcd-watchers")
+	b.ReportMetric((s.watchers-base.watchers)/float64(n), "etcd-watchers/pool")
+	b.ReportMetric((s.cpuPerSec-base.cpuPerSec)/float64(n)*1e3, "cpu-ms/s/pool")
+	b.ReportMetric((s.rssMiB-base.rssMiB)/float64(n)*1024, "rss-KiB/pool")
+
+	// The switchover.
+	old, err := c.settled(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	to := c.names[0]
+	if to == old {
+		to = c.names[1]
+	}
+	newPort := c.insts[to].Config().Port
+	t0, t1 := watchLeader(b, c, to)
+	firsts := make([]time.Time, n)
+	var wg sync.WaitGroup
+	for i, p := range pools {
+		wg.Go(func() {
+			<-t0.seen
+			for ctx.Err() == nil {
+				var port int
+				err := p.QueryRow(ctx, "insert into fleet values ($1, 1) returning inet_server_port()", i).Scan(&port)
+				if err == nil && port == newPort {
+					firsts[i] = time.Now()
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	swStart := time.Now()
+	if _, err := ha.Switchover(ctx, c.cli, c.name, to); err != nil {
+		b.Fatalf("switchover to %s: %v", to, err)
+	}
+	wg.Wait()
+	<-t1.seen
+	var d1, d0 []time.Duration
+	for _, f := range firsts {
+		d1 = append(d1, f.Sub(t1.at))
+		d0 = append(d0, f.Sub(t0.at))
+	}
+	slices.Sort(d1)
+	slices.Sort(d0)
+	b.Logf("N=%d: switchover %s → %s: leader record named %s %v after the request, writable %v later; first write of every pool after the writable record: median %v, max %v (min %v); after the first record naming it: median %v, max %v",
+		n, old, to, to, t0.at.Sub(swStart).Round(time.Millisecond), t1.at.Sub(t0.at).Round(time.Millisecond),
+		d1[len(d1)/2].Round(time.Millisecond), d1[len(d1)-1].Round(time.Millisecond), d1[0].Round(time.Millisecond),
+		d0[len(d0)/2].Round(time.Millisecond), d0[len(d0)-1].Round(time.Millisecond))
+	b.ReportMetric(float64(d1[len(d1)/2].Microseconds())/1e3, "first-write-median-ms")
+	b.ReportMetric(float64(d1[len(d1)-1].Microseconds())/1e3, "first-write-max-ms")
+	for _, p := range pools {
+		p.Close()
+	}
+	testutil.Eventually(b, 2*time.Minute, "cluster settled after the switchover", func() error {
+		_, err := c.settled(ctx)
+		return err
+	})
+}
+
+// leaderSeen is when the benchmark's watch saw a leader record.
+type leaderSeen struct {
+	seen chan struct{} // closed when seen
+	at   time.Time
+}
+
+// watchLeader watches the leader records of c and reports when one first
+// names node (t0) and when one first names it writable (t1).
+func watchLeader(b *testing.B, c *haCluster, node string) (t0, t1 *leaderSeen) {
+	t0 = &leaderSeen{seen: make(chan struct{})}
+	t1 = &leaderSeen{seen: make(chan struct{})}
+	layout, _ := keyspace.NewLayout("", c.name)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	// From the revision after the current one: no event is missed while
+	// the watch is being created.
+	resp, err := c.cli.Get(ctx, layout.Leader()+"/", clientv3.WithPrefix())
+	if err != nil {
+		b.Fatal(err)
+	}
+	wch := c.cli.Watch(ctx, layout.Leader()+"/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	go func() {
+		for wr := range wch {
+			for _, ev := range wr.Events {
+				if ev.Type != clientv3.EventTypePut {
+					continue
+				}
+				rec, err := keyspace.Decode[keyspace.LeaderRecord](ev.Kv.Value)
+				if err != nil || rec.Node != node {
+					continue
+				}
+				now := time.Now()
+				if t0.at.IsZero() {
+					t0.at = now
+					close(t0.seen)
+				}
+				if rec.Writable && t1.at.IsZero() {
+					t1.at = now
+					close(t1.seen)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return t0, t1
 }
