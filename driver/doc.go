@@ -27,13 +27,38 @@
 //     serves clusters run by Patroni, CloudNativePG or by hand.
 //
 // With both, etcd decides; the hosts are probed only until etcd first
-// answers. Either way every node is probed for its role and WAL position
-// (for replica lag), every 25 ms while there is no primary, on one probe
-// connection per node (see [Pool.ProbeStat]). With a single host and no
-// etcd the pool presumes the host is the primary, as pgxpool does: it
-// opens no probe connection while the host serves, checks each new
-// connection (recovery, read-only) instead, and probes the host only
-// after a failure or while an operation waits.
+// answers.
+//
+// # Probes and fleet cost
+//
+// A probe is one query (recovery, transaction_read_only, WAL position) on
+// a connection the pool keeps for it: at most one probe connection per
+// node per pool, whatever the mode (application_name pgha-driver-probe,
+// counted by [Pool.ProbeStat], outside MaxConns and [Pool.Stat]).
+//
+// In host mode every node is probed every [Config.ProbeInterval] (every
+// 25 ms, backing off with jitter to 200 ms, while there is no primary or
+// an operation waits): a pool holds one probe connection per node and
+// runs one query per node per interval. With a single host and no etcd
+// the pool presumes the host is the primary, as pgxpool does: it opens no
+// probe connection while the host serves, checks each new connection
+// (recovery, read-only) instead, and probes the host only after a failure
+// or while an operation waits.
+//
+// In etcd mode the member records that pgha's HA managers publish give
+// every node's role, health, timeline and replica lag (role, health and
+// timeline the moment they change; a standby's lag within 64 KiB or one
+// LeaseTTL heartbeat old), so no node is probed but the leader's, and
+// that only to confirm it: when an operation failed on it or waits for a
+// primary, when it refused a write, or when its leader record has said
+// "not writable yet" for longer than ProbeInterval (normally its manager
+// proclaims it writable first, pushed to every pool: a fleet of pools all
+// connecting to a node while it promotes slows the promotion). The probe
+// connection is closed as soon as it is not needed: a settled pool holds
+// none and adds no backend and no query of its own to any node. When the
+// member records' watch breaks or stays silent (etcd unreachable), every
+// node is probed as in host mode until the watch delivers again, and the
+// last leader record still names the primary.
 //
 // An operation waits for a primary only while a failover can be in
 // progress: a primary was known and is gone, or the leader record names
@@ -113,17 +138,19 @@
 // Reads are opt-in: [Pool.Reader] routes Query, QueryRow, SendBatch and a
 // read-only Begin by [Config.ReadMode] to replicas within
 // [Config.MaxReplicaLag], balanced by [Config.ReadBalance], falling back to
-// the primary in [ReadPreferReplicas] mode. For read-your-writes, take
+// the primary in [ReadPreferReplicas] mode. In etcd mode the replicas and
+// their lag are those of the member records (healthy replicas; the lag
+// as published, see above); in host mode, those of the probes. For read-your-writes, take
 // [Pool.CausalToken] after writing and read with [WithCausalToken]: a
 // replica serves the read only once it has replayed past the token.
 //
 // # Concurrency
 //
 // [Pool] and [Reader] are safe for concurrent use. The pool owns one
-// goroutine that probes the nodes (one more per node during a probe round,
-// each on its own connection, application_name pgha-driver-probe) and, with
-// etcd, two that watch the leader and member records; Close stops and joins
-// them. The query path takes no lock and adds no allocation to Exec and
+// goroutine that probes the nodes when they need it (one more per node
+// during a probe round, each on its own connection, application_name
+// pgha-driver-probe) and, with etcd, two that watch the leader and member
+// records (two etcd watchers per pool); Close stops and joins them. The query path takes no lock and adds no allocation to Exec and
 // Query: the primary is an atomic pointer. QueryRow and Begin allocate one
 // small object each, to retry or classify errors.
 //

@@ -38,16 +38,17 @@ type haCluster struct {
 }
 
 // startHACluster starts etcd and one ha manager per node (asynchronous
-// replication, LeaseTTL 2 s, loop 200 ms) and waits for a writable leader
+// replication, LeaseTTL 2 s in tests and the default 5 s in benchmarks,
+// whose load would starve a tighter lease; loop 200 ms) and waits for a writable leader
 // whose standbys all publish healthy, streaming replica records. params are
 // extra PostgreSQL settings of every node.
 func startHACluster(t testing.TB, cluster string, nodes int, params map[string]string) *haCluster {
 	t.Helper()
 	c := &haCluster{name: cluster, etcd: testutil.StartEtcd(t, 1), insts: map[string]*replicate.Instance{}}
 	c.cli = c.etcd.Client(t)
-	log := discardLogger
+	log, ttl := discardLogger, 5*time.Second
 	if _, bench := t.(*testing.B); !bench {
-		log = testLogger(t)
+		log, ttl = testLogger(t), 2*time.Second
 	}
 	for i := 1; i <= nodes; i++ {
 		name := fmt.Sprintf("%s%d", cluster, i)
@@ -72,7 +73,7 @@ func startHACluster(t testing.TB, cluster string, nodes int, params map[string]s
 			Node:         name,
 			Client:       c.etcd.Client(t),
 			Instance:     inst,
-			LeaseTTL:     2 * time.Second,
+			LeaseTTL:     ttl,
 			LoopInterval: 200 * time.Millisecond,
 			Logger:       log.With("node", name),
 		})
@@ -445,6 +446,10 @@ func runFleet(b *testing.B, c *haCluster, n int, base fleetSample) {
 		}
 		return nil
 	})
+	// PostgreSQL flushes an idle session's counters up to 10 s after its
+	// last transaction: let the pools' first writes reach
+	// pg_stat_database before the window.
+	time.Sleep(11 * time.Second)
 	var connects0 int64
 	for _, p := range pools {
 		connects0 += p.ProbeStat().Connects
@@ -489,6 +494,8 @@ func runFleet(b *testing.B, c *haCluster, n int, base fleetSample) {
 	t0, t1 := watchLeader(b, c, to)
 	firsts := make([]time.Time, n)
 	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	errs := map[string]int{}
 	for i, p := range pools {
 		wg.Go(func() {
 			<-t0.seen
@@ -498,6 +505,15 @@ func runFleet(b *testing.B, c *haCluster, n int, base fleetSample) {
 				if err == nil && port == newPort {
 					firsts[i] = time.Now()
 					return
+				}
+				if err != nil {
+					msg := err.Error()
+					if len(msg) > 120 {
+						msg = msg[:120]
+					}
+					errMu.Lock()
+					errs[msg]++
+					errMu.Unlock()
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -520,11 +536,46 @@ func runFleet(b *testing.B, c *haCluster, n int, base fleetSample) {
 		n, old, to, to, t0.at.Sub(swStart).Round(time.Millisecond), t1.at.Sub(t0.at).Round(time.Millisecond),
 		d1[len(d1)/2].Round(time.Millisecond), d1[len(d1)-1].Round(time.Millisecond), d1[0].Round(time.Millisecond),
 		d0[len(d0)/2].Round(time.Millisecond), d0[len(d0)-1].Round(time.Millisecond))
+	for msg, k := range errs {
+		b.Logf("N=%d: %d writes failed during the switchover: %s", n, k, msg)
+	}
 	b.ReportMetric(float64(d1[len(d1)/2].Microseconds())/1e3, "first-write-median-ms")
 	b.ReportMetric(float64(d1[len(d1)-1].Microseconds())/1e3, "first-write-max-ms")
 	for _, p := range pools {
 		p.Close()
 	}
+	// The floor on this machine: N plain pgx connections (TCP, SCRAM, one
+	// query) opened at once to the new primary from this process, as the
+	// N pools must open their first write connection at once.
+	var cwg sync.WaitGroup
+	took := make([]time.Duration, n)
+	start := time.Now()
+	for i := range n {
+		cwg.Go(func() {
+			cc, err := pgx.ParseConfig(connString("application_name=fleet-calibration", c.insts[to]))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			conn, err := pgx.ConnectConfig(ctx, cc)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			var ro bool
+			err = conn.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&ro)
+			took[i] = time.Since(start)
+			conn.Close(ctx)
+			if err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	cwg.Wait()
+	slices.Sort(took)
+	b.Logf("N=%d: %d plain connections opened at once to the new primary (TCP, SCRAM, one query): median %v, max %v",
+		n, n, took[n/2].Round(time.Millisecond), took[n-1].Round(time.Millisecond))
+	b.ReportMetric(float64(took[n-1].Microseconds())/1e3, "connect-herd-max-ms")
 	testutil.Eventually(b, 2*time.Minute, "cluster settled after the switchover", func() error {
 		_, err := c.settled(ctx)
 		return err

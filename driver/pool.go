@@ -51,7 +51,8 @@ type Pool struct {
 	// etcdLive: the member records' watch delivered since it last broke
 	// (see byRecordsLocked).
 	etcdLive    bool
-	leader      string // node name of the leader record, "" if none
+	leader      string    // node name of the leader record, "" if none
+	leaderSince time.Time // when a new leader record, not writable yet, arrived
 	members     map[string]keyspace.MemberRecord
 	badMembers  map[string]string // member key → the unparseable value already logged
 	splitWarned string            // the writable hosts last warned about

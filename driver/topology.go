@@ -108,8 +108,9 @@ func (p *Pool) probeLoop() {
 // known node, each on its one probe connection. In etcd mode while etcd
 // answers, the member records give every node's role, timeline and lag, so
 // only the leader's node is probed, and only to confirm it: while it is
-// not the primary (its record is new and not writable yet, or it was found
-// read-only) or an operation waits for a primary (one failed on it).
+// not the primary (its record has said "not writable yet" for more than
+// ProbeInterval, or it was found read-only) or an operation waits for a
+// primary (one failed on it).
 // Otherwise none: a settled pool holds no probe connection. Called under
 // p.mu.
 func (p *Pool) probeTargetsLocked() []*node {
@@ -118,6 +119,15 @@ func (p *Pool) probeTargetsLocked() []*node {
 	}
 	n := p.nodes[p.leader]
 	if n == nil || (p.primary.Load() == n && p.waiters.Load() == 0) {
+		return nil
+	}
+	if n.state() == wUnknown && time.Since(p.leaderSince) < p.cfg.ProbeInterval {
+		// A new leader, not writable yet: its manager proclaims it
+		// writable once promoted, pushed to every pool. Probing it now
+		// would have every pool of the fleet connect to it (and poll it)
+		// while it promotes: in BenchmarkFleet, promotions took 4 to 10
+		// times longer with 200 pools doing so. Probe it only if its
+		// record stays not writable for ProbeInterval.
 		return nil
 	}
 	return []*node{n}
@@ -287,10 +297,12 @@ func (p *Pool) closeProbe(ctx context.Context, n *node) {
 	p.probeConns.Add(-1)
 }
 
-// ProbeStat counts the connections the pool opens for its own use: one
-// per node, to probe its role and WAL position (application_name
-// pgha-driver-probe). They are outside MaxConns and outside [Pool.Stat],
-// which, as pgxpool's, reports the connections the application can use.
+// ProbeStat counts the connections the pool opens for its own use: at
+// most one per node, to probe its role and WAL position (application_name
+// pgha-driver-probe); in etcd mode none once the pool settled (see the
+// package documentation, "Probes and fleet cost"). They are outside
+// MaxConns and outside [Pool.Stat], which, as pgxpool's, reports the
+// connections the application can use.
 type ProbeStat struct {
 	// OpenConns is the number of probe connections open now.
 	OpenConns int32

@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -85,9 +86,11 @@ func (p *Pool) applyLeader(l election.Leader) {
 	case rec.Writable:
 		n.ws.Store(int32(wWritable))
 	case changed:
-		// A new leader that is not yet promoted: the probes will see when it
-		// is writable, before the manager updates its record.
+		// A new leader that is not yet promoted: its manager proclaims it
+		// writable once promoted; the probes see it first when that is
+		// slow (see probeTargetsLocked).
 		n.ws.Store(int32(wUnknown))
+		p.leaderSince = time.Now()
 		p.lastErr = fmt.Errorf("leader %s is not writable yet", rec.Node)
 	}
 	p.publishLocked("leader record")
