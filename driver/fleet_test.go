@@ -252,13 +252,15 @@ func TestEtcdSettledNoProbe(t *testing.T) {
 //     sessions (application_name fleet), probe sessions
 //     (pgha-driver-probe) and the rest (the managers' sessions); and the
 //     extra backends per pool: (all − application − the rest at N = 0) / N;
-//   - background queries per second per node: the xact_commit +
-//     xact_rollback delta of pg_stat_database over a window in which the
-//     application runs nothing (so none of it is the application's), less
-//     the benchmark's own two reads (pg_stat_statements is not loaded). The
-//     N = 0 row is the managers alone. PostgreSQL flushes a backend's
-//     counters at most once a second: the edges of the window are
-//     uncertain by about one second of activity;
+//   - background queries per second per node: the calls counted by
+//     pg_stat_statements (loaded for the benchmark) over a window in which
+//     the application runs nothing, so none of them is the application's,
+//     less the benchmark's own reads of pg_stat_statements; and, among them,
+//     the pools' probe queries. The N = 0 row is the managers alone (their
+//     status query every loop round). pg_stat_database's xact_commit was
+//     tried first and is blind here: PostgreSQL 15 does not flush the
+//     commit count of a session whose transactions touch no table, which
+//     is the case of both the probe and the managers' status query;
 //   - etcd watchers and watch streams: etcd's own gauges
 //     (etcd_debugging_mvcc_watcher_total, _watch_stream_total) from its
 //     /metrics endpoint, the managers' and this benchmark's included;
@@ -274,29 +276,36 @@ func TestEtcdSettledNoProbe(t *testing.T) {
 //     succeeds on the new primary; the median and max over the pools of
 //     first write − T1 (and − T0) are printed.
 func BenchmarkFleet(b *testing.B) {
-	c := startHACluster(b, "fl", 3, map[string]string{"max_connections": "600"})
+	c := startHACluster(b, "fl", 3, map[string]string{"max_connections": "600", "shared_preload_libraries": "pg_stat_statements"})
 	ctx := context.Background()
 	leader, err := c.settled(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := testutil.PostgresExec(ctx, c.insts[leader], "create table fleet(pool int, v int)"); err != nil {
-		b.Fatal(err)
+	for _, sql := range []string{"create extension pg_stat_statements", "create table fleet(pool int, v int)"} {
+		if err := testutil.PostgresExec(ctx, c.insts[leader], sql); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// Let the managers' bootstrap settle before the baseline.
 	time.Sleep(3 * time.Second)
 	base := measureFleet(b, c)
 	for _, n := range []int{1, 50, 200} {
 		b.Run(fmt.Sprintf("pools=%d", n), func(b *testing.B) {
-			runFleet(b, c, n, base)
+			runFleet(b, c, n, base, true)
 		})
 	}
+	// For comparison: host mode (no etcd), where every pool probes every
+	// node on its own probe connection.
+	b.Run("hosts/pools=50", func(b *testing.B) {
+		runFleet(b, c, 50, base, false)
+	})
 }
 
 // fleetSample is one measurement window.
 type fleetSample struct {
 	app, probe, other map[string]int64 // client backends per node, by kind
-	qps               map[string]float64
+	qps, probeQPS     map[string]float64
 	watchers, streams float64
 	cpuPerSec         float64 // CPU seconds per second of the process
 	rssMiB            float64
@@ -305,7 +314,7 @@ type fleetSample struct {
 func (s fleetSample) String() string {
 	var b strings.Builder
 	for _, name := range slices.Sorted(maps.Keys(s.app)) {
-		fmt.Fprintf(&b, "%s: backends app %d probe %d other %d, background q/s %.1f; ", name, s.app[name], s.probe[name], s.other[name], s.qps[name])
+		fmt.Fprintf(&b, "%s: backends app %d probe %d other %d, background q/s %.1f (probes %.1f); ", name, s.app[name], s.probe[name], s.other[name], s.qps[name], s.probeQPS[name])
 	}
 	fmt.Fprintf(&b, "etcd watchers %.0f streams %.0f; process CPU %.3f s/s, RSS %.1f MiB", s.watchers, s.streams, s.cpuPerSec, s.rssMiB)
 	return b.String()
@@ -316,7 +325,7 @@ const fleetWindow = 10 * time.Second
 // measureFleet measures one window while the pools are idle.
 func measureFleet(b *testing.B, c *haCluster) fleetSample {
 	ctx := context.Background()
-	s := fleetSample{app: map[string]int64{}, probe: map[string]int64{}, other: map[string]int64{}, qps: map[string]float64{}}
+	s := fleetSample{app: map[string]int64{}, probe: map[string]int64{}, other: map[string]int64{}, qps: map[string]float64{}, probeQPS: map[string]float64{}}
 	conns := map[string]*pgx.Conn{}
 	for name, inst := range c.insts {
 		conn, err := inst.Connect(ctx)
@@ -326,22 +335,29 @@ func measureFleet(b *testing.B, c *haCluster) fleetSample {
 		defer conn.Close(ctx)
 		conns[name] = conn
 	}
-	xacts := func() map[string]int64 {
-		m := map[string]int64{}
+	// calls returns, per node, the calls pg_stat_statements counted: all
+	// but the benchmark's own reads, and the probes'.
+	calls := func() (all, probes map[string]int64) {
+		all, probes = map[string]int64{}, map[string]int64{}
 		for name, conn := range conns {
-			var n int64
-			if err := conn.QueryRow(ctx, "select sum(xact_commit + xact_rollback)::int8 from pg_stat_database").Scan(&n); err != nil {
+			var a, p int64
+			err := conn.QueryRow(ctx, `select coalesce(sum(calls) filter (where query not like '%pg_stat_statements%'), 0)::int8,
+				coalesce(sum(calls) filter (where query like '%then pg_last_wal_replay_lsn() else pg_current_wal_lsn()%'), 0)::int8
+				from pg_stat_statements`).Scan(&a, &p)
+			if err != nil {
 				b.Fatal(err)
 			}
-			m[name] = n
+			all[name], probes[name] = a, p
 		}
-		return m
+		return all, probes
 	}
 	var ru0 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-	x0, t0 := xacts(), time.Now()
+	a0, p0 := calls()
+	t0 := time.Now()
 	time.Sleep(fleetWindow) // the measurement window
-	x1, el := xacts(), time.Since(t0)
+	a1, p1 := calls()
+	el := time.Since(t0)
 	var ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	cpu := func(r syscall.Rusage) float64 {
@@ -349,7 +365,8 @@ func measureFleet(b *testing.B, c *haCluster) fleetSample {
 	}
 	s.cpuPerSec = (cpu(ru1) - cpu(ru0)) / el.Seconds()
 	for name := range conns {
-		s.qps[name] = float64(x1[name]-x0[name]-2) / el.Seconds()
+		s.qps[name] = float64(a1[name]-a0[name]) / el.Seconds()
+		s.probeQPS[name] = float64(p1[name]-p0[name]) / el.Seconds()
 	}
 	for name, conn := range conns {
 		s.app[name], s.probe[name], s.other[name] = 0, 0, 0
@@ -424,12 +441,21 @@ func rssBytes(b *testing.B) int64 {
 	return 0
 }
 
-func runFleet(b *testing.B, c *haCluster, n int, base fleetSample) {
+func runFleet(b *testing.B, c *haCluster, n int, base fleetSample, etcd bool) {
 	ctx := testutil.Ctx(b, 10*time.Minute)
 	pools := make([]*driver.Pool, n)
 	for i := range pools {
-		cfg := parse(b, connString("application_name=fleet&pool_max_conns=2&pgha_cluster=fl&pgha_failover_timeout=30s&pgha_etcd="+c.etcd.Endpoints()[0], c.insts[c.names[0]]))
-		cfg.Hosts = nil // etcd alone: no host list probed before it answers
+		var cfg *driver.Config
+		if etcd {
+			cfg = parse(b, connString("application_name=fleet&pool_max_conns=2&pgha_cluster=fl&pgha_failover_timeout=30s&pgha_etcd="+c.etcd.Endpoints()[0], c.insts[c.names[0]]))
+			cfg.Hosts = nil // etcd alone: no host list probed before it answers
+		} else {
+			var insts []*replicate.Instance
+			for _, name := range c.names {
+				insts = append(insts, c.insts[name])
+			}
+			cfg = parse(b, connString("application_name=fleet&pool_max_conns=2&pgha_failover_timeout=30s", insts...))
+		}
 		cfg.Logger = discardLogger
 		pools[i] = newPool(b, cfg)
 	}
@@ -438,18 +464,14 @@ func runFleet(b *testing.B, c *haCluster, n int, base fleetSample) {
 			b.Fatalf("pool %d: first write: %v", i, err)
 		}
 	}
-	testutil.Eventually(b, time.Minute, "every pool settled (no probe connection)", func() error {
+	testutil.Eventually(b, time.Minute, "every pool settled (no probe connection in etcd mode)", func() error {
 		for i, p := range pools {
-			if st := p.ProbeStat(); st.OpenConns != 0 {
+			if st := p.ProbeStat(); etcd && st.OpenConns != 0 {
 				return fmt.Errorf("pool %d: %+v", i, st)
 			}
 		}
 		return nil
 	})
-	// PostgreSQL flushes an idle session's counters up to 10 s after its
-	// last transaction: let the pools' first writes reach
-	// pg_stat_database before the window.
-	time.Sleep(11 * time.Second)
 	var connects0 int64
 	for _, p := range pools {
 		connects0 += p.ProbeStat().Connects
