@@ -81,6 +81,11 @@ func (p *Pool) applyLeader(l election.Leader) {
 	}
 	n := p.nodeLocked(rec.Node, rec.Host, rec.Port)
 	changed := p.leader != rec.Node
+	if prev := p.nodes[p.leader]; changed && prev != nil && prev != p.primary.Load() {
+		// A leader that never became the primary here: close the write
+		// pool a prewarm may have opened to it.
+		p.depose(prev)
+	}
 	p.leader = rec.Node
 	switch {
 	case rec.Writable:
@@ -92,6 +97,7 @@ func (p *Pool) applyLeader(l election.Leader) {
 		n.ws.Store(int32(wUnknown))
 		p.leaderSince = time.Now()
 		p.lastErr = fmt.Errorf("leader %s is not writable yet", rec.Node)
+		p.prewarm(n)
 	}
 	p.publishLocked("leader record")
 	p.kickProber()
