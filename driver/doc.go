@@ -177,8 +177,9 @@
 // [Pool] and [Reader] are safe for concurrent use. The pool owns one
 // goroutine that probes the nodes when they need it (one more per node
 // during a probe round, each on its own connection, application_name
-// pgha-driver-probe) and, with etcd, two that watch the leader and member
-// records (two etcd watchers per pool); Close stops and joins them. The query path takes no lock and adds no allocation to Exec and
+// pgha-driver-probe) and, with etcd, one that watches the leader and member
+// records (one etcd watcher per pool, on the cluster's prefix); Close
+// stops and joins them. The query path takes no lock and adds no allocation to Exec and
 // Query: the primary is an atomic pointer. QueryRow and Begin allocate one
 // small object each, to retry or classify errors.
 //

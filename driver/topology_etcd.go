@@ -1,8 +1,11 @@
 package driver
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,20 +15,14 @@ import (
 	"github.com/pgha/pgha/internal/keyspace"
 )
 
-// startEtcd starts the goroutines that follow the leader record and the
-// member records.
+// startEtcd starts the goroutine that follows the leader record and the
+// member records: one mirror (one etcd watcher) of the cluster's prefix.
 func (p *Pool) startEtcd(cli *clientv3.Client) error {
-	el, err := election.New(election.Config{Client: cli, Prefix: p.layout.Leader(), Logger: p.log})
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Prefix(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke})
 	if err != nil {
-		return fmt.Errorf("driver: watch leader: %w", err)
+		return fmt.Errorf("driver: watch %s: %w", p.layout.Prefix(), err)
 	}
-	leaders := el.Observe(p.ctx)
-	p.wg.Go(func() {
-		for l := range leaders {
-			p.applyLeader(l)
-		}
-	})
-	p.wg.Go(func() { p.watchMembers(cli) })
+	p.wg.Go(func() { p.watchCluster(mr) })
 	return nil
 }
 
@@ -103,28 +100,62 @@ func (p *Pool) applyLeader(l election.Leader) {
 	p.kickProber()
 }
 
-// watchMembers follows the member records until the pool closes, through
-// the one etcd mirror (internal/etcdmirror): a read, a watch from there,
-// a jittered re-read when it breaks (every pool of every application
-// watches these records: after an etcd outage they must not all re-read
-// at once), and a new watch on another endpoint when the stream goes
-// silent (a stream pinned to a dead or partitioned etcd member).
-func (p *Pool) watchMembers(cli *clientv3.Client) {
-	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Members(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke})
-	if err != nil {
-		p.log.Error("watch member records", "err", err) // cannot happen: the config is ours
-		return
-	}
+// watchCluster follows the leader record and the member records until the
+// pool closes, through one etcd mirror of the cluster's prefix
+// (internal/etcdmirror): a read, a watch from there, a jittered re-read
+// when it breaks (every pool of every application watches these records:
+// after an etcd outage they must not all re-read at once), and a new watch
+// on another endpoint when the stream goes silent (a stream pinned to a
+// dead or partitioned etcd member). One watcher per pool, not one per
+// record kind: etcd serves each with its own progress requests. The
+// leader is chosen by [election.LeaderKV], as election.Observe does; the
+// other keys of the prefix (sync, config, history, ...) are ignored.
+func (p *Pool) watchCluster(mr *etcdmirror.Mirror) {
 	recs := etcdmirror.State{}
+	leaderPfx := p.layout.Leader() + "/"
+	membersPfx := p.layout.Members()
+	var last election.Leader
+	sent := false
 	mr.Run(p.ctx, func(u etcdmirror.Update) error {
 		recs.Apply(u)
-		vals := make(map[string][]byte, len(recs))
-		for k, kv := range recs {
-			vals[k] = kv.Value
+		members := u.Snapshot
+		for _, ev := range u.Events {
+			if strings.HasPrefix(string(ev.Kv.Key), membersPfx) {
+				members = true
+			}
 		}
-		p.applyMembers(vals)
+		var l election.Leader
+		if kv := election.LeaderKV(leaderPfx, maps.Values(recs)); kv != nil {
+			l = election.Leader{Key: string(kv.Key), Value: kv.Value, Token: kv.CreateRevision}
+		}
+		if !sent || l.Key != last.Key || l.Token != last.Token || !bytes.Equal(l.Value, last.Value) {
+			p.applyLeader(l)
+			last, sent = l, true
+		}
+		if members {
+			vals := map[string][]byte{}
+			for k, kv := range recs {
+				if strings.HasPrefix(k, membersPfx) {
+					vals[k] = kv.Value
+				}
+			}
+			p.applyMembers(vals)
+		} else {
+			p.noteEtcdLive()
+		}
 		return nil
 	})
+}
+
+// noteEtcdLive records that the mirror delivered. Called by watchCluster.
+func (p *Pool) noteEtcdLive() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.etcdLive && !p.closed {
+		p.etcdLive = true
+		p.log.Debug("etcd answers: roles and lag from the member records, probes stop")
+		p.publishLocked("etcd answers")
+	}
 }
 
 // applyMembers replaces the member records with recs (key → value).
