@@ -66,19 +66,22 @@
 //
 //	go test -run '^$' -bench BenchmarkFleet -benchtime 1x ./driver/
 //
-//	mode   N    extra backends  probe   background q/s      etcd watchers  CPU per   RSS per  first write of every pool after
-//	            per pool        q/s     (primary/standbys)  (per pool)     pool      pool     the writable leader record (median/max)
-//	none   0    -               -       25 / 15 / 15        5              -         -        -
-//	etcd   1    0               0       25 / 15 / 15        7 (2)          1.2 ms/s  736 KiB  11 / 11 ms
-//	etcd   50   0               0       25 / 15 / 15        105 (2)        0.4 ms/s  365 KiB  46 / 47 ms
-//	etcd   200  0               0       25 / 15 / 15        405 (2)        0.4 ms/s  426 KiB  293 / 610 ms
-//	hosts  50   3 (1 per node)  56/node 81 / 71 / 71        5 (0)          0.7 ms/s  944 KiB  221 / 302 ms
+//	mode   N    extra backends  probe    background q/s      etcd watchers  first write of every pool after the
+//	            per pool        q/s      (primary/standbys)  (per pool)     writable leader record (median/max)
+//	none   0    -               -        25 / 15 / 15        5              -
+//	etcd   1    0               0        25 / 15 / 15        6 (1)          46 / 46 ms
+//	etcd   50   0               0        25 / 15 / 15        55 (1)         201 / 262 ms (other runs 46 / 47, 65 / 96)
+//	etcd   200  0               0        25 / 15 / 15        205 (1)        754 / 976 ms (other runs 293 / 610 to 1014 / 1340)
+//	hosts  50   3 (1 per node)  58/node  83 / 73 / 73        5 (0)          182 / 377 ms
 //
 // The background queries are the managers' (pg_stat_statements, while the
-// application is idle). At N = 200 the first writes miss 100 ms: each pool
-// must open and authenticate (SCRAM) a connection to the new primary, and
-// 200 of them opened at once from one process take 0.6 to 1.9 s on that
-// machine; in other runs the maximum was 1.0 to 1.3 s.
+// application is idle); the pools add none in etcd mode. The pools' CPU
+// and memory, measured as the process's less the N = 0 run's, are 0.06
+// to 0.46 ms of CPU per second and 300 to 430 KiB per pool (an etcd
+// client each), too noisy on that machine to say more. At N = 200 the
+// first writes miss 100 ms: each pool must open and authenticate (SCRAM)
+// a connection to the new primary, and 200 plain pgx connections opened
+// at once from that process took 0.6 to 1.9 s in the same runs.
 //
 // An operation waits for a primary only while a failover can be in
 // progress: a primary was known and is gone, or the leader record names
