@@ -651,3 +651,58 @@ func watchLeader(b *testing.B, c *haCluster, node string) (t0, t1 *leaderSeen) {
 	}()
 	return t0, t1
 }
+
+// TestPrewarmedConnChecked: the connection a pool opens ahead to a new
+// leader that is not writable yet is checked before its first use. The
+// leader record moves to a standby (not writable), the pool opens its
+// connection to it, then the record claims the standby writable although
+// it was never promoted (a record that lies, or a promotion undone): no
+// write connection the pool hands out may be to a server in recovery.
+func TestPrewarmedConnChecked(t *testing.T) {
+	primary, standby := pair(t, "pw")
+	etcd := testutil.StartEtcd(t, 1)
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	term1, err := campaignT(ctx, etcd.Endpoints(), "pw", "pw1", primary, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term1.Close()
+	p := newPool(t, parse(t, connString("application_name=pwapp&pgha_cluster=pw&pgha_failover_timeout=1s&pgha_etcd="+etcd.Endpoints()[0])))
+	if _, err := p.Exec(ctx, "insert into w values (0)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := term1.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	term2, err := campaignT(ctx, etcd.Endpoints(), "pw", "pw2", standby, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { term2.Resign(context.Background()); term2.Close() }()
+	testutil.Eventually(t, 10*time.Second, "a connection opened ahead to the new leader", func() error {
+		n, err := backends(ctx, standby, "pwapp")
+		if err == nil && n != 1 {
+			err = fmt.Errorf("%d sessions of the pool on the standby", n)
+		}
+		return err
+	})
+	if err := term2.Proclaim(ctx, leaderRecord("pw2", standby, true)); err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for i := range 10 {
+		var inRecovery bool
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := p.AcquireFunc(actx, func(conn *pgxpool.Conn) error {
+			return conn.QueryRow(actx, "select pg_is_in_recovery()").Scan(&inRecovery)
+		})
+		cancel()
+		if err == nil {
+			ok++
+			if inRecovery {
+				t.Fatalf("acquire %d: a write connection to a server in recovery (%s)", i, p.DebugState())
+			}
+		}
+	}
+	t.Logf("10 acquires with a lying leader record: %d handed out a connection (all out of recovery)", ok)
+}
