@@ -351,6 +351,16 @@ func TestEtcdUnreachable(t *testing.T) {
 	if _, err := p.Exec(ctx, "insert into w values (0)"); err != nil {
 		t.Fatalf("first write: %v", err)
 	}
+	probes := func(what string, open func(int32) bool) {
+		t.Helper()
+		testutil.Eventually(t, 15*time.Second, what, func() error {
+			if st := p.ProbeStat(); !open(st.OpenConns) {
+				return fmt.Errorf("ProbeStat %+v (%s)", st, p.DebugState())
+			}
+			return nil
+		})
+	}
+	probes("no probe connection while etcd answers", func(n int32) bool { return n == 0 })
 
 	proxy.Blackhole()
 	defer proxy.Pass()
@@ -359,6 +369,8 @@ func TestEtcdUnreachable(t *testing.T) {
 			t.Fatalf("write %d with etcd unreachable: %v; want the last known primary to keep serving", i, err)
 		}
 	}
+	// The member watch goes silent: the pool probes the node itself.
+	probes("the node probed while etcd does not answer", func(n int32) bool { return n == 1 })
 
 	// Fence: the primary stops accepting writes.
 	if err := testutil.PostgresExec(ctx, primary, "alter system set default_transaction_read_only = on"); err != nil {

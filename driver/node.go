@@ -152,7 +152,11 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	// "succeeds" with a warning: record it (syncwait.go).
 	pc.ConnConfig.OnNotice = noticeHook(pc.ConnConfig.OnNotice)
 	userAfterConnect := pc.AfterConnect
-	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+	// check is the write connection's check, then the user's AfterConnect.
+	// It runs once per connection: when it is opened, or, for a connection
+	// opened ahead (prewarm) while the node was not yet writable, on its
+	// first acquire.
+	check := func(ctx context.Context, c *pgx.Conn) error {
 		var ro bool
 		// One round trip: a write connection must be to a server out of
 		// recovery whose sessions are not read-only (a fenced primary).
@@ -170,6 +174,13 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		}
 		return nil
 	}
+	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if isPrewarm(ctx) {
+			c.PgConn().CustomData()[uncheckedKey] = true
+			return nil
+		}
+		return check(ctx, c)
+	}
 	userPrepare := pc.PrepareConn
 	if userPrepare == nil && pc.BeforeAcquire != nil {
 		ba := pc.BeforeAcquire
@@ -177,8 +188,17 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	}
 	pc.BeforeAcquire = nil
 	pc.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
+		if isPrewarm(ctx) {
+			return true, nil // released at once, unused
+		}
 		if p.primary.Load() != n {
 			return false, errNotPrimary
+		}
+		if cd := c.PgConn().CustomData(); cd[uncheckedKey] != nil {
+			if err := check(ctx, c); err != nil {
+				return false, err
+			}
+			delete(cd, uncheckedKey)
 		}
 		if userPrepare != nil {
 			return userPrepare(ctx, c)
@@ -198,6 +218,41 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	}
 	n.wp.Store(wp)
 	return wp
+}
+
+// uncheckedKey marks, in a connection's CustomData, a write connection
+// opened ahead that has not passed the write connection's check yet.
+const uncheckedKey = "pgha.unchecked"
+
+type prewarmKey struct{}
+
+func isPrewarm(ctx context.Context) bool { return ctx.Value(prewarmKey{}) != nil }
+
+// prewarm opens one connection in n's write pool ahead of its promotion:
+// n is the new leader, not writable yet. When its record turns writable,
+// every pool of a fleet would otherwise open its first write connection
+// to it at the same instant (BenchmarkFleet: 200 pools took about a
+// second on two cores, most of it authentication); with the connection
+// open, the first write costs one check query. The connection is not
+// checked now (the node is still in recovery): it is checked on its first
+// acquire, before any use, so no write reaches a standby. It counts in
+// Stat once n is the primary; it is closed with n's write pool if n never
+// becomes the primary. Called under p.mu.
+func (p *Pool) prewarm(n *node) {
+	if p.closed || n.dropped {
+		return
+	}
+	wp := p.writePool(n)
+	if wp == nil || wp.Stat().TotalConns() > 0 {
+		return
+	}
+	p.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.WithValue(p.ctx, prewarmKey{}, true), p.cfg.FailoverTimeout)
+		defer cancel()
+		if c, err := wp.Acquire(ctx); err == nil {
+			c.Release()
+		}
+	})
 }
 
 // depose closes n's write pool because n stopped being the primary. The

@@ -48,12 +48,16 @@ type Pool struct {
 	// etcd state
 	etcdMode     bool
 	etcdAnswered bool
-	leader       string // node name of the leader record, "" if none
-	members      map[string]keyspace.MemberRecord
-	badMembers   map[string]string // member key → the unparseable value already logged
-	splitWarned  string            // the writable hosts last warned about
-	lastErr      error             // why there is no primary, for ErrNoPrimary
-	everPrimary  bool              // a primary was ever found
+	// etcdLive: the member records' watch delivered since it last broke
+	// (see byRecordsLocked).
+	etcdLive    bool
+	leader      string    // node name of the leader record, "" if none
+	leaderSince time.Time // when a new leader record, not writable yet, arrived
+	members     map[string]keyspace.MemberRecord
+	badMembers  map[string]string // member key → the unparseable value already logged
+	splitWarned string            // the writable hosts last warned about
+	lastErr     error             // why there is no primary, for ErrNoPrimary
+	everPrimary bool              // a primary was ever found
 	// single: host mode with one host. The host is presumed to be the
 	// primary, as pgxpool presumes its host is there, and is probed only
 	// after a failure or while an operation waits (see probeLoop).

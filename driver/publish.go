@@ -14,14 +14,21 @@ type nodeView struct {
 	state wstate
 	// inRecovery: the node's latest probe succeeded and found it in recovery.
 	inRecovery bool
+	// probed: the node has a probe result (inRecovery is evidence).
+	probed bool
 	// notReplica: its member record names another role than replica.
 	notReplica bool
+	// recordReplica: its member record says a healthy replica.
+	recordReplica bool
 }
 
 // topoInput is the evidence the choice is made from.
 type topoInput struct {
 	// byLeader: etcd has answered, so the leader record names the primary.
 	byLeader bool
+	// byRecords: etcd answers (its watch is not broken), so the member
+	// records name the replicas; the nodes are not probed then.
+	byRecords bool
 	// leader is the node name of the leader record; "" if none.
 	leader string
 	// nodes are the candidates, in the pool's order (candidatesLocked).
@@ -53,8 +60,11 @@ type topoChoice struct {
 // (presume) unless it was found read-only. When several do,
 // the current primary is kept if it is among them and none is chosen
 // otherwise: the pool never picks a side in a split brain. Replicas are
-// the other nodes whose latest probe found them in recovery, less those
-// whose member record says they are not replicas.
+// the other nodes whose member record says a healthy replica while etcd
+// answers (byRecords: no node is probed then); otherwise the nodes whose
+// latest probe found them in recovery (less, with etcd, those whose
+// member record names another role), or, for a node not probed yet, whose
+// member record says a healthy replica.
 func chooseTopology(in topoInput) topoChoice {
 	var out topoChoice
 	if in.byLeader {
@@ -83,7 +93,11 @@ func chooseTopology(in topoInput) topoChoice {
 		}
 	}
 	for _, n := range in.nodes {
-		if n.key == out.primary || !n.inRecovery || (in.byLeader && n.notReplica) {
+		replica := n.inRecovery && !(in.byLeader && n.notReplica)
+		if in.byRecords || !n.probed {
+			replica = n.recordReplica
+		}
+		if n.key == out.primary || !replica {
 			continue
 		}
 		out.replicas = append(out.replicas, n.key)
@@ -101,15 +115,17 @@ func (p *Pool) publishLocked(reason string) {
 	old := p.primary.Load()
 	cands := p.candidatesLocked()
 	byKey := make(map[string]*node, len(cands))
-	in := topoInput{byLeader: p.etcdMode && p.etcdAnswered, leader: p.leader, current: keyOf(old), presume: p.single}
+	in := topoInput{byLeader: p.etcdMode && p.etcdAnswered, byRecords: p.byRecordsLocked(), leader: p.leader, current: keyOf(old), presume: p.single}
 	for _, n := range cands {
 		byKey[n.key] = n
 		v := nodeView{key: n.key, state: n.state()}
-		if r := n.probe.Load(); r != nil && r.err == nil && r.inRecovery {
-			v.inRecovery = true
+		if r := n.probe.Load(); r != nil {
+			v.probed = true
+			v.inRecovery = r.err == nil && r.inRecovery
 		}
-		if m, ok := p.members[n.key]; ok && m.Role != keyspace.RoleReplica {
-			v.notReplica = true
+		if m, ok := p.members[n.key]; ok {
+			v.notReplica = m.Role != keyspace.RoleReplica
+			v.recordReplica = m.Role == keyspace.RoleReplica && m.Healthy
 		}
 		in.nodes = append(in.nodes, v)
 	}

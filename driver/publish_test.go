@@ -8,7 +8,7 @@ import (
 // TestChooseTopology drives the pure choice of primary and replicas.
 func TestChooseTopology(t *testing.T) {
 	w := func(k string) nodeView { return nodeView{key: k, state: wWritable} }
-	r := func(k string) nodeView { return nodeView{key: k, state: wReadOnly, inRecovery: true} }
+	r := func(k string) nodeView { return nodeView{key: k, state: wReadOnly, inRecovery: true, probed: true} }
 	u := func(k string) nodeView { return nodeView{key: k, state: wUnknown} }
 	for _, tc := range []struct {
 		name         string
@@ -35,11 +35,19 @@ func TestChooseTopology(t *testing.T) {
 		{name: "etcd: no leader", in: topoInput{byLeader: true, nodes: []nodeView{w("a"), r("b")}},
 			replicas: []string{"b"}},
 		{name: "etcd: a node in recovery whose record is not a replica's serves no reads",
-			in:      topoInput{byLeader: true, leader: "a", nodes: []nodeView{w("a"), {key: "b", state: wReadOnly, inRecovery: true, notReplica: true}, r("c")}},
+			in:      topoInput{byLeader: true, leader: "a", nodes: []nodeView{w("a"), {key: "b", state: wReadOnly, inRecovery: true, probed: true, notReplica: true}, r("c")}},
 			primary: "a", replicas: []string{"c"}},
 		{name: "hosts: member roles are not consulted before etcd answers",
-			in:      topoInput{nodes: []nodeView{w("a"), {key: "b", state: wReadOnly, inRecovery: true, notReplica: true}}},
+			in:      topoInput{nodes: []nodeView{w("a"), {key: "b", state: wReadOnly, inRecovery: true, probed: true, notReplica: true}}},
 			primary: "a", replicas: []string{"b"}},
+		{name: "etcd answering: replicas are the healthy replicas of the member records, probes or not",
+			in: topoInput{byLeader: true, byRecords: true, leader: "a", nodes: []nodeView{
+				w("a"), {key: "b", recordReplica: true}, {key: "c"}, {key: "d", recordReplica: true, probed: true}, r("e")}},
+			primary: "a", replicas: []string{"b", "d"}},
+		{name: "etcd broken: probes decide, records stand in for nodes not probed yet",
+			in: topoInput{byLeader: true, leader: "a", nodes: []nodeView{
+				w("a"), {key: "b", recordReplica: true}, {key: "c", recordReplica: true, probed: true, state: wUnknown}, r("d")}},
+			primary: "a", replicas: []string{"b", "d"}},
 		{name: "a read-only primary that is not in recovery is no replica", in: topoInput{nodes: []nodeView{{key: "a", state: wReadOnly}}}},
 		{name: "one host: presumed the primary before any probe", in: topoInput{presume: true, nodes: []nodeView{u("a")}},
 			primary: "a"},

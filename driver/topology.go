@@ -56,24 +56,31 @@ func (p *Pool) probeLoop() {
 			fast.Reset()
 		}
 		p.mu.Lock()
-		nodes := p.candidatesLocked()
+		nodes := p.probeTargetsLocked()
 		p.mu.Unlock()
 		for _, n := range nodes {
 			if !containsNode(probed, n) {
 				probed = append(probed, n)
 			}
 		}
-		// Close the probe connections of nodes that left the topology.
+		// Close the probe connections of nodes that are not probed any
+		// more: they left the topology, or the member records serve
+		// instead. Their last probe is forgotten: it would age.
 		kept := probed[:0]
 		for _, n := range probed {
 			if containsNode(nodes, n) {
 				kept = append(kept, n)
-			} else if n.probeConn != nil {
+				continue
+			}
+			if n.probeConn != nil {
 				p.closeProbe(context.Background(), n)
 			}
+			n.probe.Store(nil)
 		}
 		probed = kept
-		p.probeRound(nodes)
+		if len(nodes) > 0 {
+			p.probeRound(nodes)
+		}
 		if p.single {
 			// Probes of a single host are rare: keep no connection open.
 			for _, n := range nodes {
@@ -94,6 +101,36 @@ func (p *Pool) probeLoop() {
 		}
 		timer.Reset(d)
 	}
+}
+
+// probeTargetsLocked returns the nodes to probe now. In host mode, and in
+// etcd mode before etcd answered or while the member watch is broken: every
+// known node, each on its one probe connection. In etcd mode while etcd
+// answers, the member records give every node's role, timeline and lag, so
+// only the leader's node is probed, and only to confirm it: while it is
+// not the primary (its record has said "not writable yet" for more than
+// ProbeInterval, or it was found read-only) or an operation waits for a
+// primary (one failed on it).
+// Otherwise none: a settled pool holds no probe connection. Called under
+// p.mu.
+func (p *Pool) probeTargetsLocked() []*node {
+	if !p.byRecordsLocked() {
+		return p.candidatesLocked()
+	}
+	n := p.nodes[p.leader]
+	if n == nil || (p.primary.Load() == n && p.waiters.Load() == 0) {
+		return nil
+	}
+	if n.state() == wUnknown && time.Since(p.leaderSince) < p.cfg.ProbeInterval {
+		// A new leader, not writable yet: its manager proclaims it
+		// writable once promoted, pushed to every pool. Probing it now
+		// would have every pool of the fleet connect to it (and poll it)
+		// while it promotes: in BenchmarkFleet, promotions took 4 to 10
+		// times longer with 200 pools doing so. Probe it only if its
+		// record stays not writable for ProbeInterval.
+		return nil
+	}
+	return []*node{n}
 }
 
 func containsNode(ns []*node, n *node) bool {
@@ -147,6 +184,9 @@ func (p *Pool) probeRound(nodes []*node) {
 	}
 	for i, n := range nodes {
 		r := results[i]
+		if p.byRecordsLocked() {
+			break // the member records give the lag (applyMembers)
+		}
 		if r.err != nil || !r.inRecovery {
 			n.lag.Store(-1)
 			continue
@@ -257,10 +297,12 @@ func (p *Pool) closeProbe(ctx context.Context, n *node) {
 	p.probeConns.Add(-1)
 }
 
-// ProbeStat counts the connections the pool opens for its own use: one
-// per node, to probe its role and WAL position (application_name
-// pgha-driver-probe). They are outside MaxConns and outside [Pool.Stat],
-// which, as pgxpool's, reports the connections the application can use.
+// ProbeStat counts the connections the pool opens for its own use: at
+// most one per node, to probe its role and WAL position (application_name
+// pgha-driver-probe); in etcd mode none once the pool settled (see the
+// package documentation, "Probes and fleet cost"). They are outside
+// MaxConns and outside [Pool.Stat], which, as pgxpool's, reports the
+// connections the application can use.
 type ProbeStat struct {
 	// OpenConns is the number of probe connections open now.
 	OpenConns int32

@@ -1,8 +1,12 @@
 package driver
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -11,20 +15,14 @@ import (
 	"github.com/pgha/pgha/internal/keyspace"
 )
 
-// startEtcd starts the goroutines that follow the leader record and the
-// member records.
+// startEtcd starts the goroutine that follows the leader record and the
+// member records: one mirror (one etcd watcher) of the cluster's prefix.
 func (p *Pool) startEtcd(cli *clientv3.Client) error {
-	el, err := election.New(election.Config{Client: cli, Prefix: p.layout.Leader(), Logger: p.log})
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Prefix(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke})
 	if err != nil {
-		return fmt.Errorf("driver: watch leader: %w", err)
+		return fmt.Errorf("driver: watch %s: %w", p.layout.Prefix(), err)
 	}
-	leaders := el.Observe(p.ctx)
-	p.wg.Go(func() {
-		for l := range leaders {
-			p.applyLeader(l)
-		}
-	})
-	p.wg.Go(func() { p.watchMembers(cli) })
+	p.wg.Go(func() { p.watchCluster(mr) })
 	return nil
 }
 
@@ -80,42 +78,84 @@ func (p *Pool) applyLeader(l election.Leader) {
 	}
 	n := p.nodeLocked(rec.Node, rec.Host, rec.Port)
 	changed := p.leader != rec.Node
+	if prev := p.nodes[p.leader]; changed && prev != nil && prev != p.primary.Load() {
+		// A leader that never became the primary here: close the write
+		// pool a prewarm may have opened to it.
+		p.depose(prev)
+	}
 	p.leader = rec.Node
 	switch {
 	case rec.Writable:
 		n.ws.Store(int32(wWritable))
 	case changed:
-		// A new leader that is not yet promoted: the probes will see when it
-		// is writable, before the manager updates its record.
+		// A new leader that is not yet promoted: its manager proclaims it
+		// writable once promoted; the probes see it first when that is
+		// slow (see probeTargetsLocked).
 		n.ws.Store(int32(wUnknown))
+		p.leaderSince = time.Now()
 		p.lastErr = fmt.Errorf("leader %s is not writable yet", rec.Node)
+		p.prewarm(n)
 	}
 	p.publishLocked("leader record")
 	p.kickProber()
 }
 
-// watchMembers follows the member records until the pool closes, through
-// the one etcd mirror (internal/etcdmirror): a read, a watch from there,
-// a jittered re-read when it breaks (every pool of every application
-// watches these records: after an etcd outage they must not all re-read
-// at once), and a new watch on another endpoint when the stream goes
-// silent (a stream pinned to a dead or partitioned etcd member).
-func (p *Pool) watchMembers(cli *clientv3.Client) {
-	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Members(), Prefix: true, Logger: p.log})
-	if err != nil {
-		p.log.Error("watch member records", "err", err) // cannot happen: the config is ours
-		return
-	}
+// watchCluster follows the leader record and the member records until the
+// pool closes, through one etcd mirror of the cluster's prefix
+// (internal/etcdmirror): a read, a watch from there, a jittered re-read
+// when it breaks (every pool of every application watches these records:
+// after an etcd outage they must not all re-read at once), and a new watch
+// on another endpoint when the stream goes silent (a stream pinned to a
+// dead or partitioned etcd member). One watcher per pool, not one per
+// record kind: etcd serves each with its own progress requests. The
+// leader is chosen by [election.LeaderKV], as election.Observe does; the
+// other keys of the prefix (sync, config, history, ...) are ignored.
+func (p *Pool) watchCluster(mr *etcdmirror.Mirror) {
 	recs := etcdmirror.State{}
+	leaderPfx := p.layout.Leader() + "/"
+	membersPfx := p.layout.Members()
+	var last election.Leader
+	sent := false
 	mr.Run(p.ctx, func(u etcdmirror.Update) error {
 		recs.Apply(u)
-		vals := make(map[string][]byte, len(recs))
-		for k, kv := range recs {
-			vals[k] = kv.Value
+		members := u.Snapshot
+		for _, ev := range u.Events {
+			if strings.HasPrefix(string(ev.Kv.Key), membersPfx) {
+				members = true
+			}
 		}
-		p.applyMembers(vals)
+		var l election.Leader
+		if kv := election.LeaderKV(leaderPfx, maps.Values(recs)); kv != nil {
+			l = election.Leader{Key: string(kv.Key), Value: kv.Value, Token: kv.CreateRevision}
+		}
+		if !sent || l.Key != last.Key || l.Token != last.Token || !bytes.Equal(l.Value, last.Value) {
+			p.applyLeader(l)
+			last, sent = l, true
+		}
+		if members {
+			vals := map[string][]byte{}
+			for k, kv := range recs {
+				if strings.HasPrefix(k, membersPfx) {
+					vals[k] = kv.Value
+				}
+			}
+			p.applyMembers(vals)
+		} else {
+			p.noteEtcdLive()
+		}
 		return nil
 	})
+}
+
+// noteEtcdLive records that the mirror delivered. Called by watchCluster.
+func (p *Pool) noteEtcdLive() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.etcdLive && !p.closed {
+		p.etcdLive = true
+		p.log.Debug("etcd answers: roles and lag from the member records, probes stop")
+		p.publishLocked("etcd answers")
+	}
 }
 
 // applyMembers replaces the member records with recs (key → value).
@@ -153,6 +193,10 @@ func (p *Pool) applyMembers(recs map[string][]byte) {
 		}
 	}
 	p.members = members
+	if !p.etcdLive {
+		p.etcdLive = true
+		p.log.Debug("etcd answers: roles and lag from the member records, probes stop")
+	}
 	for name, m := range members {
 		n := p.nodeLocked(name, m.Host, m.Port)
 		n.recordLag.Store(m.LagBytes)
@@ -168,5 +212,37 @@ func (p *Pool) applyMembers(recs map[string][]byte) {
 			p.dropNodeLocked(n)
 		}
 	}
+	// While etcd answers, a replica's lag is its record's: within 64 KiB
+	// of the truth or one heartbeat (LeaseTTL) old (docs/design.md).
+	for name, n := range p.nodes {
+		lag := int64(-1)
+		if m, ok := members[name]; ok && m.Role == keyspace.RoleReplica && m.Healthy {
+			lag = m.LagBytes
+		}
+		n.lag.Store(lag)
+	}
 	p.publishLocked("member records")
+}
+
+// etcdBroke is the member mirror's OnBreak: the watch broke or went
+// silent, so etcd may be unreachable. Until the mirror delivers again
+// (applyMembers), the pool probes every node as in host mode: roles and
+// lag from the probes, and the leader record still names the primary.
+func (p *Pool) etcdBroke(b etcdmirror.Break) {
+	p.mu.Lock()
+	if p.etcdLive && !p.closed {
+		p.etcdLive = false
+		p.log.Info("etcd watch broke: probing the nodes until etcd answers again", "why", b.String())
+		p.publishLocked("etcd watch broke")
+	}
+	p.mu.Unlock()
+	p.kickProber()
+}
+
+// byRecordsLocked reports whether the member records are the evidence of
+// roles and lag: etcd mode, etcd has answered, and the member watch has
+// delivered since it last broke. Then no node is probed but to confirm the
+// leader (see probeTargetsLocked). Called under p.mu.
+func (p *Pool) byRecordsLocked() bool {
+	return p.etcdMode && p.etcdAnswered && p.etcdLive
 }
