@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgha/pgha/internal/lsn"
 )
 
 // Reader sends reads by [Config.ReadMode]: to the primary, to replicas
@@ -34,22 +33,18 @@ type CausalToken struct{ lsn uint64 }
 
 // String returns the token in PostgreSQL's pg_lsn form, e.g. "0/16B3748",
 // to pass it between processes. [ParseCausalToken] reads it back.
-func (t CausalToken) String() string {
-	return fmt.Sprintf("%X/%X", t.lsn>>32, uint32(t.lsn))
-}
+func (t CausalToken) String() string { return lsn.Format(t.lsn) }
 
 // IsZero reports whether t is the zero token.
 func (t CausalToken) IsZero() bool { return t.lsn == 0 }
 
 // ParseCausalToken parses the form [CausalToken.String] returns.
 func ParseCausalToken(s string) (CausalToken, error) {
-	hi, lo, ok := strings.Cut(s, "/")
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if !ok || err1 != nil || err2 != nil {
+	l, err := lsn.Parse(s)
+	if err != nil {
 		return CausalToken{}, fmt.Errorf("driver: causal token %q is not a WAL position like 0/16B3748", s)
 	}
-	return CausalToken{h<<32 | l}, nil
+	return CausalToken{l}, nil
 }
 
 type causalKey struct{}
