@@ -61,20 +61,25 @@
 // elected. Every leader-only etcd write (leader record, sync, history,
 // initialize) is a transaction guarded by the term's create revision.
 //
-// A manager that is frozen (SIGSTOP) or dead cannot fence its own
-// PostgreSQL. Clients that use driver.Pool are still protected, because the
-// pool follows the leader record; other clients can keep writing to the old
-// primary until it is stopped. Synchronous mode bounds the damage (commits
-// on the old primary wait for a standby that follows the new one and so
-// never confirm). [Config.Watchdog] closes the gap: the leader arms
+// A manager that is frozen (SIGSTOP, a debugger, a stall on a dead mount)
+// or dead cannot fence its own PostgreSQL. [Config.FenceGuard] closes that
+// gap: while the node leads, a guard process (this executable re-executed;
+// main calls [RunFenceGuardIfRequested] first) holds the fencing deadline
+// on the system-wide monotonic clock, extended only after renewals, and
+// fences PostgreSQL itself when it passes; if the guard dies the manager
+// fences at once. A frozen or paused whole machine or container freezes
+// the guard too: [Config.Watchdog] covers that case (the leader arms
 // /dev/watchdog before it can become writable, with a timeout that ends no
-// later than its lease, and pets it only after renewals, so the machine of
-// a frozen manager is reset in time.
+// later than its lease, and pets it only after renewals). Clients that use
+// driver.Pool are protected in every case, because the pool follows the
+// leader record. Synchronous mode bounds the damage (commits on the old
+// primary wait for a standby that follows the new one and so never
+// confirm).
 //
 // Every deadline is measured on the local monotonic clock, never from
 // timestamps in etcd records: a step of the wall clock (NTP, date -s)
-// neither ends a term early nor extends it (TestWallClockSteps steps it
-// ten minutes each way under a leader).
+// neither ends a term early nor extends it (TestWallClockSteps, run with
+// make test-clock, steps it ten minutes each way under a leader).
 //
 // # Rejoin
 //
@@ -93,6 +98,14 @@
 // synchronous_standby_names names a new standby, and narrowed only after a
 // standby has left it, so a standby that may lack an acknowledged commit
 // is never promoted automatically. A crashed primary fails over at once.
+//
+// In [SyncQuorum] and [SyncQuorumStrict] each commit waits for any
+// SyncStandbys of the streaming standbys (synchronous_standby_names =
+// 'ANY k (...)'), and a standby is promoted only with the records of N - k
+// + 1 of the N voters written after the leader was lost, and only if none
+// of them is ahead of it. The leader changes k and the voters in an order
+// that keeps this rule sound at every instant (docs/design.md has the
+// table and the argument).
 //
 // # Asynchronous mode
 //
