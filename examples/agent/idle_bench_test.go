@@ -30,7 +30,8 @@ import (
 //  1. idle: no client at all;
 //  2. writer: one plain pgx connection to the primary INSERTs a row every
 //     10 ms (100/s) and times each INSERT;
-//  3. stopped: the same writer with the three agents stopped (SIGSTOP),
+//  3. stopped: the same writer with the three agents stopped (SIGSTOP of
+//     each agent and its fence guard, as a frozen container would be),
 //     the baseline that the agents' cost is read against.
 //
 // Per node and phase it prints loop iterations/s (the agent's own loop
@@ -62,7 +63,7 @@ func BenchmarkIdle(b *testing.B) {
 	}
 	b.Cleanup(func() {
 		for _, a := range agents {
-			a.proc.cmd.Process.Signal(syscall.SIGCONT)
+			signalAgent(a, syscall.SIGCONT)
 			a.proc.stop(b)
 		}
 	})
@@ -85,11 +86,11 @@ func BenchmarkIdle(b *testing.B) {
 		}
 		writer := measureIdle(b, ctx, cli, cluster, agents, window, w, false)
 		for _, a := range agents {
-			a.proc.cmd.Process.Signal(syscall.SIGSTOP)
+			signalAgent(a, syscall.SIGSTOP)
 		}
 		stopped := measureIdle(b, ctx, cli, cluster, agents, window, w, true)
 		for _, a := range agents {
-			a.proc.cmd.Process.Signal(syscall.SIGCONT)
+			signalAgent(a, syscall.SIGCONT)
 		}
 		w.close()
 
@@ -406,4 +407,28 @@ func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
 		b.Fatalf("%s=%q: %v", name, v, err)
 	}
 	return d
+}
+
+// signalAgent sends sig to the agent and to its child processes (its fence
+// guard), but not to PostgreSQL (the postmaster is the agent's child too:
+// it keeps serving the writer).
+func signalAgent(a *idleAgent, sig syscall.Signal) {
+	pid := a.proc.cmd.Process.Pid
+	a.proc.cmd.Process.Signal(sig)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		st := string(raw)
+		f := strings.Fields(st[strings.LastIndexByte(st, ')')+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) && !strings.Contains(st, "(postgres)") {
+			syscall.Kill(child, sig)
+		}
+	}
 }
