@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,7 +106,29 @@ func StartEtcdMain(dir string, n int) (*EtcdCluster, error) {
 	return startEtcd(dir, EtcdOptions{Members: n})
 }
 
+// startEtcd starts the cluster, and starts it again on new ports (in a new
+// directory) when a port it chose was taken before etcd bound it: a port
+// free when chosen can become an outgoing connection's local port.
 func startEtcd(base string, opts EtcdOptions) (*EtcdCluster, error) {
+	var c *EtcdCluster
+	var err error
+	for try := 1; try <= 3; try++ {
+		dir := filepath.Join(base, fmt.Sprintf("try%d", try))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("etcd test directory: %w", err)
+		}
+		c, err = startEtcdOnce(dir, opts)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+		if c != nil {
+			c.Close()
+		}
+	}
+	return c, err
+}
+
+func startEtcdOnce(base string, opts EtcdOptions) (*EtcdCluster, error) {
 	if opts.Members == 0 {
 		opts.Members = 1
 	}
@@ -378,12 +401,11 @@ func FreeAddr(t TB) string {
 }
 
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := pickPort()
 	if err != nil {
-		return "", fmt.Errorf("pick a free port: %w", err)
+		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return fmt.Sprintf("127.0.0.1:%d", p), nil
 }
 
 // dumpTail prints the last n lines of a log file to the test log.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,15 +163,9 @@ func chownToPostgres(path string) error {
 	return os.Chown(path, uid, gid)
 }
 
-// freePort returns a loopback TCP port that was free when chosen.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a loopback TCP port that was free when chosen and that
+// no other test of this process was given.
+func freePort() (int, error) { return pickPort() }
 
 // StartPostgres starts a PostgreSQL server for the test: a fresh primary
 // (initdb), or with opts.CloneFrom a standby cloned from that server. It
