@@ -44,6 +44,8 @@ type Term struct {
 
 	done chan struct{}
 	stop chan struct{} // closed to stop the term's goroutines
+	// extended is signalled by ExtendUntil so that run moves its expiry.
+	extended chan struct{}
 
 	mu         sync.Mutex
 	validUntil time.Time
@@ -65,6 +67,7 @@ func newTerm(e *Elector, lease clientv3.LeaseID, validUntil time.Time) *Term {
 		log:        e.log,
 		done:       make(chan struct{}),
 		stop:       make(chan struct{}),
+		extended:   make(chan struct{}, 1),
 		validUntil: validUntil,
 	}
 	t.wg.Add(1)
@@ -110,6 +113,30 @@ func (t *Term) ValidUntil() time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.validUntil
+}
+
+// ExtendUntil moves ValidUntil to until if that is later, and reports
+// whether the term still lasts. It is for a caller that holds its own
+// proof that no other candidate can be elected before until although the
+// lease may not be renewed by then: package ha's failsafe mode, which
+// holds a promise not to campaign from every member that could. The term
+// keeps trying to renew its lease; a renewal that etcd refuses (the lease
+// is gone) or a deleted key still ends it at once.
+func (t *Term) ExtendUntil(until time.Time) bool {
+	t.mu.Lock()
+	if t.err != nil {
+		t.mu.Unlock()
+		return false
+	}
+	if until.After(t.validUntil) {
+		t.validUntil = until
+	}
+	t.mu.Unlock()
+	select {
+	case t.extended <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // Done returns a channel that is closed when the term ends. It closes no
@@ -313,7 +340,19 @@ func (t *Term) run() {
 			inflight.Wait()
 			t.release()
 			return
+		case <-t.extended:
+			if !expiry.Stop() {
+				select {
+				case <-expiry.C:
+				default:
+				}
+			}
+			expiry.Reset(time.Until(t.ValidUntil().Add(-doneLead)))
 		case <-expiry.C:
+			if left := time.Until(t.ValidUntil().Add(-doneLead)); left > 0 {
+				expiry.Reset(left) // ExtendUntil moved the deadline
+				continue
+			}
 			if t.end(ErrLeaseExpired) {
 				cancel()
 				inflight.Wait()
