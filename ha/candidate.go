@@ -37,6 +37,8 @@ func eligible(o observation, node string, l local) (bool, string) {
 	switch {
 	case node == o.Node && o.Policy.NoFailover:
 		return false, "nofailover is set"
+	case o.Failsafe != nil && !o.Failsafe.Has(node):
+		return false, fmt.Sprintf("not named in the failsafe record of %s: only its members may lead while it exists", o.Failsafe.Leader)
 	case !l.Initialized:
 		return false, "no data"
 	case l.RewindIncomplete:

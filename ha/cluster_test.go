@@ -63,6 +63,11 @@ type clusterOpts struct {
 	configure func(node string, c *Config)
 	// pgConfig, when set, edits each node's replicate.Config before New.
 	pgConfig func(node string, c *replicate.Config)
+	// etcdMembers is the etcd cluster's size (default 1); the nodes'
+	// proxies reach its first member.
+	etcdMembers int
+	// started, when set, is called after each manager is created.
+	started func(n *testNode)
 }
 
 func startCluster(t testing.TB, opts clusterOpts) *testCluster {
@@ -73,7 +78,7 @@ func startCluster(t testing.TB, opts clusterOpts) *testCluster {
 	if opts.ttl == 0 {
 		opts.ttl = 2 * time.Second
 	}
-	etcd := testutil.StartEtcd(t, 1)
+	etcd := testutil.StartEtcd(t, max(opts.etcdMembers, 1))
 	c := &testCluster{t: t, etcd: etcd, cli: etcd.Client(t), opts: opts}
 	for i := 1; i <= opts.n; i++ {
 		name := fmt.Sprintf("n%d", i)
@@ -130,6 +135,9 @@ func (c *testCluster) startManager(n *testNode) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.mgr, n.cancel, n.done = mgr, cancel, make(chan error, 1)
+	if c.opts.started != nil {
+		c.opts.started(n)
+	}
 	go func() { n.done <- mgr.Run(ctx) }()
 }
 

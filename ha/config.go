@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/pgha/pgha/election"
@@ -166,6 +168,39 @@ type Config struct {
 	// too): that is Watchdog's job. Default off.
 	FenceGuard bool
 
+	// Failsafe keeps the primary writable while etcd is unreachable, as
+	// long as every member that could replace it promises not to. Its
+	// exact guarantee: when the leader cannot renew its lease, it asks
+	// every member named in the failsafe record (which it keeps current
+	// while etcd works: itself and every member without NoFailover) over
+	// a direct call to their [Manager.Handler] (POST /failsafe, bearer
+	// PeerToken). A member promises only if it cannot reach etcd itself
+	// and the caller leads its own last view; it then neither campaigns
+	// nor promotes for LeaseTTL. The leader stays writable until the
+	// earliest promise runs out (counted from when it sent the request,
+	// minus the election's safety margin); if any member cannot be
+	// reached or says no, it fences by its lease deadline as without
+	// Failsafe. While the record exists, only the nodes it names may
+	// campaign. So a primary cut from etcd while the others reach it is
+	// still replaced within one lease TTL; a whole-etcd outage no longer
+	// stops writes. When etcd returns, the leader renews the same lease:
+	// no new term, no timeline change. Needs APIURL and PeerToken on
+	// every member, and the same Failsafe setting on all of them (a
+	// member with it off says no). Default off.
+	Failsafe bool
+	// APIURL is the base URL (e.g. http://10.0.0.1:8008) where the other
+	// members reach this node's [Manager.Handler]. It is published in the
+	// member record. Required with Failsafe.
+	APIURL string
+	// PeerToken authenticates failsafe calls between members: the bearer
+	// token a leader sends and a member requires, the same on every
+	// member, at least MinAdminTokenBytes long. Required with Failsafe.
+	PeerToken string
+	// PeerClient makes the failsafe calls (set its Transport for TLS).
+	// Default: a client without proxy; each call is bounded by the
+	// leader's deadline.
+	PeerClient *http.Client
+
 	// OnRoleChange, when set, is called after this node's role, as its
 	// member record publishes it, changes, and once for its first role
 	// after Run starts (Old is then ""). Its contract, after client-go's
@@ -267,6 +302,9 @@ func (c *Config) setDefaults() {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	if c.PeerClient == nil {
+		c.PeerClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}}
+	}
 }
 
 // ConfigError reports an invalid [Config] field, its value and the fix.
@@ -312,8 +350,19 @@ func (c Config) Validate() error {
 		return &ConfigError{"PrimaryStartTimeout", c.PrimaryStartTimeout, "must not be negative"}
 	case c.Watchdog != WatchdogOff && c.Watchdog != WatchdogAutomatic && c.Watchdog != WatchdogRequired:
 		return &ConfigError{"Watchdog", fmt.Sprintf("%q", c.Watchdog), `must be "off", "automatic" or "required"`}
+	case c.Failsafe && c.APIURL == "":
+		return &ConfigError{"APIURL", `""`, "is required with Failsafe: the URL where the other members reach this node's Handler, e.g. http://10.0.0.1:8008"}
+	case c.APIURL != "" && !validAPIURL(c.APIURL):
+		return &ConfigError{"APIURL", fmt.Sprintf("%q", c.APIURL), "must be an absolute http:// or https:// URL with a host, e.g. http://10.0.0.1:8008"}
+	case c.Failsafe && len(c.PeerToken) < MinAdminTokenBytes:
+		return &ConfigError{"PeerToken", "(hidden)", "is required with Failsafe and must be at least 16 bytes, the same on every member (e.g. openssl rand -hex 32)"}
 	case c.Watchdog != WatchdogOff && c.LeaseTTL-c.FenceBudget < 2*time.Second:
 		return &ConfigError{"Watchdog", c.Watchdog, fmt.Sprintf("needs LeaseTTL - FenceBudget (%v) of at least 2s: the device counts whole seconds", c.LeaseTTL-c.FenceBudget)}
 	}
 	return nil
+}
+
+func validAPIURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }

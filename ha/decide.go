@@ -25,6 +25,9 @@ type local struct {
 	// NotStreamingSince is when this running standby was first seen not
 	// streaming (zero while it streams).
 	NotStreamingSince time.Time
+	// PromisedUntil: this node promised a failsafe leader not to campaign
+	// or promote before then (zero if never).
+	PromisedUntil time.Time
 	// Following is the leader node this standby was last pointed at.
 	Following string
 	// WasPrimary: this data directory ran as a primary since it was last
@@ -130,6 +133,9 @@ type observation struct {
 	// SwitchoverRev is the etcd revision it was written at.
 	Switchover    *keyspace.SwitchoverRecord
 	SwitchoverRev int64
+	// Failsafe is the failsafe record, nil if none: while it exists only
+	// the nodes it names may campaign.
+	Failsafe *keyspace.FailsafeRecord
 
 	ignored []string // records that did not decode (ClusterStatus)
 }
@@ -296,6 +302,13 @@ func decideFollower(o observation) action {
 // decideCandidate: there is no leader. Campaign only if this node is
 // eligible and the best candidate among fresh member records.
 func decideCandidate(o observation) action {
+	if o.Now.Before(o.Local.PromisedUntil) {
+		return act(actWait, "no leader; promised the failsafe leader not to campaign for another %v", o.Local.PromisedUntil.Sub(o.Now).Round(time.Millisecond))
+	}
+	if o.Failsafe != nil && !o.Failsafe.Has(o.Node) {
+		// Also a forced failover: a failsafe leader did not ask this node.
+		return act(actWait, "no leader; not named in the failsafe record of %s: only its members may lead while it exists (a leader with Failsafe off removes it)", o.Failsafe.Leader)
+	}
 	if sw := o.Switchover; sw != nil && (o.LeaderGoneRev == 0 || o.Now.Sub(o.LeaderGoneAt) < switchoverTimeout) {
 		// A planned switchover (the leader resigned for it) or a manual
 		// failover names the node to promote.

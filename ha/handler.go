@@ -27,6 +27,7 @@ import (
 // use and reads only snapshots the loop publishes.
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+failsafePath, m.failsafeHandler)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		s := m.snapshot()
 		reply(w, s.pgRunning, s)

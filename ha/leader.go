@@ -37,6 +37,9 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 		m.cfg.Client.Txn(ctx).If(term.IsOwner(), clientv3.Compare(clientv3.ModRevision(m.layout.Switchover()), "=", o.SwitchoverRev)).
 			Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
 	}
+	if err := m.maintainFailsafe(ctx, term, o); err != nil {
+		m.log.Warn("failsafe record", "err", err.Error())
+	}
 	m.maintainSlots(ctx, o)
 	if m.cfg.SyncMode != SyncOff {
 		return m.maintainSync(ctx, term, o)

@@ -147,6 +147,8 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 		RewindImpossible: m.rewindImpossible,
 		CrashedAt:        m.crashedAt,
 	}
+	m.startupHold(o)
+	l.PromisedUntil = m.fs.promised()
 	if err == nil {
 		l.RewindIncomplete = st.RewindIncomplete
 		l.Diverged = st.Diverged

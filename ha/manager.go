@@ -68,6 +68,15 @@ type Manager struct {
 	guard      *fenceGuard // Config.FenceGuard's process; nil without one
 	fencerStop chan struct{}
 	fencerDone chan struct{}
+	// fencerPoke wakes the fencer after a failsafe extension, so that
+	// the fence guard's deadline moves at once.
+	fencerPoke chan struct{}
+	// fs is the failsafe state (Config.Failsafe); started is when Run
+	// began, for the start-up hold of a restarted member.
+	fs      failsafe
+	started time.Time
+	// onCampaign, set by tests, is called when a campaign starts.
+	onCampaign atomic.Pointer[func()]
 
 	wasPrimary bool
 	following  string
@@ -154,7 +163,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("ha: telemetry: %w", err)
 	}
 	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log, tel: tel,
-		retry: retryGate{min: cfg.LoopInterval, max: retryMax},
+		retry: retryGate{min: cfg.LoopInterval, max: retryMax}, fencerPoke: make(chan struct{}, 1),
 		view:  newView(cfg.Client, layout, cfg.Node, cfg.now, log)}
 	m.status.Node = cfg.Node
 	if cfg.OnRoleChange != nil {
@@ -179,6 +188,7 @@ func (m *Manager) Status() Status {
 // once; a standby leaves its PostgreSQL running. Run returns nil after a
 // clean exit.
 func (m *Manager) Run(ctx context.Context) error {
+	m.started = time.Now()
 	if err := m.ensureGuard(); err != nil {
 		return fmt.Errorf("ha: %w", err)
 	}

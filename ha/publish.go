@@ -89,7 +89,7 @@ func (m *Manager) memberRecord(o observation) keyspace.MemberRecord {
 		Timeline: l.Timeline, SystemID: strconv.FormatUint(l.SystemID, 10),
 		WriteLSN: l.WriteLSN, ReceiveLSN: l.ReceiveLSN, ReplayLSN: l.ReplayLSN,
 		LagBytes: lagBytes(o), Healthy: l.Running, Streaming: l.Streaming,
-		NoFailover: o.Policy.NoFailover, Priority: m.cfg.Priority, Problem: m.problem,
+		NoFailover: o.Policy.NoFailover, Priority: m.cfg.Priority, Problem: m.problem, APIURL: m.cfg.APIURL,
 	}
 }
 

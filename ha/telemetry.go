@@ -20,6 +20,8 @@ type telemetry struct {
 	tracer     trace.Tracer
 	promotions metric.Int64Counter
 	fences     metric.Int64Counter
+	// failsafeRounds counts promise rounds that kept this leader.
+	failsafeRounds metric.Int64Counter
 	loop       metric.Float64Histogram
 	// memberWrites counts writes of this node's member record.
 	memberWrites metric.Int64Counter
@@ -50,6 +52,9 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, node string)
 		return nil, err
 	}
 	if tel.fences, err = m.Int64Counter("pgha.ha.fences", metric.WithDescription("Times this node fenced its PostgreSQL.")); err != nil {
+		return nil, err
+	}
+	if tel.failsafeRounds, err = m.Int64Counter("pgha.ha.failsafe.rounds", metric.WithDescription("Failsafe promise rounds that kept this leader writable while its lease could not be renewed (etcd unreachable).")); err != nil {
 		return nil, err
 	}
 	if tel.memberWrites, err = m.Int64Counter("pgha.ha.member.writes", metric.WithDescription("Writes of this node's member record to etcd (on a change that matters to other nodes or pools, else one per heartbeat).")); err != nil {

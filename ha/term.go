@@ -79,6 +79,16 @@ func (m *Manager) campaign(ctx context.Context, o observation) error {
 	if err != nil {
 		return err
 	}
+	// No promise to a failsafe leader is given while the campaign runs,
+	// and none may be outstanding when it starts.
+	if ok, until := m.fs.beginCampaign(time.Now()); !ok {
+		m.log.Info("not campaigning: promised the failsafe leader not to", "for", time.Until(until).Round(time.Millisecond))
+		return nil
+	}
+	defer m.fs.endCampaign()
+	if f := m.onCampaign.Load(); f != nil {
+		(*f)()
+	}
 	// Bounded: waiting in etcd's queue never decides who is promoted; a
 	// candidate that did not win quickly goes back to observing.
 	cctx, cancel := context.WithTimeout(ctx, 2*m.cfg.LoopInterval)
@@ -88,6 +98,11 @@ func (m *Manager) campaign(ctx context.Context, o observation) error {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	m.setTerm(term)
+	if err := m.failsafeAfterWin(ctx); err != nil {
+		m.log.Warn("won the election but may not lead; resigning", "why", err.Error())
+		m.dropTerm(ctx)
+		return err
+	}
 	if err := m.armWatchdog(term); err != nil {
 		m.dropTerm(ctx)
 		return err
@@ -162,6 +177,17 @@ func (m *Manager) setTerm(term *election.Term) {
 		}
 	}
 	go m.fencer(term, stop, done)
+	if m.cfg.Failsafe {
+		go m.failsafeKeeper(term, stop)
+	}
+}
+
+// pokeFencer makes the fencer re-read the term's deadline now.
+func (m *Manager) pokeFencer() {
+	select {
+	case m.fencerPoke <- struct{}{}:
+	default:
+	}
 }
 
 // fencer fences PostgreSQL FenceBudget before the term's ValidUntil unless
@@ -235,6 +261,7 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			}
 		case <-guardDone:
 			guardDone = nil // fenced on the next pass
+		case <-m.fencerPoke:
 		case <-timer.C:
 		}
 	}

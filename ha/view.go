@@ -185,6 +185,18 @@ func (v *view) afterChangeLocked(rev int64) {
 	}
 }
 
+// leaderTerm returns the leader's node and token (the create revision of
+// its election key) in this view; "" and 0 when there is none.
+func (v *view) leaderTerm() (string, int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r, key := v.leaderLocked()
+	if r == nil {
+		return "", 0
+	}
+	return r.Node, v.kvs[key].CreateRevision
+}
+
 // leaderLocked returns the leader record and its election key, or nil,
 // by the one leader rule (election.LeaderKV).
 func (v *view) leaderLocked() (*keyspace.LeaderRecord, string) {
@@ -259,6 +271,13 @@ func (v *view) fill(o *observation) bool {
 		o.SyncPresent, o.SyncSet, o.SyncQuorum = true, r.Standbys, r.Quorum
 	}
 	_, o.Paused = v.kvs[v.layout.Pause()]
+	if r, ok := decodeKV[keyspace.FailsafeRecord](v, v.layout.Failsafe()); ok {
+		o.Failsafe = &r
+	} else if _, present := v.kvs[v.layout.Failsafe()]; present {
+		// A record that does not decode still bars campaigns: no node
+		// can tell whether it is named.
+		o.Failsafe = &keyspace.FailsafeRecord{Leader: "(undecodable)"}
+	}
 	if r, ok := decodeKV[keyspace.SwitchoverRecord](v, v.layout.Switchover()); ok {
 		o.Switchover, o.SwitchoverRev = &r, v.kvs[v.layout.Switchover()].ModRevision
 	}

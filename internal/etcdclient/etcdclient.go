@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // New is clientv3.New with cfg.Logger set to a no-op logger when it is
@@ -24,12 +27,26 @@ import (
 // Keep-alives: gRPC raises DialKeepAliveTime below 10 s to 10 s, so a
 // shorter setting does not detect a dead connection sooner. Watches rely
 // on internal/etcdmirror's progress requests for that instead.
+//
+// Reconnects: gRPC's default connection backoff grows to 120 s, so after
+// an etcd outage of a minute a client could wait another half minute
+// before it dials again, and a failsafe leader (ha.Config.Failsafe)
+// would fence although etcd is back. New caps the backoff at
+// MaxReconnectDelay (the caller's DialOptions still win).
 func New(cfg clientv3.Config) (*clientv3.Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	cfg.DialOptions = append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: MaxReconnectDelay},
+		MinConnectTimeout: 5 * time.Second,
+	})}, cfg.DialOptions...)
 	return clientv3.New(cfg)
 }
+
+// MaxReconnectDelay is the longest a client from [New] waits between two
+// attempts to connect to an etcd member.
+const MaxReconnectDelay = time.Second
 
 // TLSFiles names the PEM files of an etcd client's TLS setup. Every field
 // may be empty.

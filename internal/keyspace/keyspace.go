@@ -101,6 +101,11 @@ func (l Layout) Switchover() string { return l.prefix + "switchover" }
 // Pause, when present, disables automatic failover.
 func (l Layout) Pause() string { return l.prefix + "pause" }
 
+// Failsafe is the key of the failsafe record (FailsafeRecord): the members
+// a failsafe leader asks for promises while etcd is unreachable, and the
+// only nodes that may campaign while it exists.
+func (l Layout) Failsafe() string { return l.prefix + "failsafe" }
+
 // History holds the timeline history.
 func (l Layout) History() string { return l.prefix + "history" }
 
@@ -341,6 +346,56 @@ func (r SwitchoverRecord) Validate() error {
 	return nil
 }
 
+// FailsafeRecord is written by a leader in failsafe mode while etcd works,
+// guarded by its term: every member (the leader included) with the URL
+// where it answers the leader's failsafe call. While it exists, only the
+// nodes it names may campaign: they are the nodes a failsafe leader asks
+// for a promise not to, so no node it did not ask can replace it.
+type FailsafeRecord struct {
+	V int `json:"v"`
+	// Leader and Token are the term that wrote it.
+	Leader  string           `json:"leader"`
+	Token   int64            `json:"token"`
+	Members []FailsafeMember `json:"members"`
+}
+
+// FailsafeMember is one member of a FailsafeRecord.
+type FailsafeMember struct {
+	Node string `json:"node"`
+	// APIURL is the base URL of the member's HTTP handler; empty when it
+	// publishes none (the leader then cannot get its promise).
+	APIURL string `json:"api_url,omitempty"`
+}
+
+// Has reports whether node is one of the record's members.
+func (r FailsafeRecord) Has(node string) bool {
+	for _, m := range r.Members {
+		if m.Node == node {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate reports the first missing or invalid field.
+func (r FailsafeRecord) Validate() error {
+	if err := ValidName(r.Leader); err != nil {
+		return fieldErr("failsafe", "leader", err)
+	}
+	if r.Token <= 0 {
+		return fieldErr("failsafe", "token", fmt.Errorf("is %d, want > 0", r.Token))
+	}
+	for i, m := range r.Members {
+		if err := ValidName(m.Node); err != nil {
+			return fieldErr("failsafe", fmt.Sprintf("members[%d].node", i), err)
+		}
+	}
+	if !r.Has(r.Leader) {
+		return fieldErr("failsafe", "members", fmt.Errorf("does not name the leader %s", r.Leader))
+	}
+	return nil
+}
+
 // PauseRecord marks maintenance mode.
 type PauseRecord struct {
 	V      int    `json:"v"`
@@ -385,7 +440,7 @@ func (r ConfigRecord) Validate() error {
 
 // Record is implemented by every record type.
 type Record interface {
-	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord
+	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord | FailsafeRecord
 	Validate() error
 }
 
@@ -431,6 +486,8 @@ func kindOf(v any) string {
 		return "pause"
 	case *ConfigRecord:
 		return "config"
+	case *FailsafeRecord:
+		return "failsafe"
 	}
 	return "unknown"
 }
@@ -498,6 +555,8 @@ func setVersion(v any) {
 	case *SwitchoverRecord:
 		r.V = Version
 	case *PauseRecord:
+		r.V = Version
+	case *FailsafeRecord:
 		r.V = Version
 	case *ConfigRecord:
 		r.V = Version
