@@ -164,7 +164,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, layout: layout, inst: cfg.Instance, el: el, log: log, tel: tel,
 		retry: retryGate{min: cfg.LoopInterval, max: retryMax}, fencerPoke: make(chan struct{}, 1),
-		view:  newView(cfg.Client, layout, cfg.Node, cfg.now, log)}
+		view: newView(cfg.Client, layout, cfg.Node, cfg.now, log)}
 	m.status.Node = cfg.Node
 	if cfg.OnRoleChange != nil {
 		if m.hooks, err = newRoleHooks(cfg.OnRoleChange, log, cfg.MeterProvider, cfg.Node, cfg.LeaseTTL); err != nil {

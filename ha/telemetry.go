@@ -22,7 +22,7 @@ type telemetry struct {
 	fences     metric.Int64Counter
 	// failsafeRounds counts promise rounds that kept this leader.
 	failsafeRounds metric.Int64Counter
-	loop       metric.Float64Histogram
+	loop           metric.Float64Histogram
 	// memberWrites counts writes of this node's member record.
 	memberWrites metric.Int64Counter
 	// role and lag are read by observable gauges.
