@@ -165,6 +165,9 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 		}
 	}
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	// Set before the etcd watch starts: it reads p.single (CI's race
+	// detector caught the write after).
+	p.single = !p.etcdMode && len(p.hostNodes) == 1
 	if p.etcdMode {
 		p.lastErr = fmt.Errorf("etcd has not answered yet (cluster %q)", cfg.Cluster)
 		if err := p.startEtcd(cli); err != nil {
@@ -178,7 +181,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 			p.wg.Go(func() { p.diagnoseEtcd(cfg) })
 		}
 	}
-	if p.single = !p.etcdMode && len(p.hostNodes) == 1; p.single {
+	if p.single {
 		p.mu.Lock()
 		p.publishLocked("single host")
 		p.mu.Unlock()
