@@ -79,6 +79,12 @@ type config struct {
 	watchdogDevice      string
 	fenceGuard          bool
 	recloneOnRewindFail bool
+	// failsafe keeps the primary writable through an etcd outage while
+	// every member promises not to campaign; apiURL is where the others
+	// reach this node's HTTP server (default from pg-advertise-host and
+	// the listen port).
+	failsafe bool
+	apiURL   string
 	// onRoleChange is an executable run on each role change (empty:
 	// none), killed after onRoleChangeTimeout.
 	onRoleChange        string
@@ -208,6 +214,8 @@ func (c *config) settings() []setting {
 		{"watchdog", "arm a Linux watchdog device while leading, so that a frozen agent's machine is reset before its lease expires: off, automatic or required", &c.watchdog},
 		{"watchdog-device", "the watchdog device", &c.watchdogDevice},
 		{"reclone-on-rewind-failure", "when pg_rewind cannot bring a former primary back (or fails 3 times in a row), move its data directory aside (never deleted) and clone afresh from the leader; false: wait and publish the problem in the member record", &c.recloneOnRewindFail},
+		{"failsafe", "keep the primary writable while etcd is unreachable, as long as every member it could be replaced by promises (over HTTP, with the http token) not to campaign; needs the same setting, http token and a reachable api-url on every node; false: every primary fences within the lease TTL when etcd is lost", &c.failsafe},
+		{"api-url", "URL at which the other nodes reach this node's HTTP server (--listen), published in its member record for failsafe calls (default http://<pg-advertise-host>:<listen port>)", &c.apiURL},
 		{"fence-guard", "while leading, run a fence guard process that fences PostgreSQL when the lease deadline passes without renewal, also when the agent itself is frozen (SIGSTOP, a stall); false: only the agent fences", &c.fenceGuard},
 
 		{"on-role-change", "executable run on each change of this node's role, with the arguments ACTION ROLE CLUSTER NODE like Patroni's callbacks (ACTION on_start for the first role after start, then on_role_change); absolute path, no shell; empty: none", &c.onRoleChange},
@@ -621,6 +629,15 @@ func (c *config) validate() error {
 		}
 		c.pgAdvertiseHost = "127.0.0.1"
 	}
+	if c.failsafe {
+		if len(c.httpToken) == 0 {
+			return configErrorf("failsafe needs the token nodes authenticate their failsafe calls with, the same on every node: set PGHA_HTTP_TOKEN or %s", s["http-token-file"].where())
+		}
+		if c.apiURL == "" {
+			_, port, _ := net.SplitHostPort(c.listen)
+			c.apiURL = "http://" + net.JoinHostPort(c.pgAdvertiseHost, port)
+		}
+	}
 	return nil
 }
 
@@ -649,7 +666,7 @@ var fieldSettings = map[string]string{
 	"LeaseTTL": "lease-ttl", "LoopInterval": "loop-interval", "MaxLagOnFailover": "max-lag-on-failover",
 	"SyncMode": "sync-mode", "SyncStandbys": "sync-standbys", "PrimaryStartTimeout": "primary-start-timeout",
 	"DepartedSlotTTL": "departed-slot-ttl", "Watchdog": "watchdog", "WatchdogDevice": "watchdog-device",
-	"FenceGuard":  "fence-guard",
+	"FenceGuard": "fence-guard", "Failsafe": "failsafe", "APIURL": "api-url", "PeerToken": "http-token-file",
 	"FenceBudget": "lease-ttl",
 	// replicate.Config
 	"Name": "node", "DataDir": "pg-data-dir", "BinDir": "pg-bin-dir", "ListenAddresses": "pg-listen-addresses",

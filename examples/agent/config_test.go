@@ -120,12 +120,35 @@ func TestConfigErrors(t *testing.T) {
 		{"advertise port", append(good, "--pg-advertise-port", "70000"), nil, `pg-advertise-port 70000 is outside 1..65535`},
 		{"log level", append(good, "--log-level", "loud"), nil, `log-level "loud": use debug, info, warn or error`},
 		{"listen", append(good, "--listen", "8008"), nil, `listen "8008": want host:port or :port`},
+		{"failsafe without token", append(good, "--failsafe"), nil, "failsafe needs the token nodes authenticate their failsafe calls with, the same on every node: set PGHA_HTTP_TOKEN or --http-token-file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := append(append([]string{}, baseEnv...), tc.env...)
 			_, err := loadConfig(tc.args, env, io.Discard)
 			checkConfigError(t, err, tc.want)
 		})
+	}
+}
+
+// TestFailsafeAPIURL: with --failsafe the API URL defaults to the
+// advertised host and the listen port; an explicit one is kept.
+func TestFailsafeAPIURL(t *testing.T) {
+	good := []string{"--cluster", "c", "--node", "n", "--pg-data-dir", "/d", "--failsafe", "--listen", ":9008",
+		"--pg-listen-addresses", "*", "--pg-advertise-host", "10.0.0.7"}
+	env := append(append([]string{}, baseEnv...), "PGHA_HTTP_TOKEN=0123456789abcdef0123")
+	cfg, err := loadConfig(good, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.apiURL != "http://10.0.0.7:9008" {
+		t.Fatalf("api-url = %q; want http://10.0.0.7:9008", cfg.apiURL)
+	}
+	cfg, err = loadConfig(append(good, "--api-url", "https://n.example:8443"), env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.apiURL != "https://n.example:8443" {
+		t.Fatalf("api-url = %q; want the explicit one", cfg.apiURL)
 	}
 }
 

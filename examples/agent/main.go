@@ -41,7 +41,19 @@
 // /readiness, /liveness and /cluster (see ha.Manager.Handler) and
 // /metrics, the OpenTelemetry metrics of the manager, election and etcd
 // client in the Prometheus format (pgha_ha_role, pgha_ha_promotions_total,
-// ...), plus Go runtime and process metrics.
+// ...), plus Go runtime and process metrics. With --failsafe it also
+// answers the leader's POST /failsafe (bearer token: the http token).
+//
+// # Failsafe
+//
+// --failsafe keeps the primary writable when etcd is lost as a whole: a
+// leader that cannot renew its lease asks every member for a promise not
+// to campaign (POST /failsafe on each member's --api-url, with the http
+// token), and stays writable while every member promises; a member
+// promises only when it cannot reach etcd itself. A primary cut from etcd
+// while the others reach it still fences within the lease TTL. Set it,
+// the same http token (PGHA_HTTP_TOKEN or --http-token-file) and a
+// reachable --api-url on every node. See ha.Config.Failsafe.
 //
 // # Shutdown
 //
@@ -206,6 +218,9 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		Watchdog:               ha.WatchdogMode(cfg.watchdog),
 		WatchdogDevice:         cfg.watchdogDevice,
 		FenceGuard:             cfg.fenceGuard,
+		Failsafe:               cfg.failsafe,
+		APIURL:                 cfg.apiURL,
+		PeerToken:              string(cfg.httpToken),
 		RecloneOnRewindFailure: cfg.recloneOnRewindFail,
 		OnRoleChange:           roleChangeHook(cfg.onRoleChange, cfg.onRoleChangeTimeout, env, log),
 		Logger:                 log,
