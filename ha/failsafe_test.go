@@ -28,7 +28,7 @@ const testPeerToken = "failsafe-test-token-0123456789"
 // failsafeCluster starts a three-node cluster with Failsafe set as on,
 // over etcd of etcdMembers members; every node serves its Handler behind
 // a proxy (node.api) whose URL is its APIURL.
-func failsafeCluster(t *testing.T, on bool, etcdMembers int) (*testCluster, map[string]*testutil.Proxy) {
+func failsafeCluster(t testing.TB, on bool, etcdMembers int) (*testCluster, map[string]*testutil.Proxy) {
 	t.Helper()
 	apis := map[string]*testutil.Proxy{}
 	mgrs := map[string]*atomic.Pointer[Manager]{}
@@ -125,7 +125,7 @@ func (c *testCluster) plainWriter() *writer {
 // stopEtcdQuorum stops every etcd member but the first (the one the nodes'
 // proxies reach): the quorum is lost, leases cannot expire. It returns a
 // function that restores the quorum and waits for it.
-func stopEtcdQuorum(t *testing.T, c *testCluster) func() {
+func stopEtcdQuorum(t testing.TB, c *testCluster) func() {
 	t.Helper()
 	n := c.etcd.EtcdMemberCount()
 	for i := 1; i < n; i++ {
@@ -367,7 +367,7 @@ func TestFailsafePromiseHeld(t *testing.T) {
 
 // waitFailsafeRecord waits until the leader's failsafe record names n
 // members.
-func waitFailsafeRecord(t *testing.T, c *testCluster, leader string, n int) {
+func waitFailsafeRecord(t testing.TB, c *testCluster, leader string, n int) {
 	t.Helper()
 	layout, _ := keyspace.NewLayout("", "test")
 	testutil.Eventually(t, 30*time.Second, "the failsafe record", func() error {
@@ -394,7 +394,7 @@ func waitFailsafeRecord(t *testing.T, c *testCluster, leader string, n int) {
 	})
 }
 
-func timelineOf(t *testing.T, n *testNode) uint32 {
+func timelineOf(t testing.TB, n *testNode) uint32 {
 	t.Helper()
 	st, err := n.inst.Status(context.Background())
 	if err != nil {
