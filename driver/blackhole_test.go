@@ -21,13 +21,13 @@ import (
 // through the pool, with or without a deadline, and records how long each
 // call took and how it failed.
 type bhWriter struct {
-	mu       sync.Mutex
-	started  time.Time // start of the call in progress; zero between calls
-	longest  time.Duration
-	calls    int
-	bad      []error
-	typed    map[string]int
-	lastAck  time.Time
+	mu      sync.Mutex
+	started time.Time // start of the call in progress; zero between calls
+	longest time.Duration
+	calls   int
+	bad     []error
+	typed   map[string]int
+	lastAck time.Time
 }
 
 // TestBlackholedPrimaryFailover: the primary's PostgreSQL black-holes every
