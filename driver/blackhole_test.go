@@ -272,3 +272,86 @@ func TestBlackholedPrimaryFailover(t *testing.T) {
 	}
 	t.Logf("longest call %v; typed errors %v", longest.Round(time.Millisecond), typed)
 }
+
+// TestProbesFindNewLeader: the pool's etcd watch sits on a black-holed
+// etcd member and, here, would not give up on it for a minute (its
+// silence bound raised); the primary's postmaster is killed and the
+// standby promoted under a new leader record. The probes find the leader's
+// node unreachable and the standby writable, and have the leader key read
+// at once from a live member: writes resume on the new primary long
+// before the watch would have noticed.
+func TestProbesFindNewLeader(t *testing.T) {
+	defer driver.SetWatchSilenceLimit(time.Minute)()
+	primary, standby := pair(t, "pf")
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	if _, err := primary.SetSynchronousStandbys(ctx, replicate.SyncSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	etcd := testutil.StartEtcd(t, 3)
+	etcdProxy := testutil.StartProxy(t, "pf-etcd0", strings.TrimPrefix(etcd.Members()[0].ClientURL, "http://"))
+	term1, err := campaignT(ctx, etcd.Endpoints()[1:], "pf", "pf1", primary, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term1.Close()
+	// The member records, as the managers publish them (their heartbeats
+	// would not reach the pool through the black-holed member anyway).
+	layout, _ := keyspace.NewLayout("", "pf")
+	admin := etcd.Client(t)
+	for name, m := range map[string]keyspace.MemberRecord{
+		"pf1": {Node: "pf1", Role: keyspace.RolePrimary, Host: "127.0.0.1", Port: primary.Config().Port, Healthy: true},
+		"pf2": {Node: "pf2", Role: keyspace.RoleReplica, Host: "127.0.0.1", Port: standby.Config().Port, Healthy: true},
+	} {
+		b, err := keyspace.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.Put(ctx, layout.Member(name), string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cli := testutil.NewEtcdClient(t, etcdProxy.URL())
+	cfg := parse(t, connString("pgha_failover_timeout=20s&pgha_probe_timeout=500ms"))
+	cfg.Hosts = nil
+	cfg.Etcd = cli
+	cfg.Cluster = "pf"
+	p := newPool(t, cfg)
+	if _, err := p.Exec(ctx, "insert into w values (0)"); err != nil {
+		t.Fatalf("first write: %v", err)
+	}
+	cli.SetEndpoints(append([]string{etcdProxy.URL()}, etcd.Endpoints()[1:]...)...)
+
+	etcdProxy.Blackhole()
+	defer etcdProxy.Pass()
+	kill(t, primary)
+	if err := term1.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	term2, err := campaignT(ctx, etcd.Endpoints()[1:], "pf", "pf2", standby, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { term2.Resign(context.Background()); term2.Close() }()
+	if _, err := standby.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := term2.Proclaim(ctx, leaderRecord("pf2", standby, true)); err != nil {
+		t.Fatal(err)
+	}
+	recordAt := time.Now()
+	// One call on the write path waits for the primary (and so has the
+	// prober run); it must land on the new one well before the watch
+	// would notice (its silence bound is a minute here; the etcd client's
+	// gRPC keepalive, raised to 10 s by gRPC, breaks the stream after
+	// about 11 s): 5 s is a generous bound.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var port int
+	// Idempotent: the idle connection to the killed postmaster may break
+	// after the query was sent.
+	err = p.QueryRow(driver.WithIdempotent(wctx), "select inet_server_port()").Scan(&port)
+	if err != nil || port != standby.Config().Port {
+		t.Fatalf("write after the failover: port %d, %v; want the new primary's %d (%s)", port, err, standby.Config().Port, p.DebugState())
+	}
+	t.Logf("write acknowledged by the new primary %v after its leader record", time.Since(recordAt).Round(time.Millisecond))
+}

@@ -20,7 +20,7 @@ import (
 // startEtcd starts the goroutine that follows the leader record and the
 // member records: one mirror (one etcd watcher) of the cluster's prefix.
 func (p *Pool) startEtcd(cli *clientv3.Client) error {
-	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Prefix(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke})
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Prefix(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke, SilenceLimit: watchSilenceLimit})
 	if err != nil {
 		return fmt.Errorf("driver: watch %s: %w", p.layout.Prefix(), err)
 	}
@@ -65,6 +65,11 @@ func (p *Pool) rereadLeader(cli *clientv3.Client) {
 		}
 	}
 }
+
+// watchSilenceLimit is the mirror's SilenceLimit; zero for its default
+// (3 s). Tests raise it to show that the probes' help does not depend on
+// the watch's own silence bound.
+var watchSilenceLimit time.Duration
 
 // leaderReadTimeout bounds one read of the leader key by rereadLeader.
 const leaderReadTimeout = time.Second
