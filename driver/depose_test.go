@@ -45,22 +45,35 @@ func (*acquireSignal) TraceAcquireEnd(context.Context, *pgxpool.Pool, pgxpool.Tr
 // as a connection is released, instead of opening a connection to the
 // deposed node and hanging on it until connect_timeout.
 func TestDeposedPrimaryWaitersRerouted(t *testing.T) {
-	primary, standby := pair(t, "dw")
+	testDeposedWaiters(t, "dw", true)
+}
+
+// TestDeposedPrimaryWaitersReroutedWhileHeld: as
+// TestDeposedPrimaryWaitersRerouted, but the application keeps the only
+// connection to the old primary acquired: the waiting call goes to the new
+// primary without any release (its acquire is cancelled when the node is
+// deposed), and the held connection is cut.
+func TestDeposedPrimaryWaitersReroutedWhileHeld(t *testing.T) {
+	testDeposedWaiters(t, "dh", false)
+}
+
+func testDeposedWaiters(t *testing.T, prefix string, release bool) {
+	primary, standby := pair(t, prefix)
 	ctx := testutil.Ctx(t, 2*time.Minute)
 	if _, err := primary.SetSynchronousStandbys(ctx, replicate.SyncSpec{}); err != nil {
 		t.Fatal(err)
 	}
-	proxy := testutil.StartProxy(t, "dw1", addrOf(primary))
+	proxy := testutil.StartProxy(t, prefix+"1", addrOf(primary))
 	_, ps, _ := net.SplitHostPort(proxy.Addr())
 	proxyPort, _ := strconv.Atoi(ps)
 	etcd := testutil.StartEtcd(t, 1)
-	term1, err := campaignT(ctx, etcd.Endpoints(), "dw", "dw1", primary, true)
+	term1, err := campaignT(ctx, etcd.Endpoints(), prefix, prefix+"1", primary, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer term1.Close()
-	// The pool reaches dw1 through the proxy only.
-	rec, err := keyspace.Encode(keyspace.LeaderRecord{Node: "dw1", Host: "127.0.0.1", Port: proxyPort, Writable: true})
+	// The pool reaches the primary through the proxy only.
+	rec, err := keyspace.Encode(keyspace.LeaderRecord{Node: prefix + "1", Host: "127.0.0.1", Port: proxyPort, Writable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +81,7 @@ func TestDeposedPrimaryWaitersRerouted(t *testing.T) {
 		t.Fatal(err)
 	}
 	sig := &acquireSignal{started: make(chan struct{})}
-	cfg := parse(t, connString("pool_max_conns=1&connect_timeout=30&pgha_cluster=dw&pgha_failover_timeout=30s&pgha_etcd="+etcd.Endpoints()[0]))
+	cfg := parse(t, connString("pool_max_conns=1&connect_timeout=30&pgha_cluster="+prefix+"&pgha_failover_timeout=30s&pgha_etcd="+etcd.Endpoints()[0]))
 	cfg.ConnConfig.Tracer = sig
 	p := newPool(t, cfg)
 	held, err := p.Acquire(ctx)
@@ -89,7 +102,7 @@ func TestDeposedPrimaryWaitersRerouted(t *testing.T) {
 	if err := term1.Resign(ctx); err != nil {
 		t.Fatal(err)
 	}
-	term2, err := campaignT(ctx, etcd.Endpoints(), "dw", "dw2", standby, false)
+	term2, err := campaignT(ctx, etcd.Endpoints(), prefix, prefix+"2", standby, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,16 +110,20 @@ func TestDeposedPrimaryWaitersRerouted(t *testing.T) {
 	if _, err := standby.Promote(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := term2.Proclaim(ctx, leaderRecord("dw2", standby, true)); err != nil {
+	if err := term2.Proclaim(ctx, leaderRecord(prefix+"2", standby, true)); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "pool switched to dw2", func() error {
-		if st := p.DebugState(); !strings.HasPrefix(st, "primary=dw2") {
+	testutil.Eventually(t, 10*time.Second, "pool switched to the new primary", func() error {
+		if st := p.DebugState(); !strings.HasPrefix(st, "primary="+prefix+"2") {
 			return errors.New(st)
 		}
 		return nil
 	})
-	held.Release()
+	if release {
+		held.Release()
+	} else {
+		defer held.Release()
+	}
 	const bound = 5 * time.Second // connect_timeout is 30 s
 	select {
 	case err := <-waiting:
@@ -114,8 +131,15 @@ func TestDeposedPrimaryWaitersRerouted(t *testing.T) {
 			t.Errorf("call waiting in Acquire on the deposed primary: %v; want it served by the new primary", err)
 		}
 	case <-time.After(bound):
-		t.Errorf("call waiting in Acquire on the deposed primary still waiting %v after a connection was released", bound)
+		t.Errorf("call waiting in Acquire on the deposed primary still waiting %v after the switch (connection released: %v)", bound, release)
 		proxy.Pass()
+		held.Release() // idempotent: let the waiting call through
 		<-waiting
+	}
+	if !release {
+		// The held connection was cut: using it fails at once.
+		if _, err := held.Exec(ctx, "select 1"); err == nil {
+			t.Errorf("a connection to the deposed primary held across the switch still works")
+		}
 	}
 }

@@ -132,14 +132,46 @@
 // when it turns writable); that connection is checked the same way on its
 // first acquire, before any use, and closed if the node never becomes the
 // primary. When the primary changes, new operations go to the new one at
-// once, idle connections to the old one are closed, and connections in use
-// are destroyed when released. A connection that breaks is dropped alone,
+// once, and every connection to the old one, idle, in flight or held by
+// the application, is cut (its socket closed): an operation in flight
+// there fails at once with the typed errors below (one whose request was
+// not written yet is retried on the new primary), and calls waiting in
+// Acquire for a connection to the old one go back to choosing the
+// primary. The same happens when the primary is found read-only, or dead:
+// a probe (run when an operation failed on it or waits) cannot reach it;
+// in etcd mode it is then withdrawn although the leader record names it,
+// until a probe reaches it again. A connection that breaks is dropped alone,
 // as in pgxpool; the node's idle connections are closed only once the node
 // is known down (its probe failed), deposed or read-only. Connections to
 // the primary use TCP keepalive and TCP_USER_TIMEOUT
 // ([Config.WriteKeepAlive], [Config.WriteTCPUserTimeout]) so that a primary
-// whose packets vanish is noticed in seconds. An operation issued while there is no
+// whose packets vanish is noticed in seconds; the dial of one is bounded
+// by WriteTCPUserTimeout too. An operation issued while there is no
 // primary waits up to [Config.FailoverTimeout] for one.
+//
+// How long a call can wait. FailoverTimeout is one budget per call: all
+// its waits for a primary together (a retry after a failover included)
+// stay within it. On top of it, a call can spend time on a node that
+// stops answering (every packet lost, no reset) until the pool gives up
+// on that node: until the pool sees the leader record move away (pushed
+// by etcd; a watch on a dead etcd member is abandoned after 3 s of
+// silence, see "Probes and fleet cost") or the kernel drops the
+// connection (WriteTCPUserTimeout, or 4 × WriteKeepAlive while waiting
+// for a reply), whichever comes first, plus ProbeTimeout when a probe
+// must find the node dead. A call meets such a node at most twice (the
+// first try and one retry), so, beyond the time the server itself
+// spends running the statement and the caller's own deadline:
+//
+//	wait ≤ FailoverTimeout + 2 × (max(WriteTCPUserTimeout, 4 × WriteKeepAlive) + ProbeTimeout)
+//
+// which is 15 s + 2 × (12 s + 2 s) = 43 s with the defaults; in a
+// failover the pool sees (the leader record moves while the old primary
+// black-holes), a call returns within FailoverTimeout of that moment.
+// TestBlackholedPrimaryFailover checks the latter with the TCP settings
+// off (longest call 3.5 s with FailoverTimeout 5 s: the pool's etcd
+// watch sat on a black-holed member until its 3 s silence bound). A
+// connection the application holds (Acquire) is not released by the pool:
+// it is cut, and Release destroys it.
 //
 // # Errors
 //
@@ -181,10 +213,16 @@
 // goroutine that probes the nodes when they need it (one more per node
 // during a probe round, each on its own connection, application_name
 // pgha-driver-probe) and, with etcd, one that watches the leader and member
-// records (one etcd watcher per pool, on the cluster's prefix); Close
-// stops and joins them. The query path takes no lock and adds no allocation to Exec and
-// Query: the primary is an atomic pointer. QueryRow and Begin allocate one
-// small object each, to retry or classify errors.
+// records (one etcd watcher per pool, on the cluster's prefix) and one
+// that reads the leader key when the probes ask: when the leader's node
+// cannot be reached and another node answers writable, the leader key is
+// read at once (a linearizable Get, 1 s, tried on up to three members)
+// instead of waiting for a watch that may sit on a dead etcd member; Close
+// stops and joins them. The query path takes no lock of the pool's and
+// adds no allocation to Exec and Query but the acquire's cancellation on a primary change (a child
+// context and its registration with the node's, a few small objects per
+// operation): the primary is an atomic pointer. QueryRow and Begin
+// allocate one more small object each, to retry or classify errors.
 //
 // # Failure behaviour
 //

@@ -1,6 +1,9 @@
 package driver
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // DebugState describes the pool's view of the topology, for test failure
 // messages.
@@ -20,4 +23,12 @@ func (p *Pool) DebugState() string {
 		}
 	}
 	return s
+}
+
+// SetWatchSilenceLimit sets the etcd watch's silence bound of the pools
+// created after it, until the returned func restores it.
+func SetWatchSilenceLimit(d time.Duration) (restore func()) {
+	old := watchSilenceLimit
+	watchSilenceLimit = d
+	return func() { watchSilenceLimit = old }
 }

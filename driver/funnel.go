@@ -33,15 +33,21 @@ const (
 )
 
 // run is the funnel. It waits (up to FailoverTimeout) for a primary, runs
-// f on it and, when f fails, classifies the error once: it withdraws or
-// re-checks the node as the class says and, if policy allows, runs f once
-// more on the primary found after the failure. f must report the
-// operation's own failure as its error; results go through its closure.
-// The error returned is the classified one (an [*Error] for ErrOutcomeUnknown
-// and ErrNoPrimary) or, when the failure is not the pool's business, f's
+// f on it and, when f fails, classifies the error: it withdraws or
+// re-checks the node as the class says and, if policy allows, runs f
+// again on the primary found after the failure. A failure that cannot
+// have applied anything (not sent, or refused as read-only) is retried as
+// long as the wait for a primary stays within FailoverTimeout, counted
+// from the call's start over all its waits; any other retry happens once.
+// When that budget runs out, the error is an [*Error] of kind
+// ErrNoPrimary wrapping the last failure. f must report the operation's
+// own failure as its error; results go through its closure. The error
+// returned is the classified one (an [*Error] for ErrOutcomeUnknown and
+// ErrNoPrimary) or, when the failure is not the pool's business, f's
 // error as is.
 func (p *Pool) run(ctx context.Context, op string, policy retryPolicy, f func(n *node) error) error {
-	n, err := p.writer(ctx)
+	deadline := time.Now().Add(p.cfg.FailoverTimeout)
+	n, err := p.writer(ctx, deadline)
 	if err != nil {
 		return err
 	}
@@ -53,14 +59,25 @@ func (p *Pool) run(ctx context.Context, op string, policy retryPolicy, f func(n 
 		}
 		at := time.Now()
 		retry, rerr := p.afterErr(ctx, n, op, err, policy)
-		if !retry || attempt > 0 {
+		if !retry {
 			return rerr
 		}
-		if n, err = p.retryTarget(ctx, n, err, at); err != nil {
+		if unapplied := classify(ctx, err) != classConn; !unapplied && attempt > 0 || attempt >= maxAttempts {
+			return rerr
+		}
+		if !at.Before(deadline) {
+			return &Error{Kind: ErrNoPrimary, Op: op, Node: n.key, Err: err}
+		}
+		if n, err = p.retryTarget(ctx, n, err, at, deadline); err != nil {
 			return err
 		}
 	}
 }
+
+// maxAttempts bounds the runs of one operation: each retry waits for new
+// evidence (another primary, or a probe that found the node writable
+// again), and all within FailoverTimeout; this is a backstop.
+const maxAttempts = 8
 
 // afterErr records what err says about n (a failed connection, a node
 // that refused a write) and decides whether the operation may run again:
@@ -92,33 +109,33 @@ func (p *Pool) afterErr(ctx context.Context, n *node, op string, err error, poli
 }
 
 // retryTarget returns the node to retry on after err on n at time at.
-func (p *Pool) retryTarget(ctx context.Context, n *node, err error, at time.Time) (*node, error) {
+func (p *Pool) retryTarget(ctx context.Context, n *node, err error, at, deadline time.Time) (*node, error) {
 	if errors.Is(err, errNotPrimary) || errors.Is(err, errReadOnlyConn) || classify(ctx, err) == classReadOnly {
-		return p.writer(ctx)
+		return p.writer(ctx, deadline)
 	}
-	return p.await(ctx, n, at)
+	return p.await(ctx, n, at, deadline)
 }
 
-// writer returns the primary, waiting up to FailoverTimeout for one.
-func (p *Pool) writer(ctx context.Context) (*node, error) {
+// writer returns the primary, waiting until deadline for one.
+func (p *Pool) writer(ctx context.Context, deadline time.Time) (*node, error) {
 	if n := p.primary.Load(); n != nil {
 		return n, nil
 	}
-	return p.await(ctx, nil, time.Time{})
+	return p.await(ctx, nil, time.Time{}, deadline)
 }
 
-// await waits for a primary. With failed != nil it waits for a primary other
-// than failed, or for a probe of failed sent after since that found it
-// writable.
+// await waits for a primary, until deadline. With failed != nil it waits
+// for a primary other than failed, or for a probe of failed sent after
+// since that found it writable.
 //
 // It waits only while a failover can be in progress (see
 // [Pool.failoverPossibleLocked]); otherwise it fails at once, as pgxpool
 // would, with an [*Error] of kind ErrNoPrimary that wraps why there is no
 // primary (the probe's dial, authentication or database error). It gives
-// up after FailoverTimeout with ErrNoPrimary, and when ctx ends with an
+// up at deadline with ErrNoPrimary, and when ctx ends with an
 // error matching both ErrNoPrimary and ctx's error, saying what it waited
 // for.
-func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node, error) {
+func (p *Pool) await(ctx context.Context, failed *node, since, deadline time.Time) (*node, error) {
 	start := time.Now()
 	p.waiters.Add(1)
 	p.kickProber()
@@ -126,7 +143,7 @@ func (p *Pool) await(ctx context.Context, failed *node, since time.Time) (*node,
 		p.waiters.Add(-1)
 		p.tel.waited(ctx, time.Since(start))
 	}()
-	timer := time.NewTimer(p.cfg.FailoverTimeout)
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {
 		p.mu.Lock()

@@ -17,7 +17,7 @@ import (
 func (p *Pool) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	var c *pgxpool.Conn
 	err := p.run(ctx, "acquire", retryAlways, func(n *node) (err error) {
-		c, err = n.wp.Load().Acquire(ctx)
+		c, err = p.acquireWrite(ctx, n)
 		return err
 	})
 	return c, err
@@ -98,7 +98,7 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 // that succeeded while PostgreSQL cancelled its commit's wait for the
 // synchronous standbys.
 func (p *Pool) exec(ctx context.Context, n *node, sql string, args []any) (tag pgconn.CommandTag, rep, err error) {
-	c, err := n.wp.Load().Acquire(ctx)
+	c, err := p.acquireWrite(ctx, n)
 	if err != nil {
 		return tag, nil, err
 	}
@@ -117,7 +117,7 @@ func (p *Pool) exec(ctx context.Context, n *node, sql string, args []any) (tag p
 func (p *Pool) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	var rows pgx.Rows
 	err := p.run(ctx, "query", retryIfUnapplied, func(n *node) (err error) {
-		rows, err = n.wp.Load().Query(ctx, sql, args...)
+		rows, err = p.query(ctx, n, sql, args)
 		return err
 	})
 	if err != nil {
@@ -134,6 +134,9 @@ func (p *Pool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // SendBatch sends b to the primary, waiting up to FailoverTimeout for one.
 // It is not retried: its errors, met while reading the results, are pgx's.
+// (It acquires with pgxpool's SendBatch: a call waiting for a connection
+// to a primary that is deposed gets pgxpool's "closed pool" once a
+// connection is released, as operations in flight there are cut.)
 func (p *Pool) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	var br pgx.BatchResults
 	err := p.run(ctx, "batch", retryNever, func(n *node) error {
@@ -174,7 +177,7 @@ func (p *Pool) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, er
 // transaction ends: its commit's warnings must be read before another
 // goroutine can acquire it.
 func (p *Pool) beginTx(ctx context.Context, n *node, opts pgx.TxOptions) (*tx, error) {
-	c, err := n.wp.Load().Acquire(ctx)
+	c, err := p.acquireWrite(ctx, n)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +194,12 @@ func (p *Pool) beginTx(ctx context.Context, n *node, opts pgx.TxOptions) (*tx, e
 func (p *Pool) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
 	var cnt int64
 	err := p.run(ctx, "copy", retryIfUnsent, func(n *node) (err error) {
-		cnt, err = n.wp.Load().CopyFrom(ctx, tableName, columnNames, rowSrc)
+		c, err := p.acquireWrite(ctx, n)
+		if err != nil {
+			return err
+		}
+		defer c.Release()
+		cnt, err = c.Conn().CopyFrom(ctx, tableName, columnNames, rowSrc)
 		return err
 	})
 	return cnt, err
@@ -201,6 +209,11 @@ func (p *Pool) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNam
 // FailoverTimeout for one and retrying once after a failover error.
 func (p *Pool) Ping(ctx context.Context) error {
 	return p.run(ctx, "ping", retryAlways, func(n *node) error {
-		return n.wp.Load().Ping(ctx)
+		c, err := p.acquireWrite(ctx, n)
+		if err != nil {
+			return err
+		}
+		defer c.Release()
+		return c.Ping(ctx)
 	})
 }

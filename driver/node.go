@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,9 @@ type node struct {
 	port uint16
 
 	wp atomic.Pointer[pgxpool.Pool] // write pool: used only while the node is the primary
+	// wt is the write pool's current term (see writeTerm): its pool,
+	// its connections, and a ctx that ends when the node is deposed.
+	wt atomic.Pointer[writeTerm]
 	rp atomic.Pointer[pgxpool.Pool] // read pool: used while the node is a replica
 
 	ws    atomic.Int32 // wstate
@@ -144,6 +148,7 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		return wp
 	}
 	n.wpClosed = false
+	wt := newWriteTerm(p.ctx)
 	pc := p.cfg.Config.Copy()
 	pc.ConnConfig = n.connConfig(pc.ConnConfig)
 	// A black-holed primary must be noticed in seconds (tcp.go).
@@ -174,12 +179,29 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		}
 		return nil
 	}
-	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) (err error) {
+		// Tracked from now on, so that deposing the node cuts it, even
+		// while its check runs on a node that black-holes every packet.
+		if !wt.add(c.PgConn()) {
+			return errNotPrimary
+		}
+		defer func() {
+			if err != nil {
+				wt.remove(c.PgConn()) // pgxpool closes it without BeforeClose
+			}
+		}()
 		if isPrewarm(ctx) {
 			c.PgConn().CustomData()[uncheckedKey] = true
 			return nil
 		}
 		return check(ctx, c)
+	}
+	userBeforeClose := pc.BeforeClose
+	pc.BeforeClose = func(c *pgx.Conn) {
+		wt.remove(c.PgConn())
+		if userBeforeClose != nil {
+			userBeforeClose(c)
+		}
 	}
 	userPrepare := pc.PrepareConn
 	if userPrepare == nil && pc.BeforeAcquire != nil {
@@ -213,12 +235,108 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 	// passes them to the connects it makes for MinConns, and so do we.
 	wp, err := pgxpool.NewWithConfig(p.ctx, pc)
 	if err != nil { // pgxpool fails only on invalid pool sizes, checked by Validate
+		wt.end()
 		p.log.Error("create write pool", "node", n.key, "err", err)
 		return nil
 	}
+	wt.pool = wp
 	n.wp.Store(wp)
+	n.wt.Store(wt)
 	return wp
 }
+
+// writeTerm is one generation of a node's write pool, from its creation
+// to the node's deposition (depose). It tracks the pool's connections, so
+// that deposing the node can cut them (close their sockets) instead of
+// waiting for operations in flight on a node that may black-hole every
+// packet, and its ctx ends at deposition, so that calls waiting in the
+// pool's Acquire go back to choosing the primary (acquireWrite).
+type writeTerm struct {
+	pool   *pgxpool.Pool
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	conns map[*pgconn.PgConn]net.Conn
+	over  bool // end was called: new connections are refused
+}
+
+func newWriteTerm(parent context.Context) *writeTerm {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	return &writeTerm{ctx: ctx, cancel: cancel, conns: map[*pgconn.PgConn]net.Conn{}}
+}
+
+// add tracks pc; false once the term is over (pc is not tracked then).
+func (t *writeTerm) add(pc *pgconn.PgConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.over {
+		return false
+	}
+	t.conns[pc] = pc.Conn()
+	return true
+}
+
+func (t *writeTerm) remove(pc *pgconn.PgConn) {
+	t.mu.Lock()
+	delete(t.conns, pc)
+	t.mu.Unlock()
+}
+
+// end ends the term: acquires waiting on the pool are cancelled and every
+// connection of the pool, idle or in use, has its socket closed. An
+// operation in flight on one fails at once: with an error that
+// [SafeToRetry] accepts if its request was not written yet, otherwise
+// with a broken connection (ErrOutcomeUnknown, or ErrFailover in a
+// transaction). pgxpool destroys the connections when they are released.
+// Idempotent.
+func (t *writeTerm) end() {
+	t.cancel()
+	t.mu.Lock()
+	t.over = true
+	conns := t.conns
+	t.conns = map[*pgconn.PgConn]net.Conn{}
+	t.mu.Unlock()
+	for _, nc := range conns {
+		// The TCP socket itself: a TLS close would first try to send an
+		// alert to a node that may not answer.
+		if u, ok := nc.(interface{ NetConn() net.Conn }); ok {
+			nc = u.NetConn()
+		}
+		nc.Close()
+	}
+}
+
+// acquireWrite acquires a connection of n's write pool for ctx. It gives
+// up as soon as n stops being the primary (its write term ends), with an
+// error matching errNotPrimary, so that the funnel retries on the new
+// primary instead of waiting for a connection of the old one.
+func (p *Pool) acquireWrite(ctx context.Context, n *node) (*pgxpool.Conn, error) {
+	t := n.wt.Load()
+	actx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(t.ctx, cancel)
+	c, err := t.pool.Acquire(actx)
+	stop()
+	cancel()
+	if err != nil && t.ctx.Err() != nil && ctx.Err() == nil {
+		return nil, &deposedError{node: n.key, err: err}
+	}
+	return c, err
+}
+
+// deposedError is acquireWrite's error when the node was deposed.
+type deposedError struct {
+	node string
+	err  error
+}
+
+func (e *deposedError) Error() string {
+	return "acquire on node " + e.node + " given up: it stopped being the primary: " + e.err.Error()
+}
+
+// Unwrap matches errNotPrimary (nothing sent, retry on the primary) but
+// not the context error, which is not the caller's.
+func (e *deposedError) Unwrap() error { return errNotPrimary }
 
 // uncheckedKey marks, in a connection's CustomData, a write connection
 // opened ahead that has not passed the write connection's check yet.
@@ -255,22 +373,24 @@ func (p *Pool) prewarm(n *node) {
 	})
 }
 
-// depose closes n's write pool because n stopped being the primary. The
-// pool's idle connections close at once and its connection attempts in
-// progress are cancelled; calls waiting in its Acquire get pgxpool's
-// "closed pool" (classified as not sent, so retried on the new primary)
-// as soon as a connection in use is released, instead of opening a new
-// connection to the deposed node (which may black-hole every packet) only
-// to have PrepareConn refuse it. Close waits for the connections in use,
-// so it runs in the background. Operations in flight are not interrupted:
-// cutting a connection under pgx can make it report a statement already
-// sent as safe to retry. Called under p.mu.
+// depose closes n's write pool because n stopped being the primary (the
+// leader record moved away, or it was found dead or read-only). It ends
+// the pool's term (writeTerm.end): operations in flight on its
+// connections fail at once with the typed errors (a request not yet
+// written is retried on the primary), connections held by the
+// application are cut likewise, and calls waiting in its Acquire go back
+// to choosing the primary. Its connection attempts in progress are
+// cancelled. Closing waits for the connections in use to be released, so
+// it runs in the background. Called under p.mu.
 func (p *Pool) depose(n *node) {
 	wp := n.wp.Load()
 	if wp == nil || n.wpClosed {
 		return
 	}
 	n.wpClosed = true
+	if t := n.wt.Load(); t != nil {
+		t.end()
+	}
 	p.wg.Go(wp.Close)
 }
 

@@ -53,6 +53,7 @@ type Pool struct {
 	etcdLive    bool
 	leader      string    // node name of the leader record, "" if none
 	leaderSince time.Time // when a new leader record, not writable yet, arrived
+	leaderRev   int64     // etcd revision of the leader record applied (applyLeader)
 	members     map[string]keyspace.MemberRecord
 	badMembers  map[string]string // member key → the unparseable value already logged
 	splitWarned string            // the writable hosts last warned about
@@ -66,6 +67,7 @@ type Pool struct {
 	emptyStat   *pgxpool.Stat
 
 	kick     chan struct{} // wakes the prober
+	reread   chan struct{} // asks for a read of the leader key (helpLeaderLocked)
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -107,6 +109,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 		members:    map[string]keyspace.MemberRecord{},
 		badMembers: map[string]string{},
 		kick:       make(chan struct{}, 1),
+		reread:     make(chan struct{}, 1),
 	}
 	p.reader.p = p
 	if cfg.usesEtcd() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -95,7 +96,7 @@ func (r *Reader) pick(ctx context.Context, skip *node) (n *node, pool *pgxpool.P
 			return nil, nil, false, ErrNoReplica
 		}
 	}
-	n, err = p.writer(ctx)
+	n, err = p.writer(ctx, time.Now().Add(p.cfg.FailoverTimeout))
 	if err != nil {
 		return nil, nil, false, err
 	}

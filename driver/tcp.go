@@ -26,7 +26,8 @@ const keepAliveProbes = 3
 // TCP_USER_TIMEOUT userTimeout: a peer that stops answering without
 // resetting the connection (a black-holed network, a powered-off host)
 // is then detected within seconds, not after TCP's retransmission
-// timeout (about 15 minutes). A setting that is not positive is left as
+// timeout (about 15 minutes). With userTimeout set, the dial itself is
+// bounded by it too. A setting that is not positive is left as
 // dial made it. Connections that are not TCP (Unix sockets, a user's
 // tunnel) are returned untouched.
 func tcpDial(dial pgconn.DialFunc, keepAlive, userTimeout time.Duration) pgconn.DialFunc {
@@ -34,6 +35,14 @@ func tcpDial(dial pgconn.DialFunc, keepAlive, userTimeout time.Duration) pgconn.
 		return dial
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if userTimeout > 0 {
+			// TCP_USER_TIMEOUT applies once connected: a handshake with
+			// a host whose packets vanish is bounded the same way (the
+			// kernel's SYN retries last about two minutes).
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, userTimeout)
+			defer cancel()
+		}
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgha/pgha/internal/backoff"
 )
@@ -121,6 +122,12 @@ func (p *Pool) probeTargetsLocked() []*node {
 	if n == nil || (p.primary.Load() == n && p.waiters.Load() == 0) {
 		return nil
 	}
+	if r := n.probe.Load(); r != nil && unreachable(r.err) {
+		// The leader's node cannot be reached: probe the others too, in
+		// case one was promoted while the watch did not tell (see
+		// helpLeaderLocked).
+		return p.candidatesLocked()
+	}
 	if n.state() == wUnknown && time.Since(p.leaderSince) < p.cfg.ProbeInterval {
 		// A new leader, not writable yet: its manager proclaims it
 		// writable once promoted, pushed to every pool. Probing it now
@@ -177,11 +184,23 @@ func (p *Pool) probeRound(nodes []*node) {
 			}
 		case !p.etcdMode || !p.etcdAnswered:
 			// Host mode: a node that cannot be reached is not a primary.
-			// In etcd mode the leader record decides, not a failed probe.
+			n.ws.Store(int32(wUnknown))
+			p.lastErr = r.err
+		case unreachable(r.err):
+			// etcd mode: the leader record names the primary, but not one
+			// that cannot be reached (the prober checks it only when an
+			// operation failed on it or waits for it). Withdrawn, it is
+			// deposed: operations in flight on it are cut and calls wait
+			// for it (or a new leader) up to FailoverTimeout. A probe that
+			// finds it writable again restores it.
+			if n.state() == wWritable {
+				p.log.Warn("primary unreachable: withdrawn until a probe reaches it", "node", n.key, "err", r.err)
+			}
 			n.ws.Store(int32(wUnknown))
 			p.lastErr = r.err
 		}
 	}
+	p.helpLeaderLocked(nodes, results)
 	for i, n := range nodes {
 		r := results[i]
 		if p.byRecordsLocked() {
@@ -222,6 +241,44 @@ func (p *Pool) probeRound(nodes []*node) {
 	}
 	p.probeRounds++
 	p.publishLocked("probe")
+}
+
+// unreachable reports whether a probe's error says the node could not be
+// reached (dial, timeout, broken connection), rather than a refusal by a
+// server that answered (authentication, too many clients, ...).
+func unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pe *pgconn.PgError
+	return !errors.As(err, &pe)
+}
+
+// helpLeaderLocked lets the probes help etcd (etcd mode): when the leader
+// record's node cannot be reached and another node answers writable, a
+// new leader may have been elected while the pool's watch sits on a dead
+// or cut-off etcd member, which can take seconds to notice. It asks the
+// re-reader for the leader key at once (rereadLeader). Called under p.mu
+// with a probe round's results.
+func (p *Pool) helpLeaderLocked(nodes []*node, results []*probeResult) {
+	if !p.etcdMode || !p.etcdAnswered || p.leader == "" {
+		return
+	}
+	leaderDown, otherWritable := false, false
+	for i, n := range nodes {
+		switch {
+		case n.key == p.leader:
+			leaderDown = unreachable(results[i].err)
+		case results[i].writable():
+			otherWritable = true
+		}
+	}
+	if leaderDown && otherWritable {
+		select {
+		case p.reread <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // probeAppName is the application_name of the probe connections, so that

@@ -2,9 +2,11 @@ package driver
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,13 +20,59 @@ import (
 // startEtcd starts the goroutine that follows the leader record and the
 // member records: one mirror (one etcd watcher) of the cluster's prefix.
 func (p *Pool) startEtcd(cli *clientv3.Client) error {
-	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Prefix(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke})
+	mr, err := etcdmirror.New(etcdmirror.Config{Client: cli, Key: p.layout.Prefix(), Prefix: true, Logger: p.log, OnBreak: p.etcdBroke, SilenceLimit: watchSilenceLimit})
 	if err != nil {
 		return fmt.Errorf("driver: watch %s: %w", p.layout.Prefix(), err)
 	}
 	p.wg.Go(func() { p.watchCluster(mr) })
+	p.wg.Go(func() { p.rereadLeader(cli) })
 	return nil
 }
+
+// rereadLeader reads the leader key when the probes ask (helpLeaderLocked)
+// and applies what it finds, until the pool closes. Each read is a
+// linearizable Get bounded by leaderReadTimeout, tried up to three times:
+// the client's balancer sends each attempt to the next etcd member, so a
+// read that went to a dead member is followed by one to a live member
+// (the watch's stream, in contrast, stays on its member until it is found
+// silent).
+func (p *Pool) rereadLeader(cli *clientv3.Client) {
+	pfx := p.layout.Leader() + "/"
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.reread:
+		}
+		for range 3 {
+			ctx, cancel := context.WithTimeout(p.ctx, leaderReadTimeout)
+			resp, err := cli.Get(ctx, pfx, clientv3.WithPrefix())
+			cancel()
+			if p.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				p.log.Debug("leader key read failed", "err", err)
+				continue
+			}
+			var l election.Leader
+			if kv := election.LeaderKV(pfx, slices.Values(resp.Kvs)); kv != nil {
+				l = election.Leader{Key: string(kv.Key), Value: kv.Value, Token: kv.CreateRevision}
+			}
+			p.log.Debug("leader key read: a probe found another node writable", "revision", resp.Header.Revision)
+			p.applyLeader(l, resp.Header.Revision)
+			break
+		}
+	}
+}
+
+// watchSilenceLimit is the mirror's SilenceLimit; zero for its default
+// (3 s). Tests raise it to show that the probes' help does not depend on
+// the watch's own silence bound.
+var watchSilenceLimit time.Duration
+
+// leaderReadTimeout bounds one read of the leader key by rereadLeader.
+const leaderReadTimeout = time.Second
 
 // nodeLocked returns the node called name at host:port, replacing a node
 // of that name whose address changed. Called under p.mu.
@@ -53,13 +101,16 @@ func (p *Pool) dropNodeLocked(n *node) {
 	p.wg.Go(n.closePools)
 }
 
-// applyLeader applies a leader observation.
-func (p *Pool) applyLeader(l election.Leader) {
+// applyLeader applies a leader observation made at etcd revision rev.
+// One older than the last applied is ignored: the watch and the reads of
+// rereadLeader may deliver out of order.
+func (p *Pool) applyLeader(l election.Leader, rev int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.closed || rev < p.leaderRev {
 		return
 	}
+	p.leaderRev = rev
 	p.etcdAnswered = true
 	if l.IsZero() {
 		p.leader = ""
@@ -129,7 +180,7 @@ func (p *Pool) watchCluster(mr *etcdmirror.Mirror) {
 			l = election.Leader{Key: string(kv.Key), Value: kv.Value, Token: kv.CreateRevision}
 		}
 		if !sent || l.Key != last.Key || l.Token != last.Token || !bytes.Equal(l.Value, last.Value) {
-			p.applyLeader(l)
+			p.applyLeader(l, u.Revision)
 			last, sent = l, true
 		}
 		if members {
