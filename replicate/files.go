@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -27,6 +28,15 @@ const (
 
 // writeFile writes a file owned by the OS user, atomically (temp file and
 // rename in the same directory).
+// writeIfChanged writes data to path (mode 0600) unless it already holds
+// exactly that, and reports whether it wrote.
+func (i *Instance) writeIfChanged(path string, data []byte) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	return true, i.writeFile(path, data, 0o600)
+}
+
 func (i *Instance) writeFile(path string, data []byte, perm fs.FileMode) error {
 	tmp := path + ".pgha-tmp"
 	if err := os.WriteFile(tmp, data, perm); err != nil {
@@ -357,7 +367,10 @@ func (i *Instance) writeNodeConfig() error {
 	return i.writeFile(filepath.Join(dd, passFile), []byte(i.passFileContent()), 0o600)
 }
 
-const includeLine = "include_if_exists = 'pgha.conf'"
+const (
+	includeLine        = "include_if_exists = 'pgha.conf'"
+	clusterIncludeLine = "include_if_exists = 'pgha-cluster.conf'"
+)
 
 func (i *Instance) ensureInclude() error {
 	p := filepath.Join(i.cfg.DataDir, "postgresql.conf")
@@ -365,21 +378,37 @@ func (i *Instance) ensureInclude() error {
 	if err != nil {
 		return fmt.Errorf("replicate: read postgresql.conf: %w", err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.TrimSpace(l) == includeLine {
-			return nil
+	var lines []string
+	hasCluster, hasNode := false, false
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		switch strings.TrimSpace(l) {
+		case clusterIncludeLine:
+			hasCluster = true
+		case includeLine:
+			if !hasCluster {
+				// The cluster's file comes first: node settings win.
+				lines = append(lines, clusterIncludeLine)
+				hasCluster = true
+			}
+			hasNode = true
 		}
+		lines = append(lines, l)
 	}
-	s := string(b)
-	if !strings.HasSuffix(s, "\n") {
-		s += "\n"
+	if hasNode && len(lines) == len(strings.Split(strings.TrimRight(string(b), "\n"), "\n")) {
+		return nil // both present, in order
 	}
-	s += "\n# Node settings written by pgha; see pgha.conf.\n" + includeLine + "\n"
+	if !hasNode {
+		lines = append(lines, "", "# Cluster and node settings written by pgha; see pgha-cluster.conf and pgha.conf.")
+		if !hasCluster {
+			lines = append(lines, clusterIncludeLine)
+		}
+		lines = append(lines, includeLine)
+	}
 	st, err := os.Stat(p)
 	if err != nil {
 		return fmt.Errorf("replicate: %w", err)
 	}
-	return i.writeFile(p, []byte(s), st.Mode().Perm())
+	return i.writeFile(p, []byte(strings.Join(lines, "\n")+"\n"), st.Mode().Perm())
 }
 
 // setAutoConf edits postgresql.auto.conf of a stopped server: each key in
