@@ -136,6 +136,11 @@ type observation struct {
 	// Failsafe is the failsafe record, nil if none: while it exists only
 	// the nodes it names may campaign.
 	Failsafe *keyspace.FailsafeRecord
+	// Config is the config record, nil if none; ConfigProposal a proposed
+	// one (with the revision it was written at), nil if none.
+	Config            *keyspace.ConfigRecord
+	ConfigProposal    *keyspace.ConfigProposal
+	ConfigProposalRev int64
 
 	ignored []string // records that did not decode (ClusterStatus)
 }

@@ -17,7 +17,8 @@ const (
 	RolePool = "pool"
 	// RoleOperator is pghactl and the operations of this package
 	// ([ClusterStatus], [Switchover], [Failover], [Pause], [Resume]): read
-	// on the prefix, read-write on the switchover, pause and config keys.
+	// on the prefix, read-write on the switchover, pause and config-proposal
+	// keys (the leader writes the config record once it accepts a proposal).
 	RoleOperator = "operator"
 )
 
@@ -81,7 +82,7 @@ func EtcdRoles(keyRoot, cluster string) ([]EtcdRole, error) {
 			{Key: l.Prefix(), Prefix: true, Type: permRead},
 			{Key: l.Switchover(), Type: permReadWrite},
 			{Key: l.Pause(), Type: permReadWrite},
-			{Key: l.Config(), Type: permReadWrite},
+			{Key: l.ConfigProposal(), Type: permReadWrite},
 		}},
 	}, nil
 }

@@ -37,11 +37,12 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 		m.cfg.Client.Txn(ctx).If(term.IsOwner(), clientv3.Compare(clientv3.ModRevision(m.layout.Switchover()), "=", o.SwitchoverRev)).
 			Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
 	}
+	m.judgeConfig(ctx, term, o)
 	if err := m.maintainFailsafe(ctx, term, o); err != nil {
 		m.log.Warn("failsafe record", "err", err.Error())
 	}
 	m.maintainSlots(ctx, o)
-	if m.cfg.SyncMode != SyncOff {
+	if o.Policy.SyncMode != SyncOff {
 		return m.maintainSync(ctx, term, o)
 	}
 	return nil
@@ -52,7 +53,7 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 // for DepartedSlotTTL, so that a departed node's slot does not retain WAL
 // on the leader forever.
 func (m *Manager) maintainSlots(ctx context.Context, o observation) {
-	p := planSlots(m.cfg.Node, slices.Collect(maps.Keys(o.Members)), m.ownSlots, o.Now, m.cfg.DepartedSlotTTL)
+	p := planSlots(m.cfg.Node, slices.Collect(maps.Keys(o.Members)), m.ownSlots, o.Now, o.Policy.DepartedSlotTTL)
 	for _, slot := range p.Ensure {
 		if err := m.inst.EnsureSlot(ctx, slot); err != nil {
 			m.log.Debug("ensure slot", "slot", slot, "err", err.Error())
@@ -75,10 +76,10 @@ func (m *Manager) maintainSlots(ctx context.Context, o observation) {
 // superset of the standbys synchronous_standby_names names (planQuorum
 // in quorum mode).
 func (m *Manager) maintainSync(ctx context.Context, term *election.Term, o observation) error {
-	if m.cfg.SyncMode.quorum() {
+	if o.Policy.SyncMode.quorum() {
 		return m.maintainQuorum(ctx, term, o)
 	}
-	p := planSync(syncInput{Mode: m.cfg.SyncMode, N: m.cfg.SyncStandbys, Current: o.SyncSet, Present: o.SyncPresent,
+	p := planSync(syncInput{Mode: o.Policy.SyncMode, N: o.Policy.SyncStandbys, Current: o.SyncSet, Present: o.SyncPresent,
 		Streaming: o.Local.StreamingStandbys, Applied: o.Local.SyncStandbyNames,
 		NoSyncSince: m.noSyncSince, Now: o.Now, Grace: rewindGrace(o.Policy)})
 	m.noSyncSince = p.NoSyncSince
@@ -115,7 +116,7 @@ func (m *Manager) maintainQuorum(ctx context.Context, term *election.Term, o obs
 		// take one next round; a later point is only more cautious.
 		m.quorumArm = true
 	}
-	p := planQuorum(quorumInput{Strict: m.cfg.SyncMode == SyncQuorumStrict, K: m.cfg.SyncStandbys,
+	p := planQuorum(quorumInput{Strict: o.Policy.SyncMode == SyncQuorumStrict, K: o.Policy.SyncStandbys,
 		Record: quorumSet{K: o.SyncQuorum, Voters: o.SyncSet}, Present: o.SyncPresent, Applied: applied,
 		Streaming: o.Local.StreamingStandbys, Flushed: o.Local.StandbyFlush, Pending: m.quorumPending,
 		NoSyncSince: m.noSyncSince, Now: o.Now, Grace: rewindGrace(o.Policy)})
@@ -145,9 +146,9 @@ func (m *Manager) maintainQuorum(ctx context.Context, term *election.Term, o obs
 // before it is promoted: the sync record widened first, then
 // synchronous_standby_names set.
 func (m *Manager) syncBeforePromote(ctx context.Context, term *election.Term, o observation) error {
-	if m.cfg.SyncMode.quorum() {
+	if o.Policy.SyncMode.quorum() {
 		rec, spec, err := planQuorumBeforePromote(m.cfg.Node, slices.Collect(maps.Keys(o.Members)),
-			quorumSet{K: o.SyncQuorum, Voters: o.SyncSet}, o.SyncPresent, m.cfg.SyncMode == SyncQuorumStrict, m.cfg.SyncStandbys)
+			quorumSet{K: o.SyncQuorum, Voters: o.SyncSet}, o.SyncPresent, o.Policy.SyncMode == SyncQuorumStrict, o.Policy.SyncStandbys)
 		if err != nil || len(rec.Voters) == 0 {
 			return err
 		}
@@ -160,7 +161,7 @@ func (m *Manager) syncBeforePromote(ctx context.Context, term *election.Term, o 
 		}
 		return nil
 	}
-	union, spec, err := planSyncBeforePromote(m.cfg.Node, slices.Collect(maps.Keys(o.Members)), o.SyncSet, m.cfg.SyncMode, m.cfg.SyncStandbys)
+	union, spec, err := planSyncBeforePromote(m.cfg.Node, slices.Collect(maps.Keys(o.Members)), o.SyncSet, o.Policy.SyncMode, o.Policy.SyncStandbys)
 	if err != nil || union == nil {
 		return err
 	}

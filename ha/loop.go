@@ -42,6 +42,7 @@ func (m *Manager) step(ctx context.Context) error {
 	if !ok || ctx.Err() != nil {
 		return nil // no cluster view yet, or stopping
 	}
+	m.applyConfig(ctx, o)
 	a := decide(o)
 	m.problem = ""
 	if a.Kind == actWait && (o.Local.RewindImpossible || o.Local.RewindFailures >= maxRewindFailures) {
@@ -120,6 +121,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	if !m.view.fill(&o) {
 		return o, false
 	}
+	applyClusterPolicy(&o.Policy, o.Config)
 	m.termMu.Lock()
 	if m.term != nil {
 		if m.term.Err() == nil {

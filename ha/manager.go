@@ -75,6 +75,8 @@ type Manager struct {
 	// began, for the start-up hold of a restarted member.
 	fs      failsafe
 	started time.Time
+	// dyn is what applyConfig last applied (loop-owned).
+	dyn dynState
 	// onCampaign, set by tests, is called when a campaign starts.
 	onCampaign atomic.Pointer[func()]
 

@@ -24,7 +24,7 @@ func (m *Manager) promote(ctx context.Context, o observation) error {
 	if time.Until(term.ValidUntil()) < m.cfg.FenceBudget {
 		return fmt.Errorf("promote: term too close to its deadline")
 	}
-	if m.cfg.SyncMode != SyncOff {
+	if o.Policy.SyncMode != SyncOff {
 		// A standby carries no synchronous_standby_names: promoted as is,
 		// it would acknowledge commits alone until the first heartbeat.
 		// Name every other member first (and widen the sync key before

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -55,8 +56,9 @@ func publishDue(last published, rec keyspace.MemberRecord, o observation, every 
 		return true, "the leader is gone: a fresh record for candidate choice"
 	case p.Role != rec.Role || p.Healthy != rec.Healthy || p.Streaming != rec.Streaming || p.Timeline != rec.Timeline ||
 		p.SystemID != rec.SystemID || p.NoFailover != rec.NoFailover || p.Priority != rec.Priority ||
-		p.Host != rec.Host || p.Port != rec.Port || p.APIURL != rec.APIURL || !maps.Equal(p.Tags, rec.Tags) || p.Problem != rec.Problem:
-		return true, "role, health, tags or problem changed"
+		p.Host != rec.Host || p.Port != rec.Port || p.APIURL != rec.APIURL || !maps.Equal(p.Tags, rec.Tags) || p.Problem != rec.Problem ||
+		!slices.Equal(p.PendingRestart, rec.PendingRestart) || !maps.Equal(p.HotStandby, rec.HotStandby):
+		return true, "role, health, tags, problem or settings changed"
 	case p.WriteLSN != rec.WriteLSN:
 		return true, "the primary's write position moved"
 	case o.Leader == nil && (p.ReceiveLSN != rec.ReceiveLSN || p.ReplayLSN != rec.ReplayLSN):
@@ -90,6 +92,7 @@ func (m *Manager) memberRecord(o observation) keyspace.MemberRecord {
 		WriteLSN: l.WriteLSN, ReceiveLSN: l.ReceiveLSN, ReplayLSN: l.ReplayLSN,
 		LagBytes: lagBytes(o), Healthy: l.Running, Streaming: l.Streaming,
 		NoFailover: o.Policy.NoFailover, Priority: m.cfg.Priority, Problem: m.problem, APIURL: m.cfg.APIURL,
+		PendingRestart: m.dyn.pending, HotStandby: m.dyn.hotStandby,
 	}
 }
 

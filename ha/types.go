@@ -68,6 +68,9 @@ type Member struct {
 	// Problem says why the node cannot take its part and what to do about
 	// it (e.g. a rewind that cannot succeed); empty when none.
 	Problem string `json:"problem,omitempty"`
+	// PendingRestart names the PostgreSQL settings whose configured value
+	// (see ClusterConfig) takes effect only after this node restarts.
+	PendingRestart []string `json:"pending_restart,omitempty"`
 	// UpdatedAt is when the record was last written, by the node's clock:
 	// for humans only (see docs/design.md for how fresh records are).
 	UpdatedAt time.Time `json:"updated_at"`
@@ -114,7 +117,7 @@ func memberOf(r keyspace.MemberRecord) Member {
 	return Member{Node: r.Node, Role: Role(r.Role), Host: r.Host, Port: r.Port, Timeline: r.Timeline, SystemID: r.SystemID,
 		WriteLSN: r.WriteLSN, ReceiveLSN: r.ReceiveLSN, ReplayLSN: r.ReplayLSN, LagBytes: r.LagBytes,
 		Healthy: r.Healthy, Streaming: r.Streaming, NoFailover: r.NoFailover, Priority: r.Priority,
-		Tags: r.Tags, APIURL: r.APIURL, Problem: r.Problem, UpdatedAt: r.UpdatedAt}
+		Tags: r.Tags, APIURL: r.APIURL, Problem: r.Problem, PendingRestart: r.PendingRestart, UpdatedAt: r.UpdatedAt}
 }
 
 func historyOf(h []keyspace.HistoryEntry) []HistoryEntry {

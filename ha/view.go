@@ -271,6 +271,12 @@ func (v *view) fill(o *observation) bool {
 		o.SyncPresent, o.SyncSet, o.SyncQuorum = true, r.Standbys, r.Quorum
 	}
 	_, o.Paused = v.kvs[v.layout.Pause()]
+	if r, ok := decodeKV[keyspace.ConfigRecord](v, v.layout.Config()); ok {
+		o.Config = &r
+	}
+	if r, ok := decodeKV[keyspace.ConfigProposal](v, v.layout.ConfigProposal()); ok {
+		o.ConfigProposal, o.ConfigProposalRev = &r, v.kvs[v.layout.ConfigProposal()].ModRevision
+	}
 	if r, ok := decodeKV[keyspace.FailsafeRecord](v, v.layout.Failsafe()); ok {
 		o.Failsafe = &r
 	} else if _, present := v.kvs[v.layout.Failsafe()]; present {

@@ -101,6 +101,10 @@ func (l Layout) Switchover() string { return l.prefix + "switchover" }
 // Pause, when present, disables automatic failover.
 func (l Layout) Pause() string { return l.prefix + "pause" }
 
+// ConfigProposal is the key of a proposed config record awaiting the
+// leader's verdict (ConfigProposal).
+func (l Layout) ConfigProposal() string { return l.prefix + "config-proposal" }
+
 // Failsafe is the key of the failsafe record (FailsafeRecord): the members
 // a failsafe leader asks for promises while etcd is unreachable, and the
 // only nodes that may campaign while it exists.
@@ -177,6 +181,13 @@ type MemberRecord struct {
 	Tags       map[string]string `json:"tags,omitempty"`
 	// APIURL is the node's HTTP endpoint (health checks), if it has one.
 	APIURL string `json:"api_url,omitempty"`
+	// PendingRestart names the PostgreSQL settings whose configured value
+	// takes effect only after a restart of this node.
+	PendingRestart []string `json:"pending_restart,omitempty"`
+	// HotStandby holds the values this node's PostgreSQL runs with for the
+	// settings a standby needs at least as large as its primary's
+	// (max_connections, ...), to order changes of them across nodes.
+	HotStandby map[string]int64 `json:"hot_standby,omitempty"`
 	// Problem says why the node cannot take its part and what an operator
 	// can do, e.g. a rewind that keeps failing; empty when none.
 	Problem string `json:"problem,omitempty"`
@@ -405,11 +416,10 @@ type PauseRecord struct {
 // Validate always succeeds.
 func (r PauseRecord) Validate() error { return nil }
 
-// ConfigRecord is the record of the [Layout.Config] key: the settings
-// operators are to change at run time, a nil field keeping the node's
-// configured value. It is defined, encoded and validated, but no node
-// reads it yet: it changes nothing until run-time settings are
-// implemented.
+// ConfigRecord is the record of the [Layout.Config] key: the cluster-wide
+// configuration (ha.ClusterConfig), a nil field keeping each node's
+// configured value. The leader writes it when it accepts a
+// ConfigProposal; every node applies it each round.
 type ConfigRecord struct {
 	V int `json:"v"`
 	// MaxLagOnFailover in bytes.
@@ -418,6 +428,42 @@ type ConfigRecord struct {
 	SynchronousMode *string `json:"synchronous_mode,omitempty"`
 	// SynchronousNodeCount is how many standbys must confirm a commit.
 	SynchronousNodeCount *int `json:"synchronous_node_count,omitempty"`
+	// Parameters are PostgreSQL settings for every node.
+	Parameters map[string]string `json:"parameters,omitempty"`
+	// NodeParameters override Parameters on one node, by node name.
+	NodeParameters map[string]map[string]string `json:"node_parameters,omitempty"`
+}
+
+// ConfigProposal is a proposed ConfigRecord, written by an operator tool
+// and judged by the leader against its PostgreSQL's own settings before
+// any node applies it: the leader writes the config record and sets
+// Verdict to "accepted", or sets "rejected" and Error.
+type ConfigProposal struct {
+	V int `json:"v"`
+	// ID identifies the proposal: its author waits for the verdict on it.
+	ID     string       `json:"id"`
+	Config ConfigRecord `json:"config"`
+	// Verdict is "" while pending, then "accepted" or "rejected".
+	Verdict string `json:"verdict,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Leader is the node that judged it.
+	Leader string `json:"leader,omitempty"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r ConfigProposal) Validate() error {
+	if r.ID == "" {
+		return fieldErr("config proposal", "id", errors.New("is required"))
+	}
+	switch r.Verdict {
+	case "", "accepted", "rejected":
+	default:
+		return fieldErr("config proposal", "verdict", fmt.Errorf("%q is not accepted or rejected", r.Verdict))
+	}
+	if err := r.Config.Validate(); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Validate reports the first invalid field.
@@ -427,20 +473,25 @@ func (r ConfigRecord) Validate() error {
 	}
 	if r.SynchronousMode != nil {
 		switch *r.SynchronousMode {
-		case "off", "on", "strict":
+		case "off", "on", "strict", "quorum", "quorum-strict":
 		default:
-			return fieldErr("config", "synchronous_mode", fmt.Errorf("%q is not off, on or strict", *r.SynchronousMode))
+			return fieldErr("config", "synchronous_mode", fmt.Errorf("%q is not off, on, strict, quorum or quorum-strict", *r.SynchronousMode))
 		}
 	}
 	if r.SynchronousNodeCount != nil && *r.SynchronousNodeCount < 1 {
 		return fieldErr("config", "synchronous_node_count", fmt.Errorf("%d is below 1", *r.SynchronousNodeCount))
+	}
+	for node := range r.NodeParameters {
+		if err := ValidName(node); err != nil {
+			return fieldErr("config", "node_parameters."+node, err)
+		}
 	}
 	return nil
 }
 
 // Record is implemented by every record type.
 type Record interface {
-	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord | FailsafeRecord
+	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord | FailsafeRecord | ConfigProposal
 	Validate() error
 }
 
@@ -488,6 +539,8 @@ func kindOf(v any) string {
 		return "config"
 	case *FailsafeRecord:
 		return "failsafe"
+	case *ConfigProposal:
+		return "config proposal"
 	}
 	return "unknown"
 }
@@ -558,6 +611,9 @@ func setVersion(v any) {
 		r.V = Version
 	case *FailsafeRecord:
 		r.V = Version
+	case *ConfigProposal:
+		r.V = Version
+		r.Config.V = Version
 	case *ConfigRecord:
 		r.V = Version
 	}
