@@ -15,6 +15,9 @@
 //	failover    --to NODE [--force] [--wait 60s]   promote NODE when there is no leader
 //	pause       [--reason TEXT]   no automatic failover until resume
 //	resume      end maintenance mode
+//	show-config the cluster-wide configuration and what waits for a restart
+//	edit-config --set KEY=VALUE... [--force]   change it (shows the diff,
+//	            asks unless --force; the leader checks every value first)
 //
 // Global flags (accepted before or after the command; each has a PGHA_*
 // environment variable):
@@ -26,7 +29,7 @@
 //	--etcd-username, --etcd-password-file   authentication; the password may
 //	              also come from PGHA_ETCD_PASSWORD, never from a flag
 //	--timeout     how long to wait for etcd (default 5s)
-//	--json        machine-readable output for list and history
+//	--json        machine-readable output for list, history and show-config
 //
 // # Exit codes
 //
@@ -80,6 +83,8 @@ Commands:
   failover    promote a standby when there is no leader: --to NODE [--force] [--wait 60s]
   pause       no automatic failover until resume: [--reason TEXT]
   resume      end maintenance mode
+  show-config the cluster-wide configuration and what waits for a restart
+  edit-config change it: --set KEY=VALUE... [--force]
 
 Global flags (before or after the command):
 `
@@ -153,6 +158,9 @@ type cli struct {
 	force  bool
 	wait   time.Duration
 	reason string
+	// edit-config's --set flags, and where its confirmation is read.
+	sets  setFlags
+	stdin io.Reader
 }
 
 func (c *cli) opts() []ha.OpOption { return []ha.OpOption{ha.WithKeyRoot(c.g.keyRoot)} }
@@ -164,6 +172,8 @@ var commands = []command{
 	{name: "failover", run: cmdFailover},
 	{name: "pause", run: cmdPause},
 	{name: "resume", run: cmdResume},
+	{name: "show-config", run: cmdShowConfig},
+	{name: "edit-config", run: cmdEditConfig},
 }
 
 // run runs pghactl with args (without the program name) and returns the
@@ -196,11 +206,11 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 	name := top.Arg(0)
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
 	if i < 0 {
-		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume\n", name)
+		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume, show-config, edit-config\n", name)
 		return exitUsage
 	}
 	cmd := commands[i]
-	c := &cli{g: g, stdout: stdout}
+	c := &cli{g: g, stdout: stdout, stdin: os.Stdin}
 	// Global flags may come after the command too: the command's flag set
 	// has them again, seeded with the values given before the command.
 	given := map[string]string{}
@@ -221,6 +231,9 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for the new leader to be writable")
 	case "pause":
 		fs.StringVar(&c.reason, "reason", "", "why, shown by list")
+	case "edit-config":
+		fs.Var(&c.sets, "set", "key=value to set (repeatable; an empty value unsets): max_lag_on_failover, sync_mode, sync_standbys, parameters.NAME, node_parameters.NODE.NAME")
+		fs.BoolVar(&c.force, "force", false, "apply without asking for confirmation")
 	}
 	if err := fs.Parse(top.Args()[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -266,8 +279,8 @@ func (c *cli) check(name string) error {
 	if (name == "switchover" || name == "failover") && c.wait <= 0 {
 		return usagef("--wait %v must be positive", c.wait)
 	}
-	if c.g.jsonOutput && name != "list" && name != "history" {
-		return usagef("--json applies to list and history only")
+	if c.g.jsonOutput && name != "list" && name != "history" && name != "show-config" {
+		return usagef("--json applies to list, history and show-config only")
 	}
 	return nil
 }

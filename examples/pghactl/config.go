@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/pgha/pgha/ha"
+	"golang.org/x/term"
+)
+
+// setFlags collects repeated --set key=value flags.
+type setFlags []string
+
+func (s *setFlags) String() string     { return strings.Join(*s, ",") }
+func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
+
+// configLines renders a ClusterConfig as sorted "key = value" lines, the
+// same keys --set takes.
+func configLines(c ha.ClusterConfig) []string {
+	var out []string
+	if c.MaxLagOnFailover != nil {
+		out = append(out, fmt.Sprintf("max_lag_on_failover = %d", *c.MaxLagOnFailover))
+	}
+	if c.SyncMode != nil {
+		out = append(out, fmt.Sprintf("sync_mode = %s", *c.SyncMode))
+	}
+	if c.SyncStandbys != nil {
+		out = append(out, fmt.Sprintf("sync_standbys = %d", *c.SyncStandbys))
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Parameters)) {
+		out = append(out, fmt.Sprintf("parameters.%s = %s", k, c.Parameters[k]))
+	}
+	for _, n := range slices.Sorted(maps.Keys(c.NodeParameters)) {
+		for _, k := range slices.Sorted(maps.Keys(c.NodeParameters[n])) {
+			out = append(out, fmt.Sprintf("node_parameters.%s.%s = %s", n, k, c.NodeParameters[n][k]))
+		}
+	}
+	return out
+}
+
+// applySet applies one --set key=value to c; an empty value unsets key.
+func applySet(c *ha.ClusterConfig, kv string) error {
+	key, val, ok := strings.Cut(kv, "=")
+	key, val = strings.TrimSpace(key), strings.TrimSpace(val)
+	if !ok || key == "" {
+		return usagef("--set %q: want key=value (an empty value unsets the key)", kv)
+	}
+	unset := val == ""
+	switch {
+	case key == "max_lag_on_failover":
+		if unset {
+			c.MaxLagOnFailover = nil
+			return nil
+		}
+		n, err := strconv.ParseInt(val, 10, 64)
+		if err != nil || n < 0 {
+			return usagef("--set max_lag_on_failover=%s: want a number of bytes >= 0", val)
+		}
+		c.MaxLagOnFailover = &n
+	case key == "sync_mode":
+		if unset {
+			c.SyncMode = nil
+			return nil
+		}
+		m := ha.SyncMode(val)
+		switch m {
+		case ha.SyncOff, ha.SyncOn, ha.SyncStrict, ha.SyncQuorum, ha.SyncQuorumStrict:
+		default:
+			return usagef("--set sync_mode=%s: want off, on, strict, quorum or quorum-strict", val)
+		}
+		c.SyncMode = &m
+	case key == "sync_standbys":
+		if unset {
+			c.SyncStandbys = nil
+			return nil
+		}
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 {
+			return usagef("--set sync_standbys=%s: want a number >= 1", val)
+		}
+		c.SyncStandbys = &n
+	case strings.HasPrefix(key, "parameters."):
+		name := strings.TrimPrefix(key, "parameters.")
+		if name == "" {
+			return usagef("--set %s: name the parameter, e.g. parameters.work_mem=64MB", key)
+		}
+		if unset {
+			delete(c.Parameters, name)
+			return nil
+		}
+		if c.Parameters == nil {
+			c.Parameters = map[string]string{}
+		}
+		c.Parameters[name] = val
+	case strings.HasPrefix(key, "node_parameters."):
+		node, name, ok := strings.Cut(strings.TrimPrefix(key, "node_parameters."), ".")
+		if !ok || node == "" || name == "" {
+			return usagef("--set %s: want node_parameters.NODE.PARAMETER=value", key)
+		}
+		if err := ha.ValidName(node); err != nil {
+			return usagef("--set %s: node %q: %v", key, node, err)
+		}
+		if unset {
+			delete(c.NodeParameters[node], name)
+			if len(c.NodeParameters[node]) == 0 {
+				delete(c.NodeParameters, node)
+			}
+			return nil
+		}
+		if c.NodeParameters == nil {
+			c.NodeParameters = map[string]map[string]string{}
+		}
+		if c.NodeParameters[node] == nil {
+			c.NodeParameters[node] = map[string]string{}
+		}
+		c.NodeParameters[node][name] = val
+	default:
+		return usagef("--set %s: unknown key; use max_lag_on_failover, sync_mode, sync_standbys, parameters.NAME or node_parameters.NODE.NAME", key)
+	}
+	return nil
+}
+
+func cmdShowConfig(ctx context.Context, c *cli) error {
+	sctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	cfg, rev, err := ha.ShowConfig(sctx, c.client, c.g.cluster, c.opts()...)
+	if err != nil {
+		return c.g.unreachable(err)
+	}
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	pending := map[string][]string{}
+	for _, m := range st.Members {
+		if len(m.PendingRestart) > 0 {
+			pending[m.Node] = m.PendingRestart
+		}
+	}
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, struct {
+			Config         ha.ClusterConfig    `json:"config"`
+			Revision       int64               `json:"revision"`
+			PendingRestart map[string][]string `json:"pending_restart,omitempty"`
+		}{cfg, rev, pending})
+	}
+	lines := configLines(cfg)
+	if len(lines) == 0 {
+		fmt.Fprintf(c.stdout, "# %s: no cluster-wide configuration; every node uses its own\n", c.g.cluster)
+	}
+	for _, l := range lines {
+		fmt.Fprintln(c.stdout, l)
+	}
+	for _, n := range slices.Sorted(maps.Keys(pending)) {
+		fmt.Fprintf(c.stdout, "# %s: pending restart: %s\n", n, strings.Join(pending[n], ", "))
+	}
+	return nil
+}
+
+func cmdEditConfig(ctx context.Context, c *cli) error {
+	if len(c.sets) == 0 {
+		return usagef("edit-config needs at least one --set key=value (see 'pghactl show-config' for the keys)")
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	cur, _, err := ha.ShowConfig(sctx, c.client, c.g.cluster, c.opts()...)
+	if err != nil {
+		return c.g.unreachable(err)
+	}
+	next := cur
+	next.Parameters = maps.Clone(cur.Parameters)
+	next.NodeParameters = map[string]map[string]string{}
+	for n, p := range cur.NodeParameters {
+		next.NodeParameters[n] = maps.Clone(p)
+	}
+	for _, kv := range c.sets {
+		if err := applySet(&next, kv); err != nil {
+			return err
+		}
+	}
+	before, after := configLines(cur), configLines(next)
+	diff := lineDiff(before, after)
+	if len(diff) == 0 {
+		fmt.Fprintln(c.stdout, "no change")
+		return nil
+	}
+	for _, l := range diff {
+		fmt.Fprintln(c.stdout, l)
+	}
+	if !c.force {
+		ok, err := confirm(c.stdin, c.stdout)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("not applied")
+		}
+	}
+	if err := ha.ProposeConfig(ctx, c.client, c.g.cluster, next, c.opts()...); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "applied: every node reloads within a loop; 'pghactl show-config' lists what waits for a restart")
+	return nil
+}
+
+// lineDiff returns "- line" for lines only in a and "+ line" for lines
+// only in b, in b's order after a's.
+func lineDiff(a, b []string) []string {
+	var out []string
+	for _, l := range a {
+		if !slices.Contains(b, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range b {
+		if !slices.Contains(a, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	return out
+}
+
+// confirm asks on in; without a terminal it refuses and names --force.
+func confirm(in io.Reader, out io.Writer) (bool, error) {
+	if f, ok := in.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		return false, usagef("stdin is not a terminal: add --force to apply without confirmation")
+	}
+	fmt.Fprint(out, "Apply these changes? [y/N] ")
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	a := strings.ToLower(strings.TrimSpace(line))
+	return a == "y" || a == "yes", nil
+}
