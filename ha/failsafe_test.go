@@ -236,34 +236,48 @@ func TestFailsafeOffEtcdOutage(t *testing.T) {
 	c.waitHealthy(90 * time.Second)
 }
 
-// TestFailsafePrimaryCutFromEtcd: the primary alone loses etcd; the other
-// members reach it, so they refuse the promise: the primary fences by its
-// lease as without Failsafe, and exactly one new primary appears.
+// TestFailsafePrimaryCutFromEtcd: the primary alone loses etcd (and, in
+// the second case, its link to one member too); the other members reach
+// etcd, so they refuse the promise: the primary fences by its lease as
+// without Failsafe, and exactly one new primary appears.
 func TestFailsafePrimaryCutFromEtcd(t *testing.T) {
-	c, _ := failsafeCluster(t, true, 1)
-	c.sample()
-	old := c.waitHealthy(90 * time.Second)
-	waitFailsafeRecord(t, c, old.name, 3)
-	w := c.plainWriter()
-	defer w.stop()
-	w.waitMore(t, 20, 30*time.Second, "writes before the cut")
-	old.proxy.Blackhole()
-	cut := time.Now()
-	// By its lease deadline (at most TTL after the cut), not later: a
-	// member that promised although it reaches etcd (or a leader that
-	// did not need every promise) would keep it until the members' views
-	// lose its key, about 3 s here.
-	testutil.Eventually(t, c.opts.ttl+500*time.Millisecond, "the cut-off primary fences by its lease", func() error {
-		if writable(old) {
-			return errors.New("still writable")
-		}
-		return nil
-	})
-	t.Logf("fenced %v after the cut", time.Since(cut).Round(time.Millisecond))
-	c.waitNewLeader(old.name, 30*time.Second, "a new leader")
-	w.waitMore(t, 20, 30*time.Second, "writes on the new primary")
-	old.proxy.Pass()
-	c.waitHealthy(90 * time.Second)
+	for _, alsoMember := range []bool{false, true} {
+		t.Run(fmt.Sprintf("also-from-a-member=%v", alsoMember), func(t *testing.T) {
+			c, apis := failsafeCluster(t, true, 1)
+			c.sample()
+			old := c.waitHealthy(90 * time.Second)
+			waitFailsafeRecord(t, c, old.name, 3)
+			w := c.plainWriter()
+			defer w.stop()
+			w.waitMore(t, 20, 30*time.Second, "writes before the cut")
+			if alsoMember {
+				for _, n := range c.nodes {
+					if n != old {
+						apis[n.name].Blackhole()
+						defer apis[n.name].Pass()
+						break
+					}
+				}
+			}
+			old.proxy.Blackhole()
+			cut := time.Now()
+			// By its lease deadline (at most TTL after the cut), not later: a
+			// member that promised although it reaches etcd (or a leader that
+			// did not need every promise) would keep it until the members'
+			// views lose its key, about 3 s here.
+			testutil.Eventually(t, c.opts.ttl+500*time.Millisecond, "the cut-off primary fences by its lease", func() error {
+				if writable(old) {
+					return errors.New("still writable")
+				}
+				return nil
+			})
+			t.Logf("fenced %v after the cut", time.Since(cut).Round(time.Millisecond))
+			c.waitNewLeader(old.name, 30*time.Second, "a new leader")
+			w.waitMore(t, 20, 30*time.Second, "writes on the new primary")
+			old.proxy.Pass()
+			c.waitHealthy(90 * time.Second)
+		})
+	}
 }
 
 // TestFailsafeMemberSilent: during a whole-etcd outage one member cannot
