@@ -140,6 +140,38 @@
 // to this node: a hook moves a virtual IP or a DNS name after the fact,
 // and must not be what keeps two writers apart.
 //
+// # Failsafe
+//
+// [Config.Failsafe] keeps the primary writable while etcd is lost as a
+// whole: a leader that cannot renew its lease asks every member named in
+// the failsafe record (POST /failsafe on [Manager.Handler], bearer
+// [Config.PeerToken]) for a promise not to campaign, and extends its term
+// to the earliest promise; a member promises only when it cannot reach
+// etcd itself. A primary cut from etcd while the others reach it fences by
+// its lease as without Failsafe. Needs APIURL and PeerToken on every
+// member. The safety argument is in docs/design.md.
+//
+// # Cluster-wide configuration
+//
+// [ProposeConfig] asks the leader to make a [ClusterConfig] the cluster's
+// configuration; the leader checks every PostgreSQL parameter against its
+// own pg_settings and every HA setting against its rules, and writes the
+// config record or rejects the proposal naming each bad setting and why
+// ([ErrConfigRejected]); [ShowConfig] reads it. Every node applies it each
+// round. Precedence: the HA settings in the record (MaxLagOnFailover,
+// SyncMode, SyncStandbys) override every node's Config, since they must
+// agree; PostgreSQL parameters go record < the record's node overrides <
+// the node's replicate.Config.Parameters. Settings tied to one machine
+// (port, listen addresses, paths, TLS files) and those pgha manages
+// (synchronous_standby_names, primary_conninfo, primary_slot_name,
+// cluster_name) can only be local. Reloadable parameters take effect
+// within a loop; the others are published in [Member.PendingRestart]
+// until the node restarts. max_connections, max_worker_processes,
+// max_wal_senders, max_prepared_transactions and max_locks_per_transaction
+// are applied in the order PostgreSQL requires: raised on the standbys
+// first, lowered on the primary first. LeaseTTL and LoopInterval stay
+// per node: keep them equal on every node.
+//
 // # Errors and logs
 //
 // Invalid configuration is a *[ConfigError] naming the field. Every
