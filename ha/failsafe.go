@@ -218,6 +218,7 @@ func (m *Manager) failsafeKeeper(term *election.Term, stop <-chan struct{}) {
 	ttl := m.cfg.LeaseTTL
 	tick := time.NewTicker(max(m.cfg.LoopInterval/2, 50*time.Millisecond))
 	defer tick.Stop()
+	defer m.setFailsafeActive(false)
 	var warned string
 	var extendedTo time.Time // the last deadline a promise round set
 	for {

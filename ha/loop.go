@@ -98,6 +98,8 @@ func (m *Manager) step(ctx context.Context) error {
 	m.tel.role.Store(m.status.Role)
 	m.tel.lag.Store(lagBytes(o))
 	m.status.LeaseRenewalMS = 0
+	m.status.Failsafe = m.failsafeActive()
+	m.status.PendingRestart = m.dyn.pending
 	t := m.currentTerm()
 	if t != nil && t.Err() == nil {
 		m.status.LeaseRenewalMS = float64(t.RenewalRTT().Microseconds()) / 1000

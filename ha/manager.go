@@ -43,6 +43,12 @@ type Status struct {
 	// makes a false fence likely: the election logs a warning, and
 	// pgha.election.renewal.duration has every renewal.
 	LeaseRenewalMS float64 `json:"lease_renewal_ms,omitempty"`
+	// Failsafe is true while this leader stays writable on its members'
+	// promises because its lease cannot be renewed (Config.Failsafe).
+	Failsafe bool `json:"failsafe,omitempty"`
+	// PendingRestart names the PostgreSQL settings that wait for a
+	// restart of this node (see ClusterConfig).
+	PendingRestart []string `json:"pending_restart,omitempty"`
 }
 
 // Manager runs the HA loop of one node. Create it with [New] and run it
