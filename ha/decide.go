@@ -25,6 +25,9 @@ type local struct {
 	// NotStreamingSince is when this running standby was first seen not
 	// streaming (zero while it streams).
 	NotStreamingSince time.Time
+	// RestartDue: a restart request for this node waits to be carried
+	// out; RestartDone: it has been (PostgreSQL restarted since).
+	RestartDue, RestartDone bool
 	// PromisedUntil: this node promised a failsafe leader not to campaign
 	// or promote before then (zero if never).
 	PromisedUntil time.Time
@@ -141,6 +144,10 @@ type observation struct {
 	Config            *keyspace.ConfigRecord
 	ConfigProposal    *keyspace.ConfigProposal
 	ConfigProposalRev int64
+	// Restart is a restart request for this node, nil if none, with the
+	// revision it was written at.
+	Restart    *keyspace.RestartRequest
+	RestartRev int64
 
 	ignored []string // records that did not decode (ClusterStatus)
 }
@@ -161,10 +168,12 @@ const (
 	actFence
 	actResign
 	actRefuse
-	actReclone // move the data directory aside and clone afresh
+	actReclone     // move the data directory aside and clone afresh
+	actRestart     // restart PostgreSQL on request, in the same role
+	actRestartDone // remove a restart request already satisfied
 )
 
-var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse", "reclone"}
+var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse", "reclone", "restart", "restart-done"}
 
 func (k actionKind) String() string { return actionNames[k] }
 
@@ -184,6 +193,11 @@ func act(k actionKind, format string, args ...any) action {
 
 // decide returns the one action this node should take now.
 func decide(o observation) action {
+	return restartAction(o, decideRole(o))
+}
+
+// decideRole is decide without restart requests.
+func decideRole(o observation) action {
 	l := o.Local
 
 	// Safety first: a node that is not leading must never accept writes.

@@ -83,6 +83,7 @@ func EtcdRoles(keyRoot, cluster string) ([]EtcdRole, error) {
 			{Key: l.Switchover(), Type: permReadWrite},
 			{Key: l.Pause(), Type: permReadWrite},
 			{Key: l.ConfigProposal(), Type: permReadWrite},
+			{Key: l.RestartPrefix(), Prefix: true, Type: permReadWrite},
 		}},
 	}, nil
 }

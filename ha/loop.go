@@ -193,6 +193,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 		m.log.Warn("PostgreSQL exited on the leader", "err", errString(m.inst.ExitErr()))
 	}
 	l.CrashedAt = m.crashedAt
+	m.observeRestart(o, &l) // needs l.Running
 	o.Local = l
 	return o, true
 }
@@ -323,6 +324,10 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		return m.lead(lctx, o)
 	case actResign:
 		return m.resign(ctx, o, a.Reason)
+	case actRestart:
+		return m.doRestart(ctx, o)
+	case actRestartDone:
+		return m.ackRestart(ctx, o)
 	}
 	return fmt.Errorf("unknown action %v", a.Kind)
 }

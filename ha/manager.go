@@ -83,6 +83,8 @@ type Manager struct {
 	started time.Time
 	// dyn is what applyConfig last applied (loop-owned).
 	dyn dynState
+	// restart is the restart request this node saw (loop-owned).
+	restart restartState
 	// onCampaign, set by tests, is called when a campaign starts.
 	onCampaign atomic.Pointer[func()]
 

@@ -277,6 +277,9 @@ func (v *view) fill(o *observation) bool {
 	if r, ok := decodeKV[keyspace.ConfigProposal](v, v.layout.ConfigProposal()); ok {
 		o.ConfigProposal, o.ConfigProposalRev = &r, v.kvs[v.layout.ConfigProposal()].ModRevision
 	}
+	if r, ok := decodeKV[keyspace.RestartRequest](v, v.layout.Restart(v.self)); ok {
+		o.Restart, o.RestartRev = &r, v.kvs[v.layout.Restart(v.self)].ModRevision
+	}
 	if r, ok := decodeKV[keyspace.FailsafeRecord](v, v.layout.Failsafe()); ok {
 		o.Failsafe = &r
 	} else if _, present := v.kvs[v.layout.Failsafe()]; present {

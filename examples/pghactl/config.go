@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pgha/pgha/ha"
 	"golang.org/x/term"
@@ -237,4 +238,37 @@ func confirm(in io.Reader, out io.Writer) (bool, error) {
 	line, _ := bufio.NewReader(in).ReadString('\n')
 	a := strings.ToLower(strings.TrimSpace(line))
 	return a == "y" || a == "yes", nil
+}
+
+func cmdRestart(ctx context.Context, c *cli) error {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	for _, n := range c.nodes {
+		if _, ok := member(st, n); !ok {
+			return explain(fmt.Errorf("%w: %s", ha.ErrUnknownMember, n), st)
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
+	start := time.Now()
+	done, err := ha.RollingRestart(rctx, c.client, c.g.cluster, ha.RollingRestartOptions{
+		Nodes: c.nodes, PendingOnly: c.pending, Role: ha.Role(c.role), NoSwitchover: c.noSwitchover,
+		Progress: func(step string) {
+			fmt.Fprintf(c.stdout, "%6.1fs  %s\n", time.Since(start).Seconds(), step)
+		},
+	}, c.opts()...)
+	if err != nil {
+		return explain(err, st)
+	}
+	if len(done) == 0 {
+		fmt.Fprintln(c.stdout, "nothing to restart")
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "restarted %s in %v\n", strings.Join(done, ", "), time.Since(start).Round(time.Millisecond))
+	return nil
 }

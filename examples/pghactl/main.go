@@ -18,6 +18,9 @@
 //	show-config the cluster-wide configuration and what waits for a restart
 //	edit-config --set KEY=VALUE... [--force]   change it (shows the diff,
 //	            asks unless --force; the leader checks every value first)
+//	restart     [--pending] [--role primary|replica] [--no-switchover] [NODE...]
+//	            rolling restart: standbys one at a time, each streaming
+//	            again before the next; the primary last, after a switchover
 //
 // Global flags (accepted before or after the command; each has a PGHA_*
 // environment variable):
@@ -85,6 +88,7 @@ Commands:
   resume      end maintenance mode
   show-config the cluster-wide configuration and what waits for a restart
   edit-config change it: --set KEY=VALUE... [--force]
+  restart     rolling restart: [--pending] [--role primary|replica] [--no-switchover] [NODE...]
 
 Global flags (before or after the command):
 `
@@ -161,6 +165,11 @@ type cli struct {
 	// edit-config's --set flags, and where its confirmation is read.
 	sets  setFlags
 	stdin io.Reader
+	// restart's flags and node arguments.
+	pending      bool
+	role         string
+	noSwitchover bool
+	nodes        []string
 }
 
 func (c *cli) opts() []ha.OpOption { return []ha.OpOption{ha.WithKeyRoot(c.g.keyRoot)} }
@@ -174,6 +183,7 @@ var commands = []command{
 	{name: "resume", run: cmdResume},
 	{name: "show-config", run: cmdShowConfig},
 	{name: "edit-config", run: cmdEditConfig},
+	{name: "restart", run: cmdRestart},
 }
 
 // run runs pghactl with args (without the program name) and returns the
@@ -206,7 +216,7 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 	name := top.Arg(0)
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
 	if i < 0 {
-		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume, show-config, edit-config\n", name)
+		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume, show-config, edit-config, restart\n", name)
 		return exitUsage
 	}
 	cmd := commands[i]
@@ -231,6 +241,11 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for the new leader to be writable")
 	case "pause":
 		fs.StringVar(&c.reason, "reason", "", "why, shown by list")
+	case "restart":
+		fs.BoolVar(&c.pending, "pending", false, "only members with a setting waiting for a restart")
+		fs.StringVar(&c.role, "role", "", "only the primary or only the replicas: primary or replica")
+		fs.BoolVar(&c.noSwitchover, "no-switchover", false, "restart the primary in place (its writes pause) instead of handing over first")
+		fs.DurationVar(&c.wait, "wait", 10*time.Minute, "how long the whole rolling restart may take")
 	case "edit-config":
 		fs.Var(&c.sets, "set", "key=value to set (repeatable; an empty value unsets): max_lag_on_failover, sync_mode, sync_standbys, parameters.NAME, node_parameters.NODE.NAME")
 		fs.BoolVar(&c.force, "force", false, "apply without asking for confirmation")
@@ -241,7 +256,9 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 		}
 		return exitUsage
 	}
-	if fs.NArg() > 0 {
+	if name == "restart" {
+		c.nodes = fs.Args()
+	} else if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "pghactl %s: unexpected argument %q (flags start with --)\n", name, fs.Arg(0))
 		return exitUsage
 	}
@@ -276,7 +293,15 @@ func (c *cli) check(name string) error {
 	if c.g.timeout <= 0 {
 		return usagef("--timeout %v must be positive", c.g.timeout)
 	}
-	if (name == "switchover" || name == "failover") && c.wait <= 0 {
+	for _, n := range c.nodes {
+		if err := ha.ValidName(n); err != nil {
+			return usagef("node %q: %v", n, err)
+		}
+	}
+	if c.role != "" && c.role != "primary" && c.role != "replica" {
+		return usagef("--role %q: want primary or replica", c.role)
+	}
+	if (name == "switchover" || name == "failover" || name == "restart") && c.wait <= 0 {
 		return usagef("--wait %v must be positive", c.wait)
 	}
 	if c.g.jsonOutput && name != "list" && name != "history" && name != "show-config" {

@@ -101,6 +101,12 @@ func (l Layout) Switchover() string { return l.prefix + "switchover" }
 // Pause, when present, disables automatic failover.
 func (l Layout) Pause() string { return l.prefix + "pause" }
 
+// Restart is the key of a restart request for node (RestartRequest).
+func (l Layout) Restart(node string) string { return l.prefix + "restart/" + node }
+
+// RestartPrefix is the prefix of every restart request.
+func (l Layout) RestartPrefix() string { return l.prefix + "restart/" }
+
 // ConfigProposal is the key of a proposed config record awaiting the
 // leader's verdict (ConfigProposal).
 func (l Layout) ConfigProposal() string { return l.prefix + "config-proposal" }
@@ -434,6 +440,18 @@ type ConfigRecord struct {
 	NodeParameters map[string]map[string]string `json:"node_parameters,omitempty"`
 }
 
+// RestartRequest asks one node's manager to restart its PostgreSQL (fast
+// shutdown, start in the same role); the manager deletes it when done.
+type RestartRequest struct {
+	V int `json:"v"`
+	// Pending: only if a setting waits for a restart; otherwise the
+	// request is just removed.
+	Pending bool `json:"pending,omitempty"`
+}
+
+// Validate always succeeds.
+func (r RestartRequest) Validate() error { return nil }
+
 // ConfigProposal is a proposed ConfigRecord, written by an operator tool
 // and judged by the leader against its PostgreSQL's own settings before
 // any node applies it: the leader writes the config record and sets
@@ -491,7 +509,7 @@ func (r ConfigRecord) Validate() error {
 
 // Record is implemented by every record type.
 type Record interface {
-	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord | FailsafeRecord | ConfigProposal
+	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord | FailsafeRecord | ConfigProposal | RestartRequest
 	Validate() error
 }
 
@@ -541,6 +559,8 @@ func kindOf(v any) string {
 		return "failsafe"
 	case *ConfigProposal:
 		return "config proposal"
+	case *RestartRequest:
+		return "restart"
 	}
 	return "unknown"
 }
@@ -614,6 +634,8 @@ func setVersion(v any) {
 	case *ConfigProposal:
 		r.V = Version
 		r.Config.V = Version
+	case *RestartRequest:
+		r.V = Version
 	case *ConfigRecord:
 		r.V = Version
 	}
