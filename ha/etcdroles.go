@@ -16,8 +16,10 @@ const (
 	// RolePool is a driver.Pool: read-only on the cluster's prefix.
 	RolePool = "pool"
 	// RoleOperator is pghactl and the operations of this package
-	// ([ClusterStatus], [Switchover], [Failover], [Pause], [Resume]): read
-	// on the prefix, read-write on the switchover, pause and config keys.
+	// ([ClusterStatus], [Switchover], [Failover], [Pause], [Resume],
+	// [Reinit], [Remove]): read on the prefix, read-write on the
+	// switchover, pause and config keys and the reinit/ and remove/
+	// request prefixes.
 	RoleOperator = "operator"
 )
 
@@ -82,6 +84,8 @@ func EtcdRoles(keyRoot, cluster string) ([]EtcdRole, error) {
 			{Key: l.Switchover(), Type: permReadWrite},
 			{Key: l.Pause(), Type: permReadWrite},
 			{Key: l.Config(), Type: permReadWrite},
+			{Key: l.Reinits(), Prefix: true, Type: permReadWrite},
+			{Key: l.Removes(), Prefix: true, Type: permReadWrite},
 		}},
 	}, nil
 }
