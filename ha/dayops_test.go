@@ -221,11 +221,14 @@ func TestScheduledSwitchover(t *testing.T) {
 		t.Fatalf("leader %s before the scheduled time; want %s", st.Leader.Node, lead.name)
 	}
 	c.waitNewLeader(lead.name, 30*time.Second, "the scheduled switchover")
+	if now := time.Now(); now.Before(at) {
+		t.Fatalf("the switchover happened %v before its time", at.Sub(now).Round(time.Millisecond))
+	}
 	var due time.Time
 	select {
 	case due = <-dueAt:
-	case <-ctx.Done():
-		t.Fatal("the switchover happened but was never made immediate")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the switchover happened but the leader never made the request immediate")
 	}
 	late := due.Sub(at)
 	t.Logf("scheduled switchover due %v after its time (loop interval %v)", late.Round(time.Millisecond), loop)
