@@ -253,7 +253,9 @@ func (v *view) fill(o *observation) bool {
 	o.Members = map[string]member{}
 	for k, kv := range v.kvs {
 		if name := keyspace.RequestNode(v.layout.Reinits(), k); name != "" {
-			if r, ok := decodeKV[keyspace.ReinitRecord](v, k); ok && r.Node == name {
+			if r, ok := decodeKV[keyspace.ReinitRecord](v, k); ok && r.Node != name {
+				v.warnLocked(k, fmt.Errorf("reinit record names node %q, not the key's %q", r.Node, name))
+			} else if ok {
 				if o.Reinits == nil {
 					o.Reinits = map[string]int64{}
 				}
@@ -262,7 +264,9 @@ func (v *view) fill(o *observation) bool {
 			continue
 		}
 		if name := keyspace.RequestNode(v.layout.Removes(), k); name != "" {
-			if r, ok := decodeKV[keyspace.RemoveRecord](v, k); ok && r.Node == name {
+			if r, ok := decodeKV[keyspace.RemoveRecord](v, k); ok && r.Node != name {
+				v.warnLocked(k, fmt.Errorf("remove record names node %q, not the key's %q", r.Node, name))
+			} else if ok {
 				if o.Removals == nil {
 					o.Removals = map[string]removal{}
 				}

@@ -570,7 +570,7 @@ func cmdReinit(ctx context.Context, c *cli) error {
 	if err := ha.Reinit(wctx, c.client, c.g.cluster, c.node, c.opts()...); err != nil {
 		switch {
 		case errors.Is(err, ha.ErrIsLeader):
-			return fmt.Errorf("%w: run 'pghactl switchover' first, then reinit %s as a standby", err, c.node)
+			return fmt.Errorf("%w (hand over with 'pghactl switchover --to STANDBY'; standbys: %s)", err, standbys(st))
 		case wctx.Err() != nil:
 			return fmt.Errorf("%w: 'pghactl list' shows the node's state; 'pghactl reinit --cancel %s' cancels the request", err, c.node)
 		case strings.Contains(err.Error(), "reinit requested but failed"):
