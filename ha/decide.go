@@ -53,6 +53,10 @@ type local struct {
 	// RewindImpossible: the last one said only a new clone helps.
 	RewindFailures   int
 	RewindImpossible bool
+	// ReinitCloned is the etcd revision of the reinit request this node
+	// has re-cloned for (0 if none): it is complete once the node
+	// streams.
+	ReinitCloned int64
 	// Diverged: this standby replayed WAL of its timeline past the point
 	// where a newer timeline forked off it; it can follow that timeline
 	// only after a rewind (replicate.Status.Diverged).
@@ -65,6 +69,16 @@ func (l local) position() uint64 { return max(l.ReceiveLSN, l.ReplayLSN, l.Write
 // member is a member record with the etcd revision it was written at.
 type member struct {
 	Rec    keyspace.MemberRecord
+	ModRev int64
+	// Lease is the etcd lease the record is attached to; 0 for none (not
+	// written by a manager, which always uses its own lease).
+	Lease int64
+}
+
+// removal is an operator's remove request, with the etcd revision it was
+// written at.
+type removal struct {
+	Rec    keyspace.RemoveRecord
 	ModRev int64
 }
 
@@ -86,6 +100,9 @@ type policy struct {
 	ReplaceDataDir bool
 	// RecloneOnRewindFailure: see Config.
 	RecloneOnRewindFailure bool
+	// Cluster and KeyRoot name the cluster in the pghactl commands that
+	// hints give (reinitCommand).
+	Cluster, KeyRoot string
 }
 
 // policy returns the settings decisions read, from a Config with its
@@ -94,7 +111,7 @@ func (c Config) policy() policy {
 	return policy{SyncMode: c.SyncMode, SyncStandbys: c.SyncStandbys, MaxLagOnFailover: c.MaxLagOnFailover,
 		FenceBudget: c.FenceBudget, PrimaryStartTimeout: c.PrimaryStartTimeout, LoopInterval: c.LoopInterval,
 		DepartedSlotTTL: c.DepartedSlotTTL, NoFailover: c.NoFailover, Priority: c.Priority, ReplaceDataDir: c.replaceDataDir,
-		RecloneOnRewindFailure: c.RecloneOnRewindFailure}
+		RecloneOnRewindFailure: c.RecloneOnRewindFailure, Cluster: c.Cluster, KeyRoot: c.KeyRoot}
 }
 
 // observation is everything decide looks at.
@@ -148,6 +165,12 @@ type observation struct {
 	// revision it was written at.
 	Restart    *keyspace.RestartRequest
 	RestartRev int64
+	// Reinits are the pending reinit requests: node → the etcd revision
+	// the request was written at.
+	Reinits map[string]int64
+	// Removals are the remove requests by node (the leader carries them
+	// out).
+	Removals map[string]removal
 
 	ignored []string // records that did not decode (ClusterStatus)
 }
@@ -168,12 +191,16 @@ const (
 	actFence
 	actResign
 	actRefuse
-	actReclone     // move the data directory aside and clone afresh
+	actReclone // move the data directory aside and clone afresh
+	actReinit  // the same, asked by an operator (a reinit request)
+	// actSwitchoverDue: a scheduled switchover is due; the leader rewrites
+	// it as an immediate one (without At), which it then performs.
+	actSwitchoverDue
 	actRestart     // restart PostgreSQL on request, in the same role
 	actRestartDone // remove a restart request already satisfied
 )
 
-var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse", "reclone", "restart", "restart-done"}
+var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse", "reclone", "reinit", "switchover-due", "restart", "restart-done"}
 
 func (k actionKind) String() string { return actionNames[k] }
 
@@ -241,9 +268,17 @@ func decideLeader(o observation) action {
 	if !o.Now.Before(o.ValidUntil.Add(-o.Policy.FenceBudget)) {
 		return act(actFence, "lease not renewed in time: %v left before ValidUntil", o.ValidUntil.Sub(o.Now))
 	}
-	if o.Switchover != nil && o.Switchover.From == o.Node {
-		if c := switchoverTarget(o); c != "" {
+	if sw := o.Switchover; sw != nil && sw.From == o.Node {
+		// A scheduled one is due by this leader's clock only: candidates
+		// never read At. It becomes an immediate request first, so that
+		// every candidate defers to its target as for any switchover.
+		c := switchoverTarget(o)
+		switch {
+		case c == "":
+		case sw.At.IsZero():
 			return act(actResign, "planned switchover to %s", c)
+		case !o.Now.Before(sw.At):
+			return act(actSwitchoverDue, "scheduled switchover to %s due (at %s)", c, sw.At.Format(time.RFC3339))
 		}
 	}
 	if !l.Running {
@@ -272,9 +307,18 @@ func decideFollower(o observation) action {
 		}
 		return a
 	}
+	if rev := o.Reinits[o.Node]; rev != 0 && rev != l.ReinitCloned {
+		// An operator asked: whatever state the directory is in, it is
+		// moved aside and cloned afresh. Only from a writable leader, as
+		// for a rewind.
+		if !ld.Writable {
+			return act(actWait, "reinit requested; waiting for leader %s to be writable to clone from it", ld.Node)
+		}
+		return follow(actReinit, "reinit requested by an operator: moving the data directory aside and cloning from leader %s", ld.Node)
+	}
 	if l.RewindIncomplete {
 		if !o.Policy.ReplaceDataDir {
-			return act(actWait, "an interrupted rewind left the data directory unusable: re-clone it (set replicate.Config.ReplaceDataDir, agent --pg-replace-data-dir, to let pgha move it aside and clone)")
+			return act(actWait, "an interrupted rewind left the data directory unusable: re-clone it: run '%s' (or set replicate.Config.ReplaceDataDir, agent --pg-replace-data-dir, to let pgha move it aside and clone)", reinitCommand(o))
 		}
 		if !ld.Writable {
 			return act(actWait, "an interrupted rewind left the data directory unusable; waiting for leader %s to be writable to re-clone from it", ld.Node)
@@ -328,7 +372,9 @@ func decideCandidate(o observation) action {
 		// Also a forced failover: a failsafe leader did not ask this node.
 		return act(actWait, "no leader; not named in the failsafe record of %s: only its members may lead while it exists (a leader with Failsafe off removes it)", o.Failsafe.Leader)
 	}
-	if sw := o.Switchover; sw != nil && (o.LeaderGoneRev == 0 || o.Now.Sub(o.LeaderGoneAt) < switchoverTimeout) {
+	if sw := o.Switchover; sw != nil && sw.At.IsZero() && (o.LeaderGoneRev == 0 || o.Now.Sub(o.LeaderGoneAt) < switchoverTimeout) {
+		// (A scheduled switchover not yet made immediate by its leader
+		// names no one: the leader went before it was due.)
 		// A planned switchover (the leader resigned for it) or a manual
 		// failover names the node to promote.
 		if sw.To != "" && sw.To != o.Node {
@@ -388,13 +434,22 @@ func rewindOrReclone(o observation, a action) action {
 	}
 	switch {
 	case !o.Policy.RecloneOnRewindFailure:
-		return act(actWait, "%s: re-clone it (set RecloneOnRewindFailure, agent --reclone-on-rewind-failure, to let pgha move it aside and clone from the leader)", why)
+		return act(actWait, "%s: re-clone it: run '%s' (or set RecloneOnRewindFailure, agent --reclone-on-rewind-failure, to let pgha move it aside and clone from the leader by itself)", why, reinitCommand(o))
 	case !a.Leader.Writable:
 		return act(actWait, "%s; waiting for leader %s to be writable to re-clone from it", why, a.Leader.Node)
 	}
 	r := act(actReclone, "%s: moving the data directory aside and cloning from leader %s (RecloneOnRewindFailure)", why, a.Leader.Node)
 	r.Leader = a.Leader
 	return r
+}
+
+// reinitCommand is the pghactl command that re-clones this node.
+func reinitCommand(o observation) string {
+	cmd := "pghactl --cluster " + o.Policy.Cluster
+	if o.Policy.KeyRoot != "" && o.Policy.KeyRoot != keyspace.DefaultRoot {
+		cmd += " --key-root " + shellQuote(o.Policy.KeyRoot)
+	}
+	return cmd + " reinit " + o.Node
 }
 
 // stuckSince is the "not streaming since" clock of a standby (local's

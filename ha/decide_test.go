@@ -307,6 +307,87 @@ func TestDecide(t *testing.T) {
 			o.Members["n2"] = replica("n2", 1, 900, 11)
 			o.Members["n3"] = replica("n3", 1, 1000, 11)
 		}, actLead, "leading"},
+		// Reinit (an operator's request).
+		{"a reinit request re-clones a standby from the writable leader", func(o *observation) {
+			o.Leader = leader("n2", 1)
+			o.Reinits = map[string]int64{"n1": 50}
+		}, actReinit, "cloning from leader n2"},
+		{"a reinit request re-clones a former primary that cannot rewind", func(o *observation) {
+			o.Leader = leader("n2", 2)
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery = true, false, false
+			o.Local.RewindImpossible = true
+			o.Reinits = map[string]int64{"n1": 50}
+		}, actReinit, "reinit requested"},
+		{"a reinit request waits for a writable leader", func(o *observation) {
+			o.Leader = leader("n2", 2)
+			o.Leader.Writable = false
+			o.Reinits = map[string]int64{"n1": 50}
+		}, actWait, "reinit requested; waiting for leader n2 to be writable"},
+		{"a reinit request for another node changes nothing here", func(o *observation) {
+			o.Leader = leader("n2", 1)
+			o.Reinits = map[string]int64{"n3": 50}
+		}, actWait, "streaming from leader n2"},
+		{"a reinit request already re-cloned for waits to stream, no second clone", func(o *observation) {
+			o.Leader = leader("n2", 1)
+			o.Reinits = map[string]int64{"n1": 50}
+			o.Local.ReinitCloned = 50
+		}, actWait, "streaming from leader n2"},
+		{"a reinit request written again after a re-clone re-clones again", func(o *observation) {
+			o.Leader = leader("n2", 1)
+			o.Reinits = map[string]int64{"n1": 60}
+			o.Local.ReinitCloned = 50
+		}, actReinit, "reinit requested"},
+		{"a leader never re-clones itself on a reinit request", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Leader = leader("n1", 1)
+			o.Reinits = map[string]int64{"n1": 50}
+		}, actLead, "leading"},
+		{"a failing rewind names the pghactl reinit command", func(o *observation) {
+			o.Policy.Cluster = "main"
+			o.Leader = leader("n2", 2)
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery = true, false, false
+			o.Local.RewindFailures = maxRewindFailures
+		}, actWait, "run 'pghactl --cluster main reinit n1'"},
+		{"the reinit command names a non-default key root", func(o *observation) {
+			o.Policy.Cluster, o.Policy.KeyRoot = "main", "/my root"
+			o.Leader = leader("n2", 2)
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery = true, false, false
+			o.Local.RewindImpossible = true
+		}, actWait, "run 'pghactl --cluster main --key-root '/my root' reinit n1'"},
+		// Scheduled switchover.
+		{"a scheduled switchover before its time: the leader leads on", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n2", At: t0.Add(time.Millisecond)}
+			o.Members["n2"] = replica("n2", 1, 1000, 11)
+		}, actLead, "leading"},
+		{"a scheduled switchover at its time is due", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n2", At: t0}
+			o.Members["n2"] = replica("n2", 1, 1000, 11)
+		}, actSwitchoverDue, "scheduled switchover to n2 due"},
+		{"a due scheduled switchover without a qualifying target waits", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n1", To: "n9", At: t0.Add(-time.Minute)}
+			o.Members["n2"] = replica("n2", 1, 1000, 11)
+		}, actLead, "leading"},
+		{"a scheduled switchover of another leader is not performed", func(o *observation) {
+			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
+			o.Local.InRecovery = false
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n3", To: "n2", At: t0.Add(-time.Minute)}
+			o.Members["n2"] = replica("n2", 1, 1000, 11)
+		}, actLead, "leading"},
+		{"candidates do not defer to a scheduled switchover's target", func(o *observation) {
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n3", To: "n2", At: t0.Add(-time.Minute)}
+			o.LeaderGoneRev, o.LeaderGoneAt = 10, t0.Add(-time.Second)
+		}, actCampaign, "best eligible candidate"},
+		{"candidates defer to an immediate switchover's target", func(o *observation) {
+			o.Switchover = &keyspace.SwitchoverRecord{From: "n3", To: "n2"}
+			o.LeaderGoneRev, o.LeaderGoneAt = 10, t0.Add(-time.Second)
+		}, actWait, "switchover to n2 pending"},
 		{"switchover to an absent node is not done", func(o *observation) {
 			o.Leading, o.ValidUntil = true, t0.Add(4*time.Second)
 			o.Local.InRecovery = false
@@ -349,5 +430,51 @@ func TestStuckSince(t *testing.T) {
 		if got := stuckSince(tc.prev, t1, tc.running, tc.inRecovery, tc.streaming, tc.leaderWritable, tc.repointed); !got.Equal(tc.want) {
 			t.Errorf("%s: stuckSince = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestPlanRemovals: the leader forgets only members that are gone: a
+// record on a lease (live) or the leader itself is refused, a member with
+// neither a record nor a slot is unknown, a lease-less record is deleted,
+// a slot shared by a live member's name is kept, and answered requests
+// are left alone.
+func TestPlanRemovals(t *testing.T) {
+	rec := func(node string, lease int64) member {
+		m := replica(node, 1, 1, 5)
+		m.Lease = lease
+		return m
+	}
+	members := map[string]member{"n1": rec("n1", 7), "n2": rec("n2", 8), "stale": rec("stale", 0), "a_b": rec("a_b", 9)}
+	req := func(nodes ...string) map[string]removal {
+		r := map[string]removal{}
+		for _, n := range nodes {
+			r[n] = removal{Rec: keyspace.RemoveRecord{Node: n}, ModRev: 3}
+		}
+		return r
+	}
+	slots := []string{"n2", "gone", "stale", "a_b"}
+	for _, tc := range []struct {
+		name string
+		req  map[string]removal
+		want removeStep
+	}{
+		{"a live member is refused", req("n2"), removeStep{Node: "n2", Outcome: keyspace.RemoveLive}},
+		{"the leader itself is refused", req("n1"), removeStep{Node: "n1", Outcome: keyspace.RemoveLive}},
+		{"a departed member's slot is dropped", req("gone"), removeStep{Node: "gone", DropSlot: "gone"}},
+		{"neither record nor slot: unknown", req("ghost"), removeStep{Node: "ghost", Outcome: keyspace.RemoveUnknown}},
+		{"a record without a lease is deleted with its slot", req("stale"), removeStep{Node: "stale", DropSlot: "stale", DeleteRecord: true}},
+		{"a slot a live member's name maps to is kept", req("a-b"), removeStep{Node: "a-b", Outcome: keyspace.RemoveUnknown}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := planRemovals("n1", members, tc.req, slots)
+			if len(got) != 1 || got[0] != tc.want {
+				t.Fatalf("planRemovals = %+v; want [%+v]", got, tc.want)
+			}
+		})
+	}
+	answered := req("ghost")
+	answered["ghost"] = removal{Rec: keyspace.RemoveRecord{Node: "ghost", Outcome: keyspace.RemoveUnknown}}
+	if got := planRemovals("n1", members, answered, slots); len(got) != 0 {
+		t.Fatalf("an answered request planned again: %+v", got)
 	}
 }

@@ -91,6 +91,17 @@
 // interrupted half-way leaves the directory unusable; with
 // replicate.Config.ReplaceDataDir the node moves it aside and clones anew.
 //
+// # Operator requests
+//
+// [Reinit] (re-clone a standby from the leader; the old data directory
+// is moved aside, never deleted), [Remove] (forget a departed member: its
+// slot on the leader and a record left without a lease) and
+// [ScheduleSwitchover] (a switchover the leader performs within one
+// LoopInterval of a wall-clock time, by its own clock only) write an etcd
+// record that the managers act on: the caller needs etcd only.
+// [CancelSwitchover] and [WithdrawReinit] cancel; [ClusterStatus] shows
+// what is pending.
+//
 // # Synchronous mode
 //
 // In [SyncOn] and [SyncStrict] the leader keeps the sync key and

@@ -16,9 +16,11 @@ const (
 	// RolePool is a driver.Pool: read-only on the cluster's prefix.
 	RolePool = "pool"
 	// RoleOperator is pghactl and the operations of this package
-	// ([ClusterStatus], [Switchover], [Failover], [Pause], [Resume]): read
-	// on the prefix, read-write on the switchover, pause and config-proposal
-	// keys (the leader writes the config record once it accepts a proposal).
+	// ([ClusterStatus], [Switchover], [Failover], [Pause], [Resume],
+	// [Reinit], [Remove], [ProposeConfig], [RestartMember]): read on the
+	// prefix, read-write on the switchover, pause and config-proposal keys
+	// (the leader writes the config record once it accepts a proposal) and
+	// the reinit/, remove/ and restart/ request prefixes.
 	RoleOperator = "operator"
 )
 
@@ -84,6 +86,8 @@ func EtcdRoles(keyRoot, cluster string) ([]EtcdRole, error) {
 			{Key: l.Pause(), Type: permReadWrite},
 			{Key: l.ConfigProposal(), Type: permReadWrite},
 			{Key: l.RestartPrefix(), Prefix: true, Type: permReadWrite},
+			{Key: l.Reinits(), Prefix: true, Type: permReadWrite},
+			{Key: l.Removes(), Prefix: true, Type: permReadWrite},
 		}},
 	}, nil
 }

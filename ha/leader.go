@@ -38,14 +38,109 @@ func (m *Manager) lead(ctx context.Context, o observation) error {
 			Then(clientv3.OpDelete(m.layout.Switchover())).Commit()
 	}
 	m.judgeConfig(ctx, term, o)
+	if rev := o.Reinits[m.cfg.Node]; rev != 0 {
+		// The leader cannot re-clone itself: Reinit refuses this, but the
+		// request may predate a switchover. Drop it rather than let it
+		// fire whenever this node next follows.
+		key := m.layout.Reinit(m.cfg.Node)
+		m.cfg.Client.Txn(ctx).If(term.IsOwner(), clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpDelete(key)).Commit()
+		m.log.Warn("refused a reinit request for this node: it leads (switch over first, then reinit it as a standby)")
+	}
 	if err := m.maintainFailsafe(ctx, term, o); err != nil {
 		m.log.Warn("failsafe record", "err", err.Error())
 	}
+	o.Members = m.carryOutRemovals(ctx, term, o)
 	m.maintainSlots(ctx, o)
 	if o.Policy.SyncMode != SyncOff {
 		return m.maintainSync(ctx, term, o)
 	}
 	return nil
+}
+
+// switchoverDue rewrites the scheduled switchover o saw as an immediate
+// one (At cleared), guarded by the term and by the record's revision (a
+// cancel or a new request since wins). The write wakes the loop, which
+// then performs it like any switchover.
+func (m *Manager) switchoverDue(ctx context.Context, o observation) error {
+	term := m.currentTerm()
+	if term == nil {
+		return nil
+	}
+	now := *o.Switchover
+	now.At = time.Time{}
+	b, err := keyspace.Encode(now)
+	if err != nil {
+		return err
+	}
+	key := m.layout.Switchover()
+	tr, err := m.cfg.Client.Txn(ctx).If(term.IsOwner(), clientv3.Compare(clientv3.ModRevision(key), "=", o.SwitchoverRev)).
+		Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil {
+		return fmt.Errorf("start the scheduled switchover: %w", err)
+	}
+	if tr.Succeeded {
+		m.log.Info("scheduled switchover due", "at", o.Switchover.At.Format(time.RFC3339Nano), "late_by", o.Now.Sub(o.Switchover.At).String())
+	}
+	return nil
+}
+
+// carryOutRemovals carries out the pending remove requests (planRemovals):
+// it drops the departed member's replication slot, deletes a member
+// record left without a lease, then deletes the request; a live or unknown
+// member gets the outcome written into the request instead. Every write
+// is guarded by the term and by the record's revision. It returns the
+// members without the records it deleted, for the slot upkeep of the same
+// round.
+func (m *Manager) carryOutRemovals(ctx context.Context, term *election.Term, o observation) map[string]member {
+	if len(o.Removals) == 0 {
+		return o.Members
+	}
+	var slots []string
+	ss, err := m.inst.Slots(ctx)
+	if err != nil {
+		m.log.Debug("list slots for remove requests", "err", err.Error())
+		return o.Members
+	}
+	for _, s := range ss {
+		slots = append(slots, s.Name)
+	}
+	members := maps.Clone(o.Members)
+	for _, r := range planRemovals(m.cfg.Node, o.Members, o.Removals, slots) {
+		key := m.layout.Remove(r.Node)
+		guard := []clientv3.Cmp{term.IsOwner(), clientv3.Compare(clientv3.ModRevision(key), "=", o.Removals[r.Node].ModRev)}
+		if r.Outcome != "" {
+			rec := o.Removals[r.Node].Rec
+			rec.Outcome, rec.Leader = r.Outcome, m.cfg.Node
+			b, err := keyspace.Encode(rec)
+			if err == nil {
+				_, err = m.cfg.Client.Txn(ctx).If(guard...).Then(clientv3.OpPut(key, string(b))).Commit()
+			}
+			if err != nil {
+				m.log.Warn("answer a remove request", "member", r.Node, "err", err.Error())
+			}
+			continue
+		}
+		if r.DropSlot != "" {
+			if err := m.inst.DropSlot(ctx, r.DropSlot); err != nil {
+				m.log.Warn("drop the slot of a removed member", "member", r.Node, "slot", r.DropSlot, "err", err.Error())
+				continue // retried next round
+			}
+			delete(m.ownSlots, r.DropSlot)
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		if r.DeleteRecord {
+			mk := m.layout.Member(r.Node)
+			guard = append(guard, clientv3.Compare(clientv3.ModRevision(mk), "=", o.Members[r.Node].ModRev))
+			ops = append(ops, clientv3.OpDelete(mk))
+			delete(members, r.Node)
+		}
+		if _, err := m.cfg.Client.Txn(ctx).If(guard...).Then(ops...).Commit(); err != nil {
+			m.log.Warn("complete a remove request", "member", r.Node, "err", err.Error())
+			continue
+		}
+		m.log.Info("removed a departed member", "member", r.Node, "slot", r.DropSlot, "record_deleted", r.DeleteRecord)
+	}
+	return members
 }
 
 // maintainSlots carries out planSlots: a slot for every other member, and

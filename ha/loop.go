@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/replicate"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // This file is the loop: Run's observe → decide → act rounds (loop, step,
@@ -45,7 +46,7 @@ func (m *Manager) step(ctx context.Context) error {
 	m.applyConfig(ctx, o)
 	a := decide(o)
 	m.problem = ""
-	if a.Kind == actWait && (o.Local.RewindImpossible || o.Local.RewindFailures >= maxRewindFailures) {
+	if a.Kind == actWait && (o.Local.RewindImpossible || o.Local.RewindFailures >= maxRewindFailures || o.Local.RewindIncomplete) {
 		m.problem = a.Reason // published in the member record: an operator must act
 	}
 	if s := a.String(); s != m.lastAction {
@@ -83,7 +84,16 @@ func (m *Manager) step(ctx context.Context) error {
 	if errors.Is(err, ErrRefused) {
 		return err
 	}
+	if a.Kind == actReinit && err != nil {
+		// The request stays: the node retries (spaced by the retry
+		// gate) and says why in its member record meanwhile.
+		m.problem = reinitFailed + " (retrying; a data directory moved aside is kept): " + err.Error()
+	}
 	m.publish(ctx, o)
+	if rev := o.Reinits[m.cfg.Node]; rev != 0 && rev == m.reinitCloned && o.Local.Streaming {
+		// Re-cloned and streaming again (and published so): done.
+		m.reinitDone(ctx, rev)
+	}
 	m.announceRole(o, a)
 	m.mu.Lock()
 	m.status.LastAction = a.String()
@@ -150,6 +160,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 		RewindFailures:   m.rewindFailures,
 		RewindImpossible: m.rewindImpossible,
 		CrashedAt:        m.crashedAt,
+		ReinitCloned:     m.reinitCloned,
 	}
 	m.startupHold(o)
 	l.PromisedUntil = m.fs.promised()
@@ -196,6 +207,21 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	m.observeRestart(o, &l) // needs l.Running
 	o.Local = l
 	return o, true
+}
+
+// reinitDone deletes this node's reinit request once it streams from a
+// fresh clone, if it is still the one at revision rev: a request written
+// since is a new one.
+func (m *Manager) reinitDone(ctx context.Context, rev int64) {
+	key := m.layout.Reinit(m.cfg.Node)
+	dctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if _, err := m.cfg.Client.Txn(dctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpDelete(key)).Commit(); err != nil {
+		// Retried next round.
+		m.log.Warn("delete the reinit request", "err", err.Error())
+		return
+	}
+	m.log.Info("reinit done: cloned afresh from the leader")
 }
 
 // lagBytes is how far a standby's replay is behind the leader's last
@@ -253,8 +279,11 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start after clone: %w", err)
 		}
+		// A fresh clone is what a pending reinit request asks for (a
+		// reinit that failed after moving the directory aside ends here).
+		m.reinitCloned = o.Reinits[m.cfg.Node]
 		return nil
-	case actReclone:
+	case actReclone, actReinit:
 		if o.Local.Running {
 			if err := m.inst.Stop(ctx, replicate.Fast); err != nil {
 				return fmt.Errorf("stop before re-cloning: %w", err)
@@ -268,6 +297,7 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		if err := m.inst.Start(ctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start after re-clone: %w", err)
 		}
+		m.reinitCloned = o.Reinits[m.cfg.Node]
 		return nil
 	case actFollow:
 		ctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -328,6 +358,8 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		return m.doRestart(ctx, o)
 	case actRestartDone:
 		return m.ackRestart(ctx, o)
+	case actSwitchoverDue:
+		return m.switchoverDue(ctx, o)
 	}
 	return fmt.Errorf("unknown action %v", a.Kind)
 }

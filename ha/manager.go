@@ -99,6 +99,9 @@ type Manager struct {
 	rewindImpossible bool
 	// problem is what the member record's Problem says (loop-owned).
 	problem string
+	// reinitCloned is the revision of the reinit request this node has
+	// re-cloned for; the request is deleted once it streams (loop-owned).
+	reinitCloned int64
 	// repointed: the standby was pointed at a leader (follow, clone,
 	// rewind) since the last observation; the stuck clock restarts.
 	repointed bool

@@ -9,10 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pgha/pgha/election"
 	"github.com/pgha/pgha/internal/etcdmirror"
 	"github.com/pgha/pgha/internal/keyspace"
+	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -29,6 +31,13 @@ var (
 	// ErrNotSynchronous: the failover target is outside the synchronous set
 	// and could lack acknowledged commits; pass force to accept the loss.
 	ErrNotSynchronous = errors.New("ha: target is not a synchronous standby")
+	// ErrIsLeader: the operation ([Reinit], [Remove]) names the current
+	// leader; switch over first.
+	ErrIsLeader = errors.New("ha: the node is the leader")
+	// ErrMemberLive: [Remove] was asked for a member whose record is on a
+	// live lease (its manager runs, or died less than a lease TTL ago);
+	// stop its manager first.
+	ErrMemberLive = errors.New("ha: the member is live")
 )
 
 // OpOption tunes an operation.
@@ -63,8 +72,15 @@ type ClusterState struct {
 	Paused      bool           `json:"paused"`
 	PauseReason string         `json:"pause_reason,omitempty"`
 	History     []HistoryEntry `json:"history,omitempty"`
-	// Switchover is a pending switchover or manual failover, if any.
+	// Switchover is a pending switchover or manual failover, if any (a
+	// scheduled one has At set).
 	Switchover *SwitchoverRequest `json:"switchover,omitempty"`
+	// Reinits are the nodes with a pending reinit request ([Reinit]), in
+	// name order.
+	Reinits []string `json:"reinits,omitempty"`
+	// Removals are the remove requests ([Remove]) still recorded, in node
+	// order.
+	Removals []RemoveRequest `json:"removals,omitempty"`
 	// Ignored lists keys whose records did not decode, with why.
 	Ignored []string `json:"ignored,omitempty"`
 }
@@ -96,6 +112,11 @@ func ClusterStatus(ctx context.Context, cli *clientv3.Client, cluster string, op
 	}
 	if r, ok := decodeKV[keyspace.PauseRecord](v, layout.Pause()); ok {
 		st.PauseReason = r.Reason
+	}
+	st.Reinits = slices.Sorted(maps.Keys(o.Reinits))
+	for _, node := range slices.Sorted(maps.Keys(o.Removals)) {
+		r := o.Removals[node].Rec
+		st.Removals = append(st.Removals, RemoveRequest{Node: node, Outcome: r.Outcome, Leader: r.Leader})
 	}
 	for name, m := range o.Members {
 		mem := memberOf(m.Rec)
@@ -219,7 +240,7 @@ func WithdrawSwitchover(ctx context.Context, cli *clientv3.Client, cluster strin
 	if err != nil {
 		return false, err
 	}
-	b, err := keyspace.Encode(keyspace.SwitchoverRecord{From: req.From, To: req.To, Force: req.Force})
+	b, err := keyspace.Encode(keyspace.SwitchoverRecord{From: req.From, To: req.To, Force: req.Force, At: req.At})
 	if err != nil {
 		return false, err
 	}
@@ -267,4 +288,253 @@ func Resume(ctx context.Context, cli *clientv3.Client, cluster string, opts ...O
 		return fmt.Errorf("ha: resume %s: %w", cluster, err)
 	}
 	return nil
+}
+
+// pollEvery is how often the operations re-read etcd while they wait for
+// the managers to act on a request.
+const pollEvery = 200 * time.Millisecond
+
+// Reinit asks node, a standby, to re-clone its data directory from the
+// leader, and waits until it streams again or ctx is done. The node's
+// manager stops its PostgreSQL, moves the data directory aside
+// (DataDir.replaced-<time>; never deleted: remove it by hand once the
+// node is healthy), clones afresh with pg_basebackup and starts, then
+// deletes the request. It refuses the leader ([ErrIsLeader]: switch over
+// first), an unknown node ([ErrUnknownMember]) and a cluster without a
+// leader to clone from ([ErrNoLeader]).
+//
+// While the re-clone fails, the node says why in its member record's
+// Problem (pghactl list shows it) and retries; Reinit then returns that
+// problem as its error, and the request stays pending (the node keeps
+// retrying; [WithdrawReinit] cancels it). A node that is down acts on the
+// request when its manager next runs.
+func Reinit(ctx context.Context, cli *clientv3.Client, cluster, node string, opts ...OpOption) error {
+	layout, err := layoutFor(cluster, opts)
+	if err != nil {
+		return err
+	}
+	if err := keyspace.ValidName(node); err != nil {
+		return fmt.Errorf("ha: reinit: node %w", err)
+	}
+	st, err := ClusterStatus(ctx, cli, cluster, opts...)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !hasMember(st, node):
+		return fmt.Errorf("ha: reinit %s in %s: %w", node, cluster, ErrUnknownMember)
+	case st.Leader == nil:
+		return fmt.Errorf("ha: reinit %s in %s: %w to clone from", node, cluster, ErrNoLeader)
+	case st.Leader.Node == node:
+		return fmt.Errorf("ha: reinit %s in %s: %w: a leader cannot re-clone itself; switch over first, then reinit it as a standby", node, cluster, ErrIsLeader)
+	}
+	b, err := keyspace.Encode(keyspace.ReinitRecord{Node: node, RequestedAt: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	key := layout.Reinit(node)
+	// A request already pending is joined, not rewritten: a new revision
+	// would make the node re-clone a second time.
+	if _, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit(); err != nil {
+		return fmt.Errorf("ha: reinit %s in %s: write request: %w", node, cluster, err)
+	}
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	requested := true
+	for {
+		st, err := ClusterStatus(ctx, cli, cluster, opts...)
+		if err == nil {
+			m, ok := memberNamed(st, node)
+			pending := slices.Contains(st.Reinits, node)
+			switch {
+			case pending && ok && strings.HasPrefix(m.Problem, reinitFailed):
+				return fmt.Errorf("ha: reinit %s in %s: %s", node, cluster, m.Problem)
+			case !pending && requested && ok && m.Leader:
+				return fmt.Errorf("ha: reinit %s in %s: %w: it became the leader before re-cloning; the request was dropped", node, cluster, ErrIsLeader)
+			case !pending && ok && m.Role == RoleReplica && m.Streaming:
+				return nil
+			}
+			requested = pending
+		}
+		select {
+		case <-ctx.Done():
+			if requested {
+				return fmt.Errorf("ha: reinit %s in %s: not done (the request stays pending): %w", node, cluster, ctx.Err())
+			}
+			return fmt.Errorf("ha: reinit %s in %s: re-cloned, but not streaming yet: %w", node, cluster, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// reinitFailed starts the member record's Problem while a requested
+// reinit fails.
+const reinitFailed = "reinit requested but failed"
+
+// WithdrawReinit deletes node's pending reinit request, if any, and
+// reports whether there was one. A re-clone already under way completes.
+func WithdrawReinit(ctx context.Context, cli *clientv3.Client, cluster, node string, opts ...OpOption) (bool, error) {
+	layout, err := layoutFor(cluster, opts)
+	if err != nil {
+		return false, err
+	}
+	if err := keyspace.ValidName(node); err != nil {
+		return false, fmt.Errorf("ha: withdraw reinit: node %w", err)
+	}
+	resp, err := cli.Delete(ctx, layout.Reinit(node))
+	if err != nil {
+		return false, fmt.Errorf("ha: withdraw the reinit request of %s in %s: %w", node, cluster, err)
+	}
+	return resp.Deleted > 0, nil
+}
+
+func memberNamed(st ClusterState, node string) (Member, bool) {
+	i := slices.IndexFunc(st.Members, func(m Member) bool { return m.Node == node })
+	if i < 0 {
+		return Member{}, false
+	}
+	return st.Members[i], true
+}
+
+// Remove forgets a departed member: the leader drops its replication slot
+// (which would otherwise retain WAL for DepartedSlotTTL) and deletes its
+// member record if one without a lease is left, then deletes the request.
+// Remove waits for that, or until ctx is done. It refuses a live member
+// ([ErrMemberLive]: its record is on a live lease, so its manager runs or
+// died less than a lease TTL ago; stop it first), the leader
+// ([ErrIsLeader]), a node with neither a member record nor a slot on the
+// leader ([ErrUnknownMember]), and a cluster without a leader
+// ([ErrNoLeader]: the leader carries it out). A removed node that starts
+// again simply rejoins.
+func Remove(ctx context.Context, cli *clientv3.Client, cluster, node string, opts ...OpOption) error {
+	layout, err := layoutFor(cluster, opts)
+	if err != nil {
+		return err
+	}
+	if err := keyspace.ValidName(node); err != nil {
+		return fmt.Errorf("ha: remove: node %w", err)
+	}
+	live := fmt.Errorf("ha: remove %s from %s: %w: its member record is on a live lease (its manager runs, or stopped less than a lease TTL ago): stop its manager and PostgreSQL first, then remove it", node, cluster, ErrMemberLive)
+	resp, err := cli.Get(ctx, layout.Member(node))
+	if err != nil {
+		return fmt.Errorf("ha: remove %s from %s: %w", node, cluster, err)
+	}
+	if len(resp.Kvs) > 0 && resp.Kvs[0].Lease != 0 {
+		return live
+	}
+	st, err := ClusterStatus(ctx, cli, cluster, opts...)
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Leader == nil:
+		return fmt.Errorf("ha: remove %s from %s: %w to carry it out", node, cluster, ErrNoLeader)
+	case st.Leader.Node == node:
+		return fmt.Errorf("ha: remove %s from %s: %w: switch over and stop it first", node, cluster, ErrIsLeader)
+	}
+	b, err := keyspace.Encode(keyspace.RemoveRecord{Node: node, RequestedAt: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	key := layout.Remove(node)
+	if _, err := cli.Put(ctx, key, string(b)); err != nil {
+		return fmt.Errorf("ha: remove %s from %s: write request: %w", node, cluster, err)
+	}
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		resp, err := cli.Get(ctx, key)
+		if err == nil {
+			if len(resp.Kvs) == 0 {
+				return nil // done
+			}
+			kv := resp.Kvs[0]
+			r, derr := keyspace.Decode[keyspace.RemoveRecord](kv.Value)
+			if derr == nil && r.Outcome != "" {
+				// Answered: delete the answer (unless replaced) and say it.
+				cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(clientv3.OpDelete(key)).Commit()
+				if r.Outcome == keyspace.RemoveLive {
+					return live
+				}
+				return fmt.Errorf("ha: remove %s from %s: %w: no member record and no replication slot %s on leader %s: nothing to forget",
+					node, cluster, ErrUnknownMember, replicate.SlotName(node), r.Leader)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ha: remove %s from %s: not done (the request stays pending; the leader acts on it in its next round): %w", node, cluster, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// ScheduleSwitchover asks the current leader to hand over to node to (or,
+// with to empty, to the most advanced healthy standby) at the instant at,
+// and returns at once. The leader performs it in its first loop round
+// at or after at by its own clock (within one LoopInterval); until then
+// [ClusterStatus] shows it in Switchover, and [CancelSwitchover] cancels
+// it. at is wall-clock time compared on the leader only: the operator's
+// and the leader's clocks should be roughly in sync, which affects when
+// the switchover happens, never its safety. A switchover scheduled by a
+// leader that lost leadership before at is dropped. at must be in the
+// future, and no other switchover may be pending.
+func ScheduleSwitchover(ctx context.Context, cli *clientv3.Client, cluster, to string, at time.Time, opts ...OpOption) error {
+	layout, err := layoutFor(cluster, opts)
+	if err != nil {
+		return err
+	}
+	if !at.After(time.Now()) {
+		return fmt.Errorf("ha: scheduled switchover in %s: at %s is not in the future", cluster, at.Format(time.RFC3339))
+	}
+	st, err := ClusterStatus(ctx, cli, cluster, opts...)
+	if err != nil {
+		return err
+	}
+	if st.Leader == nil {
+		return fmt.Errorf("ha: scheduled switchover in %s: %w", cluster, ErrNoLeader)
+	}
+	from := st.Leader.Node
+	if to != "" {
+		if to == from {
+			return fmt.Errorf("ha: scheduled switchover in %s: %s already leads", cluster, to)
+		}
+		if !hasMember(st, to) {
+			return fmt.Errorf("ha: scheduled switchover in %s to %s: %w", cluster, to, ErrUnknownMember)
+		}
+	}
+	b, err := keyspace.Encode(keyspace.SwitchoverRecord{From: from, To: to, At: at})
+	if err != nil {
+		return err
+	}
+	key := layout.Switchover()
+	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil {
+		return fmt.Errorf("ha: scheduled switchover in %s: write request: %w", cluster, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("ha: scheduled switchover in %s: a switchover or failover is already pending (see ClusterStatus): cancel it first", cluster)
+	}
+	return nil
+}
+
+// CancelSwitchover deletes the pending switchover or manual failover
+// request, scheduled or not, and returns it; ok is false when none was
+// pending. A switchover already under way is not stopped.
+func CancelSwitchover(ctx context.Context, cli *clientv3.Client, cluster string, opts ...OpOption) (req SwitchoverRequest, ok bool, err error) {
+	layout, err := layoutFor(cluster, opts)
+	if err != nil {
+		return req, false, err
+	}
+	key := layout.Switchover()
+	resp, err := cli.Delete(ctx, key, clientv3.WithPrevKV())
+	if err != nil {
+		return req, false, fmt.Errorf("ha: cancel the switchover in %s: %w", cluster, err)
+	}
+	if len(resp.PrevKvs) == 0 {
+		return req, false, nil
+	}
+	if r, err := keyspace.Decode[keyspace.SwitchoverRecord](resp.PrevKvs[0].Value); err == nil {
+		req = *switchoverOf(&r)
+	}
+	return req, true, nil
 }

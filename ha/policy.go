@@ -3,9 +3,11 @@ package ha
 import (
 	"cmp"
 	"errors"
+	"maps"
 	"slices"
 	"time"
 
+	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/replicate"
 )
 
@@ -195,7 +197,7 @@ func planSlots(self string, members []string, own map[string]time.Time, now time
 // otherwise it must still be the best candidate, since another node may
 // have published a better position while it campaigned.
 func keepTerm(o observation) (bool, string) {
-	if o.Switchover != nil && o.Switchover.To == o.Node {
+	if o.Switchover != nil && o.Switchover.To == o.Node && o.Switchover.At.IsZero() {
 		return true, ""
 	}
 	o.Leading, o.Leader = false, nil
@@ -209,4 +211,52 @@ func keepTerm(o observation) (bool, string) {
 // priority, then name, so that the choice never depends on map order.
 func rankReplica(a, b candidate) int {
 	return cmp.Or(cmp.Compare(b.LSN, a.LSN), cmp.Compare(b.Priority, a.Priority), cmp.Compare(a.Node, b.Node))
+}
+
+// removeStep is what the leader does for one remove request.
+type removeStep struct {
+	Node string
+	// Outcome, when set, is written into the request instead of acting
+	// (keyspace.RemoveLive, keyspace.RemoveUnknown).
+	Outcome string
+	// DropSlot is the slot to drop ("" for none); DeleteRecord: delete
+	// the member record, which is on no lease.
+	DropSlot     string
+	DeleteRecord bool
+}
+
+// planRemovals decides, for each pending remove request (in node order),
+// what the leader self does, given the member records and the slots on
+// its server. A member whose record is on a lease is live (etcd deletes a
+// key when its lease expires), and so is the leader itself: refused. A
+// member with neither a record nor a slot is unknown. A slot that another
+// live member's name maps to (SlotName is not one-to-one) is kept.
+func planRemovals(self string, members map[string]member, removals map[string]removal, slots []string) []removeStep {
+	var steps []removeStep
+	for _, node := range slices.Sorted(maps.Keys(removals)) {
+		if removals[node].Rec.Outcome != "" {
+			continue // answered; the operator's tool deletes it
+		}
+		m, present := members[node]
+		if node == self || present && m.Lease != 0 {
+			steps = append(steps, removeStep{Node: node, Outcome: keyspace.RemoveLive})
+			continue
+		}
+		st := removeStep{Node: node, DeleteRecord: present}
+		slot := replicate.SlotName(node)
+		shared := false
+		for name := range members {
+			if name != node && replicate.SlotName(name) == slot {
+				shared = true
+			}
+		}
+		if slices.Contains(slots, slot) && !shared {
+			st.DropSlot = slot
+		}
+		if !present && st.DropSlot == "" {
+			st.Outcome = keyspace.RemoveUnknown
+		}
+		steps = append(steps, st)
+	}
+	return steps
 }

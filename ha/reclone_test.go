@@ -49,7 +49,8 @@ func fakeRewindBinDir(t *testing.T) string {
 // TestRecloneOnRewindFailure: a former primary whose rewind cannot succeed
 // (pg_rewind says only a new clone helps) moves its data directory aside
 // and clones from the new leader with RecloneOnRewindFailure; without it,
-// it waits and publishes the problem and the fix in its member record.
+// it waits and publishes the problem and the fix in its member record (the
+// exact pghactl reinit command), and that reinit brings it back.
 func TestRecloneOnRewindFailure(t *testing.T) {
 	for _, reclone := range []bool{true, false} {
 		t.Run(fmt.Sprintf("reclone=%v", reclone), func(t *testing.T) {
@@ -82,7 +83,7 @@ func TestRecloneOnRewindFailure(t *testing.T) {
 				}
 				for _, m := range st.Members {
 					if m.Node == old.name {
-						if !strings.Contains(m.Problem, "RecloneOnRewindFailure") {
+						if !strings.Contains(m.Problem, "RecloneOnRewindFailure") || !strings.Contains(m.Problem, "run 'pghactl --cluster test reinit "+old.name+"'") {
 							return fmt.Errorf("%s's problem: %q", m.Node, m.Problem)
 						}
 						if m.Streaming {
@@ -95,6 +96,14 @@ func TestRecloneOnRewindFailure(t *testing.T) {
 			})
 			if aside, _ := filepath.Glob(old.inst.Config().DataDir + ".replaced-*"); len(aside) > 0 {
 				t.Fatalf("the data directory was moved aside without RecloneOnRewindFailure: %v", aside)
+			}
+			// The fix the problem names: an operator's reinit.
+			if err := Reinit(testutil.Ctx(t, 2*time.Minute), c.cli, "test", old.name); err != nil {
+				t.Fatalf("Reinit(%s) as the problem says: %v", old.name, err)
+			}
+			c.waitHealthy(60 * time.Second)
+			if aside, _ := filepath.Glob(old.inst.Config().DataDir + ".replaced-*"); len(aside) != 1 {
+				t.Fatalf("directories moved aside by the reinit: %v; want one", aside)
 			}
 		})
 	}

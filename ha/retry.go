@@ -27,7 +27,7 @@ type retryGate struct {
 // gated reports whether kind is a role change whose retries are spaced.
 func gated(kind actionKind) bool {
 	switch kind {
-	case actClone, actReclone, actRewind, actFollow, actStart, actBootstrap:
+	case actClone, actReclone, actReinit, actRewind, actFollow, actStart, actBootstrap:
 		return true
 	}
 	return false

@@ -264,6 +264,15 @@ func TestSecureEtcdLeastPrivilege(t *testing.T) {
 	allowed("operator", "ClusterStatus", err)
 	allowed("operator", "Pause", Pause(ctx, ops, "test", "security test"))
 	allowed("operator", "Resume", Resume(ctx, ops, "test"))
+	allowed("operator", "ScheduleSwitchover", ScheduleSwitchover(ctx, ops, "test", "", time.Now().Add(time.Hour)))
+	_, _, err = CancelSwitchover(ctx, ops, "test")
+	allowed("operator", "CancelSwitchover", err)
+	_, err = WithdrawReinit(ctx, ops, "test", "n9")
+	allowed("operator", "WithdrawReinit", err)
+	_, err = ops.Put(ctx, layout.Remove("n9"), "x")
+	allowed("operator", "write a remove request", err)
+	_, err = ops.Delete(ctx, layout.Remove("n9"))
+	allowed("operator", "delete a remove request", err)
 	_, err = ops.Put(ctx, layout.Member(lead.name), "x")
 	denied("operator", "write a member record", err)
 	_, err = ops.Delete(ctx, layout.Leader()+"/", clientv3.WithPrefix())
@@ -291,6 +300,8 @@ func TestSecureEtcdRoleCommands(t *testing.T) {
 		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/switchover'",
 		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/pause'",
 		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/config'",
+		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/reinit/' --prefix=true",
+		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/remove/' --prefix=true",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

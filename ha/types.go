@@ -104,6 +104,19 @@ type SwitchoverRequest struct {
 	To string `json:"to,omitempty"`
 	// Force: a manual failover that may lose acknowledged commits.
 	Force bool `json:"force,omitempty"`
+	// At, when set, is when a scheduled switchover is due, by the
+	// leader's clock.
+	At time.Time `json:"at,omitzero"`
+}
+
+// RemoveRequest is a remove request ([Remove]) still recorded in etcd.
+type RemoveRequest struct {
+	Node string `json:"node"`
+	// Outcome is empty while pending, else why the leader did not act:
+	// "live" (the member runs) or "unknown" (no record, no slot).
+	Outcome string `json:"outcome,omitempty"`
+	// Leader is the leader that wrote Outcome.
+	Leader string `json:"leader,omitempty"`
 }
 
 func leaderOf(r *keyspace.LeaderRecord) *Leader {
@@ -135,5 +148,5 @@ func switchoverOf(r *keyspace.SwitchoverRecord) *SwitchoverRequest {
 	if r == nil {
 		return nil
 	}
-	return &SwitchoverRequest{From: r.From, To: r.To, Force: r.Force}
+	return &SwitchoverRequest{From: r.From, To: r.To, Force: r.Force, At: r.At}
 }

@@ -252,12 +252,34 @@ func (v *view) fill(o *observation) bool {
 	o.LastLeaderLSN = v.lastLeaderLSN
 	o.Members = map[string]member{}
 	for k, kv := range v.kvs {
+		if name := keyspace.RequestNode(v.layout.Reinits(), k); name != "" {
+			if r, ok := decodeKV[keyspace.ReinitRecord](v, k); ok && r.Node != name {
+				v.warnLocked(k, fmt.Errorf("reinit record names node %q, not the key's %q", r.Node, name))
+			} else if ok {
+				if o.Reinits == nil {
+					o.Reinits = map[string]int64{}
+				}
+				o.Reinits[name] = kv.ModRevision
+			}
+			continue
+		}
+		if name := keyspace.RequestNode(v.layout.Removes(), k); name != "" {
+			if r, ok := decodeKV[keyspace.RemoveRecord](v, k); ok && r.Node != name {
+				v.warnLocked(k, fmt.Errorf("remove record names node %q, not the key's %q", r.Node, name))
+			} else if ok {
+				if o.Removals == nil {
+					o.Removals = map[string]removal{}
+				}
+				o.Removals[name] = removal{Rec: r, ModRev: kv.ModRevision}
+			}
+			continue
+		}
 		name := v.layout.MemberName(k)
 		if name == "" {
 			continue
 		}
 		if r, ok := decodeKV[keyspace.MemberRecord](v, k); ok {
-			o.Members[name] = member{Rec: r, ModRev: kv.ModRevision}
+			o.Members[name] = member{Rec: r, ModRev: kv.ModRevision, Lease: kv.Lease}
 		}
 	}
 	if r, ok := decodeKV[keyspace.InitializeRecord](v, v.layout.Initialize()); ok {

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -168,4 +170,87 @@ func standbyNames(st ha.ClusterState) []string {
 		}
 	}
 	return s
+}
+
+// TestDayTwoVerbs runs switchover --at and --cancel, reinit and remove
+// against a real two-node cluster, with --json.
+func TestDayTwoVerbs(t *testing.T) {
+	c := startCluster(t, 2)
+	st := c.waitHealthy(90*time.Second, 2)
+	leader, standby := st.Leader.Node, standbyNames(st)[0]
+
+	// A scheduled switchover is listed, and a cancelled one is gone.
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	r := c.ctl(t, exitOK, "switchover", "--to", standby, "--at", at.Format(time.RFC3339), "--json")
+	var sw switchoverResult
+	if err := json.Unmarshal([]byte(r.stdout), &sw); err != nil || sw.Scheduled == nil || !sw.Scheduled.At.Equal(at) || sw.Scheduled.To != standby {
+		t.Fatalf("switchover --at --json: %+v, %v\n%s", sw, err, r.stdout)
+	}
+	r = c.ctl(t, exitOK, "list")
+	if !strings.Contains(r.stdout, "SCHEDULED switchover from "+leader+" to "+standby+" at "+at.Format(time.RFC3339)) {
+		t.Fatalf("list does not show the scheduled switchover:\n%s", r.stdout)
+	}
+	c.ctl(t, exitFailed, "switchover", "--at", at.Add(time.Minute).Format(time.RFC3339))
+	r = c.ctl(t, exitOK, "switchover", "--cancel")
+	if !strings.Contains(r.stdout, "cancelled the pending switchover from "+leader) {
+		t.Fatalf("switchover --cancel: %v", r)
+	}
+	if st := c.state(t); st.Switchover != nil {
+		t.Fatalf("switchover still pending after --cancel: %+v", st.Switchover)
+	}
+	// One due in 2 s fires (not before).
+	at = time.Now().Add(2 * time.Second)
+	c.ctl(t, exitOK, "switchover", "--at", at.Format(time.RFC3339Nano))
+	testutil.Eventually(t, 30*time.Second, "the scheduled switchover", func() error {
+		if st := c.state(t); st.Leader == nil || st.Leader.Node != standby || !st.Leader.Writable {
+			return fmt.Errorf("leader %+v", st.Leader)
+		}
+		return nil
+	})
+	if now := time.Now(); now.Before(at) {
+		t.Fatalf("the scheduled switchover fired %v early", at.Sub(now))
+	}
+	st = c.waitHealthy(60*time.Second, 2)
+	leader, standby = st.Leader.Node, standbyNames(st)[0]
+
+	// reinit: the leader is refused, the standby re-cloned.
+	r = c.ctl(t, exitFailed, "reinit", leader)
+	if !strings.Contains(r.stderr, "pghactl switchover") {
+		t.Fatalf("reinit of the leader: %v; want a hint to switch over first", r)
+	}
+	c.ctl(t, exitFailed, "reinit", "nope")
+	r = c.ctl(t, exitOK, "reinit", standby, "--json")
+	var nr nodeResult
+	if err := json.Unmarshal([]byte(r.stdout), &nr); err != nil || nr.Node != standby || nr.Leader != leader {
+		t.Fatalf("reinit --json: %+v, %v\n%s", nr, err, r.stdout)
+	}
+	if aside, _ := filepath.Glob(c.node(standby).inst.Config().DataDir + ".replaced-*"); len(aside) != 1 {
+		t.Fatalf("directories moved aside: %v; want one", aside)
+	}
+	c.waitHealthy(60*time.Second, 2)
+
+	// remove: refused while live; done once stopped.
+	r = c.ctl(t, exitFailed, "remove", standby)
+	if !strings.Contains(r.stderr, "stop its manager") {
+		t.Fatalf("remove of a live member: %v; want a hint to stop it first", r)
+	}
+	sb := c.node(standby)
+	c.stopManager(sb)
+	if err := sb.inst.Stop(testutil.Ctx(t, time.Minute), replicate.Fast); err != nil {
+		t.Fatal(err)
+	}
+	r = c.ctl(t, exitOK, "remove", standby, "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &nr); err != nil || nr.Node != standby {
+		t.Fatalf("remove --json: %+v, %v\n%s", nr, err, r.stdout)
+	}
+	ss, err := c.node(leader).inst.Slots(testutil.Ctx(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		if s.Name == replicate.SlotName(standby) {
+			t.Fatalf("%s's slot still on the leader after remove", standby)
+		}
+	}
+	c.ctl(t, exitFailed, "remove", standby)
 }

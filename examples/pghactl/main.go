@@ -1,7 +1,8 @@
 // Command pghactl is the operator's tool for a pgha cluster: it lists the
-// members, hands leadership over (switchover), promotes a chosen standby
-// when there is no leader (failover), pauses and resumes automatic
-// failover, and prints the timeline history. It talks to etcd only, never
+// members, hands leadership over (switchover, now or at a set time),
+// promotes a chosen standby when there is no leader (failover), pauses and
+// resumes automatic failover, re-clones a standby (reinit), forgets a
+// departed member (remove), and prints the timeline history. It talks to etcd only, never
 // to PostgreSQL or to the agents, so it works from any machine that can
 // reach etcd.
 //
@@ -12,6 +13,7 @@
 //	list        members with role, state, timeline, lag, leader and sync markers
 //	history     timeline switches, oldest first
 //	switchover  [--to NODE] [--wait 60s]   planned, zero-loss handover
+//	            [--to NODE] --at TIME   schedule it (RFC 3339); --cancel cancels a pending one
 //	failover    --to NODE [--force] [--wait 60s]   promote NODE when there is no leader
 //	pause       [--reason TEXT]   no automatic failover until resume
 //	resume      end maintenance mode
@@ -21,6 +23,8 @@
 //	restart     [--pending] [--role primary|replica] [--no-switchover] [NODE...]
 //	            rolling restart: standbys one at a time, each streaming
 //	            again before the next; the primary last, after a switchover
+//	reinit      NODE [--wait 30m] | --cancel NODE   re-clone a standby from the leader
+//	remove      NODE [--wait 60s]   forget a stopped member: its record and slot
 //
 // Global flags (accepted before or after the command; each has a PGHA_*
 // environment variable):
@@ -32,7 +36,7 @@
 //	--etcd-username, --etcd-password-file   authentication; the password may
 //	              also come from PGHA_ETCD_PASSWORD, never from a flag
 //	--timeout     how long to wait for etcd (default 5s)
-//	--json        machine-readable output for list, history and show-config
+//	--json        machine-readable output for list, history, show-config, switchover, reinit and remove
 //
 // # Exit codes
 //
@@ -83,12 +87,15 @@ Commands:
   list        members with role, state, timeline, lag, leader and sync markers
   history     timeline switches, oldest first
   switchover  planned, zero-loss handover: [--to NODE] [--wait 60s]
+              scheduled: [--to NODE] --at TIME (RFC 3339); --cancel cancels a pending one
   failover    promote a standby when there is no leader: --to NODE [--force] [--wait 60s]
   pause       no automatic failover until resume: [--reason TEXT]
   resume      end maintenance mode
   show-config the cluster-wide configuration and what waits for a restart
   edit-config change it: --set KEY=VALUE... [--force]
   restart     rolling restart: [--pending] [--role primary|replica] [--no-switchover] [NODE...]
+  reinit      re-clone a standby from the leader (old data directory moved aside): NODE [--wait 30m]; --cancel NODE
+  remove      forget a stopped member (its record and its slot on the leader): NODE [--wait 60s]
 
 Global flags (before or after the command):
 `
@@ -130,7 +137,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.username, "etcd-username", def("PGHA_ETCD_USERNAME", ""), "etcd user (env PGHA_ETCD_USERNAME)")
 	fs.StringVar(&g.passFile, "etcd-password-file", def("PGHA_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password (env PGHA_ETCD_PASSWORD_FILE; or the password itself in PGHA_ETCD_PASSWORD)")
 	fs.DurationVar(&g.timeout, "timeout", 5*time.Second, "how long to wait for etcd")
-	fs.BoolVar(&g.jsonOutput, "json", false, "print JSON (list, history)")
+	fs.BoolVar(&g.jsonOutput, "json", false, "print JSON (list, history, switchover, reinit, remove)")
 }
 
 // usageError is a command line that cannot run.
@@ -170,6 +177,12 @@ type cli struct {
 	role         string
 	noSwitchover bool
 	nodes        []string
+	// at is switchover --at as given, parsed into atTime by check;
+	// cancel is --cancel; node is reinit's and remove's argument.
+	at     string
+	atTime time.Time
+	cancel bool
+	node   string
 }
 
 func (c *cli) opts() []ha.OpOption { return []ha.OpOption{ha.WithKeyRoot(c.g.keyRoot)} }
@@ -184,6 +197,8 @@ var commands = []command{
 	{name: "show-config", run: cmdShowConfig},
 	{name: "edit-config", run: cmdEditConfig},
 	{name: "restart", run: cmdRestart},
+	{name: "reinit", run: cmdReinit},
+	{name: "remove", run: cmdRemove},
 }
 
 // run runs pghactl with args (without the program name) and returns the
@@ -216,7 +231,7 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 	name := top.Arg(0)
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
 	if i < 0 {
-		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume, show-config, edit-config, restart\n", name)
+		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume, reinit, remove, show-config, edit-config, restart\n", name)
 		return exitUsage
 	}
 	cmd := commands[i]
@@ -235,6 +250,13 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 	case "switchover":
 		fs.StringVar(&c.to, "to", "", "the standby to hand over to (default: the most advanced healthy standby)")
 		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for the new leader to be writable")
+		fs.StringVar(&c.at, "at", "", "schedule it at this RFC 3339 time (e.g. 2026-12-08T02:00:00Z), by the leader's clock, and return at once")
+		fs.BoolVar(&c.cancel, "cancel", false, "cancel the pending switchover, scheduled or not")
+	case "reinit":
+		fs.DurationVar(&c.wait, "wait", 30*time.Minute, "how long to wait for the node to stream again (the request stays pending after)")
+		fs.BoolVar(&c.cancel, "cancel", false, "cancel NODE's pending reinit request")
+	case "remove":
+		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for the leader to carry it out")
 	case "failover":
 		fs.StringVar(&c.to, "to", "", "the standby to promote (required)")
 		fs.BoolVar(&c.force, "force", false, "promote even a standby outside the synchronous set (acknowledged commits may be lost)")
@@ -258,7 +280,14 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 	}
 	if name == "restart" {
 		c.nodes = fs.Args()
-	} else if fs.NArg() > 0 {
+	} else if (name == "reinit" || name == "remove") && fs.NArg() > 0 {
+		// NODE, then flags may follow it.
+		c.node = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return exitUsage
+		}
+	}
+	if name != "restart" && fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "pghactl %s: unexpected argument %q (flags start with --)\n", name, fs.Arg(0))
 		return exitUsage
 	}
@@ -290,6 +319,30 @@ func (c *cli) check(name string) error {
 	if name == "failover" && c.to == "" {
 		return usagef("failover needs --to NODE: the standby to promote (see 'pghactl list')")
 	}
+	if name == "reinit" || name == "remove" {
+		if c.node == "" {
+			return usagef("%s needs NODE: 'pghactl %s NODE' (see 'pghactl list')", name, name)
+		}
+		if err := ha.ValidName(c.node); err != nil {
+			return usagef("NODE %q: %v", c.node, err)
+		}
+	}
+	if c.at != "" {
+		if c.cancel {
+			return usagef("--at and --cancel do not go together: cancel first, then schedule")
+		}
+		t, err := time.Parse(time.RFC3339, c.at)
+		if err != nil {
+			return usagef("--at %q is not an RFC 3339 time: give e.g. 2026-12-08T02:00:00Z or 2026-12-08T03:00:00+01:00", c.at)
+		}
+		if !t.After(time.Now()) {
+			return usagef("--at %s is in the past (now %s): give a future time", c.at, time.Now().UTC().Format(time.RFC3339))
+		}
+		c.atTime = t
+	}
+	if name == "switchover" && c.cancel && c.to != "" {
+		return usagef("--cancel takes no --to: it cancels whatever switchover is pending")
+	}
 	if c.g.timeout <= 0 {
 		return usagef("--timeout %v must be positive", c.g.timeout)
 	}
@@ -301,11 +354,11 @@ func (c *cli) check(name string) error {
 	if c.role != "" && c.role != "primary" && c.role != "replica" {
 		return usagef("--role %q: want primary or replica", c.role)
 	}
-	if (name == "switchover" || name == "failover" || name == "restart") && c.wait <= 0 {
+	if (name == "switchover" || name == "failover" || name == "reinit" || name == "remove" || name == "restart") && c.wait <= 0 {
 		return usagef("--wait %v must be positive", c.wait)
 	}
-	if c.g.jsonOutput && name != "list" && name != "history" && name != "show-config" {
-		return usagef("--json applies to list, history and show-config only")
+	if c.g.jsonOutput && !slices.Contains([]string{"list", "history", "switchover", "reinit", "remove", "show-config"}, name) {
+		return usagef("--json applies to list, history, show-config, switchover, reinit and remove only")
 	}
 	return nil
 }
@@ -381,6 +434,19 @@ func cmdHistory(ctx context.Context, c *cli) error {
 	return nil
 }
 
+// switchoverResult is switchover's --json output.
+type switchoverResult struct {
+	// Done: a switchover was performed: From → Leader, writable after
+	// TookMS.
+	From   string `json:"from,omitempty"`
+	Leader string `json:"leader,omitempty"`
+	TookMS int64  `json:"took_ms,omitempty"`
+	// Scheduled is the request written by --at; Cancelled the one
+	// --cancel removed (nil: none was pending).
+	Scheduled *ha.SwitchoverRequest `json:"scheduled,omitempty"`
+	Cancelled *ha.SwitchoverRequest `json:"cancelled,omitempty"`
+}
+
 func cmdSwitchover(ctx context.Context, c *cli) error {
 	st, err := c.status(ctx)
 	if err != nil {
@@ -389,8 +455,14 @@ func cmdSwitchover(ctx context.Context, c *cli) error {
 	if err := c.requireCluster(st); err != nil {
 		return err
 	}
+	if c.cancel {
+		return c.cancelSwitchover(ctx)
+	}
 	if st.Leader == nil {
 		return errors.New("the cluster has no leader, so there is nothing to hand over: promote a standby with 'pghactl failover --to NODE'")
+	}
+	if !c.atTime.IsZero() {
+		return c.scheduleSwitchover(ctx, st)
 	}
 	wctx, cancel := context.WithTimeout(ctx, c.wait)
 	defer cancel()
@@ -418,7 +490,174 @@ func cmdSwitchover(ctx context.Context, c *cli) error {
 		}
 		return explain(err, st)
 	}
-	fmt.Fprintf(c.stdout, "switchover: %s → %s, writable after %v\n", from, leader, time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, switchoverResult{From: from, Leader: leader, TookMS: took.Milliseconds()})
+	}
+	fmt.Fprintf(c.stdout, "switchover: %s → %s, writable after %v\n", from, leader, took.Round(time.Millisecond))
+	return nil
+}
+
+// scheduleSwitchover is switchover --at.
+func (c *cli) scheduleSwitchover(ctx context.Context, st ha.ClusterState) error {
+	if p := st.Switchover; p != nil {
+		return fmt.Errorf("a switchover is already pending (%s): cancel it first with 'pghactl switchover --cancel'", describeSwitchover(*p))
+	}
+	if c.to != "" {
+		if c.to == st.Leader.Node {
+			return fmt.Errorf("%s already leads; pick a standby: %s", c.to, standbys(st))
+		}
+		if _, ok := member(st, c.to); !ok {
+			return fmt.Errorf("no member %q; members: %s", c.to, members(st))
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	if err := ha.ScheduleSwitchover(sctx, c.client, c.g.cluster, c.to, c.atTime, c.opts()...); err != nil {
+		return explain(err, st)
+	}
+	req := ha.SwitchoverRequest{From: st.Leader.Node, To: c.to, At: c.atTime}
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, switchoverResult{Scheduled: &req})
+	}
+	fmt.Fprintf(c.stdout, "switchover scheduled: %s (in %v, by the leader's clock); 'pghactl list' shows it, 'pghactl switchover --cancel' cancels it\n",
+		describeSwitchover(req), time.Until(c.atTime).Round(time.Second))
+	return nil
+}
+
+// cancelSwitchover is switchover --cancel.
+func (c *cli) cancelSwitchover(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	req, ok, err := ha.CancelSwitchover(cctx, c.client, c.g.cluster, c.opts()...)
+	if err != nil {
+		return c.g.unreachable(err)
+	}
+	if c.g.jsonOutput {
+		r := switchoverResult{}
+		if ok {
+			r.Cancelled = &req
+		}
+		return writeJSON(c.stdout, r)
+	}
+	if !ok {
+		fmt.Fprintln(c.stdout, "no switchover was pending")
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "cancelled the pending %s\n", describeSwitchover(req))
+	return nil
+}
+
+// describeSwitchover says what a switchover request asks.
+func describeSwitchover(r ha.SwitchoverRequest) string {
+	to := r.To
+	if to == "" {
+		to = "the most advanced healthy standby"
+	}
+	s := "switchover from " + r.From + " to " + to
+	if r.From == "" {
+		s = "manual failover to " + to
+		if r.Force {
+			s += " (forced)"
+		}
+	}
+	if !r.At.IsZero() {
+		s += " at " + r.At.Format(time.RFC3339)
+	}
+	return s
+}
+
+// nodeResult is reinit's and remove's --json output.
+type nodeResult struct {
+	Node string `json:"node"`
+	// Leader is the leader that carried it out (reinit: cloned from).
+	Leader string `json:"leader,omitempty"`
+	TookMS int64  `json:"took_ms"`
+	// Cancelled (reinit --cancel): whether a request was pending.
+	Cancelled *bool `json:"cancelled,omitempty"`
+}
+
+func cmdReinit(ctx context.Context, c *cli) error {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	if c.cancel {
+		cctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+		defer cancel()
+		ok, err := ha.WithdrawReinit(cctx, c.client, c.g.cluster, c.node, c.opts()...)
+		if err != nil {
+			return c.g.unreachable(err)
+		}
+		if c.g.jsonOutput {
+			return writeJSON(c.stdout, nodeResult{Node: c.node, Cancelled: &ok})
+		}
+		if ok {
+			fmt.Fprintf(c.stdout, "cancelled the reinit request of %s (a re-clone already under way completes)\n", c.node)
+		} else {
+			fmt.Fprintf(c.stdout, "no reinit request of %s was pending\n", c.node)
+		}
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
+	start := time.Now()
+	if err := ha.Reinit(wctx, c.client, c.g.cluster, c.node, c.opts()...); err != nil {
+		switch {
+		case errors.Is(err, ha.ErrIsLeader):
+			return fmt.Errorf("%w (hand over with 'pghactl switchover --to STANDBY'; standbys: %s)", err, standbys(st))
+		case wctx.Err() != nil:
+			return fmt.Errorf("%w: 'pghactl list' shows the node's state; 'pghactl reinit --cancel %s' cancels the request", err, c.node)
+		case strings.Contains(err.Error(), "reinit requested but failed"):
+			return fmt.Errorf("%w; the node keeps retrying: 'pghactl reinit --cancel %s' cancels", err, c.node)
+		}
+		return explain(err, st)
+	}
+	took := time.Since(start)
+	leader := ""
+	if st.Leader != nil {
+		leader = st.Leader.Node
+	}
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, nodeResult{Node: c.node, Leader: leader, TookMS: took.Milliseconds()})
+	}
+	fmt.Fprintf(c.stdout, "reinit: %s re-cloned from %s and streaming after %v; its old data directory was moved aside (DATADIR.replaced-<time>): remove it by hand when no longer needed\n",
+		c.node, leader, took.Round(time.Millisecond))
+	return nil
+}
+
+func cmdRemove(ctx context.Context, c *cli) error {
+	st, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.requireCluster(st); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
+	start := time.Now()
+	if err := ha.Remove(wctx, c.client, c.g.cluster, c.node, c.opts()...); err != nil {
+		switch {
+		case errors.Is(err, ha.ErrMemberLive) || errors.Is(err, ha.ErrIsLeader):
+			return err // says to stop it first
+		case errors.Is(err, ha.ErrUnknownMember):
+			return fmt.Errorf("%w; members: %s", err, members(st))
+		}
+		return explain(err, st)
+	}
+	leader := ""
+	if st.Leader != nil {
+		leader = st.Leader.Node
+	}
+	took := time.Since(start)
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, nodeResult{Node: c.node, Leader: leader, TookMS: took.Milliseconds()})
+	}
+	fmt.Fprintf(c.stdout, "removed %s: its replication slot on %s and its member record are gone; started again, it would rejoin\n", c.node, leader)
 	return nil
 }
 
@@ -621,7 +860,20 @@ func printList(w io.Writer, st ha.ClusterState, pauseReason string) {
 		fmt.Fprintf(w, "PAUSED%s: no automatic failover until 'pghactl resume'\n", pauseReason)
 	}
 	if s := st.Switchover; s != nil {
-		fmt.Fprintf(w, "pending switchover: from %q to %q (force %v)\n", s.From, s.To, s.Force)
+		if s.At.IsZero() {
+			fmt.Fprintf(w, "pending switchover: from %q to %q (force %v)\n", s.From, s.To, s.Force)
+		} else {
+			fmt.Fprintf(w, "SCHEDULED %s (in %v, by the leader's clock); 'pghactl switchover --cancel' cancels it\n",
+				describeSwitchover(*s), time.Until(s.At).Round(time.Second))
+		}
+	}
+	for _, n := range st.Reinits {
+		fmt.Fprintf(w, "pending reinit: %s ('pghactl reinit --cancel %s' cancels it)\n", n, n)
+	}
+	for _, r := range st.Removals {
+		if r.Outcome == "" {
+			fmt.Fprintf(w, "pending remove: %s\n", r.Node)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tROLE\tSTATE\tTL\tLAG\tLEADER\tSYNC")

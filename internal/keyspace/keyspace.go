@@ -26,8 +26,16 @@ import (
 // DefaultRoot is the default key root: clusters live under /pgha/<cluster>/.
 const DefaultRoot = "/pgha"
 
-// Version is the record version this code writes and the newest it reads.
+// Version is the record version this code writes and the newest it reads,
+// except where a record type says otherwise ([SwitchoverAtVersion]).
 const Version = 1
+
+// SwitchoverAtVersion is the version of a [SwitchoverRecord] with At set
+// (a scheduled switchover), and the newest switchover version this code
+// reads. A node that predates scheduled switchovers reads up to version
+// 1: it ignores such a record (and logs it) rather than ignoring the
+// unknown "at" field and performing the switchover at once.
+const SwitchoverAtVersion = 2
 
 var clusterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 
@@ -118,6 +126,32 @@ func (l Layout) Failsafe() string { return l.prefix + "failsafe" }
 
 // History holds the timeline history.
 func (l Layout) History() string { return l.prefix + "history" }
+
+// Reinits is the prefix of the reinit requests (ReinitRecord), one key
+// per node: Reinits()+node.
+func (l Layout) Reinits() string { return l.prefix + "reinit/" }
+
+// Reinit is the key of an operator's request that node re-clone its data
+// directory from the leader.
+func (l Layout) Reinit(node string) string { return l.Reinits() + node }
+
+// Removes is the prefix of the remove requests (RemoveRecord), one key per
+// node: Removes()+node.
+func (l Layout) Removes() string { return l.prefix + "remove/" }
+
+// Remove is the key of an operator's request that the leader forget the
+// departed member node.
+func (l Layout) Remove(node string) string { return l.Removes() + node }
+
+// RequestNode returns the node name of a key under prefix (Reinits or
+// Removes), or "" if key is not one.
+func RequestNode(prefix, key string) string {
+	n, ok := strings.CutPrefix(key, prefix)
+	if !ok || ValidName(n) != nil {
+		return ""
+	}
+	return n
+}
 
 // Role of a member.
 type Role string
@@ -347,6 +381,12 @@ type SwitchoverRecord struct {
 	// candidate or is outside the synchronous set (acknowledged commits
 	// may be lost).
 	Force bool `json:"force,omitempty"`
+	// At, when set, schedules the switchover: the leader performs it once
+	// its own clock reaches At (wall clock, compared on the leader only;
+	// the nodes' clocks should be roughly in sync, which affects when,
+	// never whether it is safe). A record with At is written as version
+	// SwitchoverAtVersion. Not for a manual failover.
+	At time.Time `json:"at,omitzero"`
 }
 
 // Validate reports the first missing or invalid field.
@@ -359,6 +399,77 @@ func (r SwitchoverRecord) Validate() error {
 	}
 	if r.To != "" && ValidName(r.To) != nil {
 		return fieldErr("switchover", "to", ValidName(r.To))
+	}
+	if !r.At.IsZero() && r.From == "" {
+		return fieldErr("switchover", "at", errors.New("is set on a manual failover (from is empty): only a switchover can be scheduled"))
+	}
+	if !r.At.IsZero() && r.V == Version {
+		return fieldErr("switchover", "at", fmt.Errorf("is set in a version %d record: a scheduled switchover is version %d", Version, SwitchoverAtVersion))
+	}
+	return nil
+}
+
+// ReinitRecord is an operator's request that a standby re-clone its data
+// directory from the leader ([Layout.Reinit]): its manager stops
+// PostgreSQL, moves the data directory aside (never deletes it), clones
+// afresh and streams again, then deletes the request. While it fails, the
+// node says why in its member record's Problem and retries.
+type ReinitRecord struct {
+	V int `json:"v"`
+	// Node is the node to re-clone; it must match the key.
+	Node string `json:"node"`
+	// RequestedAt is for humans only.
+	RequestedAt time.Time `json:"requested_at,omitzero"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r ReinitRecord) Validate() error {
+	if err := ValidName(r.Node); err != nil {
+		return fieldErr("reinit", "node", err)
+	}
+	return nil
+}
+
+// Outcomes of a remove request the leader could not carry out
+// (RemoveRecord.Outcome).
+const (
+	// RemoveLive: the node has a member record on a live lease: its
+	// manager runs (or died less than a lease TTL ago).
+	RemoveLive = "live"
+	// RemoveUnknown: no member record and no replication slot on the
+	// leader: nothing to forget.
+	RemoveUnknown = "unknown"
+)
+
+// RemoveRecord is an operator's request that the leader forget a departed
+// member ([Layout.Remove]): its member record, if one without a lease is
+// left, and its replication slot on the leader. The leader deletes the
+// request once done, or writes an Outcome saying why it did not act.
+type RemoveRecord struct {
+	V int `json:"v"`
+	// Node is the member to forget; it must match the key.
+	Node string `json:"node"`
+	// RequestedAt is for humans only.
+	RequestedAt time.Time `json:"requested_at,omitzero"`
+	// Outcome is empty while pending; the leader sets RemoveLive or
+	// RemoveUnknown when it did not act.
+	Outcome string `json:"outcome,omitempty"`
+	// Leader is the leader that wrote Outcome.
+	Leader string `json:"leader,omitempty"`
+}
+
+// Validate reports the first missing or invalid field.
+func (r RemoveRecord) Validate() error {
+	if err := ValidName(r.Node); err != nil {
+		return fieldErr("remove", "node", err)
+	}
+	switch r.Outcome {
+	case "", RemoveLive, RemoveUnknown:
+	default:
+		return fieldErr("remove", "outcome", fmt.Errorf("%q is not empty, %s or %s", r.Outcome, RemoveLive, RemoveUnknown))
+	}
+	if r.Leader != "" && ValidName(r.Leader) != nil {
+		return fieldErr("remove", "leader", ValidName(r.Leader))
 	}
 	return nil
 }
@@ -509,7 +620,8 @@ func (r ConfigRecord) Validate() error {
 
 // Record is implemented by every record type.
 type Record interface {
-	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord | FailsafeRecord | ConfigProposal | RestartRequest
+	LeaderRecord | MemberRecord | InitializeRecord | SyncRecord | HistoryRecord | SwitchoverRecord | PauseRecord | ConfigRecord | FailsafeRecord |
+		ConfigProposal | RestartRequest | ReinitRecord | RemoveRecord
 	Validate() error
 }
 
@@ -561,6 +673,10 @@ func kindOf(v any) string {
 		return "config proposal"
 	case *RestartRequest:
 		return "restart"
+	case *ReinitRecord:
+		return "reinit"
+	case *RemoveRecord:
+		return "remove"
 	}
 	return "unknown"
 }
@@ -578,11 +694,15 @@ func Decode[T Record](b []byte) (T, error) {
 	if err := json.Unmarshal(b, &head); err != nil {
 		return zero, parseErr(kind, err)
 	}
+	newest := Version
+	if kind == "switchover" {
+		newest = SwitchoverAtVersion
+	}
 	switch {
 	case head.V == nil:
 		return zero, &RecordError{Kind: kind, Field: "v", Err: errors.New("is missing")}
-	case *head.V < 1 || *head.V > Version:
-		return zero, &RecordError{Kind: kind, Field: "v", Err: fmt.Errorf("%d is not a supported version (1..%d): upgrade this node", *head.V, Version)}
+	case *head.V < 1 || *head.V > newest:
+		return zero, &RecordError{Kind: kind, Field: "v", Err: fmt.Errorf("%d is not a supported version (1..%d): upgrade this node", *head.V, newest)}
 	}
 	var r T
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -604,12 +724,13 @@ func parseErr(kind string, err error) error {
 	return &RecordError{Kind: kind, Err: fmt.Errorf("does not parse as JSON: %w", err)}
 }
 
-// Encode validates r, sets its version to [Version] and returns its JSON.
+// Encode sets r's version to [Version] (a scheduled switchover:
+// [SwitchoverAtVersion]), validates r and returns its JSON.
 func Encode[T Record](r T) ([]byte, error) {
+	setVersion(&r)
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	setVersion(&r)
 	return json.Marshal(r)
 }
 
@@ -627,6 +748,9 @@ func setVersion(v any) {
 		r.V = Version
 	case *SwitchoverRecord:
 		r.V = Version
+		if !r.At.IsZero() {
+			r.V = SwitchoverAtVersion
+		}
 	case *PauseRecord:
 		r.V = Version
 	case *FailsafeRecord:
@@ -637,6 +761,10 @@ func setVersion(v any) {
 	case *RestartRequest:
 		r.V = Version
 	case *ConfigRecord:
+		r.V = Version
+	case *ReinitRecord:
+		r.V = Version
+	case *RemoveRecord:
 		r.V = Version
 	}
 }

@@ -50,7 +50,7 @@ func fuzzRecord[T keyspace.Record](f *testing.F, kind string, seeds []T, raw []s
 		if err := r.Validate(); err != nil {
 			t.Fatalf("Decode(%q) accepted a record that does not validate: %v", b, err)
 		}
-		if v := reflect.ValueOf(r).FieldByName("V").Int(); v != keyspace.Version {
+		if v := reflect.ValueOf(r).FieldByName("V").Int(); v != keyspace.Version && (kind != "switchover" || v != keyspace.SwitchoverAtVersion) {
 			t.Fatalf("Decode(%q) accepted version %d", b, v)
 		}
 		if check != nil {
@@ -248,10 +248,13 @@ func FuzzHistoryRecord(f *testing.F) {
 
 func FuzzSwitchoverRecord(f *testing.F) {
 	fuzzRecord(f, "switchover",
-		[]keyspace.SwitchoverRecord{{From: "node1", To: "node2"}, {From: "node1"}, {To: "node3", Force: true}},
+		[]keyspace.SwitchoverRecord{{From: "node1", To: "node2"}, {From: "node1"}, {To: "node3", Force: true},
+			{From: "node1", At: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}},
 		[]string{
 			`{"v":1}`, `{"v":1,"from":"","to":""}`, `{"v":1,"from":"a b"}`, `{"v":1,"to":"-x"}`,
 			`{"v":1,"from":"a","to":"a"}`, `{"v":1,"to":"a","force":"yes"}`,
+			`{"v":2,"from":"a","at":"2030-01-02T03:04:05Z"}`, `{"v":1,"from":"a","at":"2030-01-02T03:04:05Z"}`,
+			`{"v":2,"to":"a","at":"2030-01-02T03:04:05Z"}`, `{"v":3,"from":"a"}`, `{"v":2,"from":"a","at":"soon"}`,
 		},
 		func(t *testing.T, r keyspace.SwitchoverRecord) {
 			if r.From == "" && r.To == "" {
@@ -262,6 +265,28 @@ func FuzzSwitchoverRecord(f *testing.F) {
 			}
 			if r.To != "" {
 				checkName(t, "to", r.To)
+			}
+			if !r.At.IsZero() && (r.From == "" || r.V != keyspace.SwitchoverAtVersion) {
+				t.Fatalf("accepted at %v with from %q, version %d", r.At, r.From, r.V)
+			}
+		})
+}
+
+func FuzzReinitRecord(f *testing.F) {
+	fuzzRecord(f, "reinit",
+		[]keyspace.ReinitRecord{{Node: "node2"}, {Node: "n3", RequestedAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}},
+		[]string{`{"v":1}`, `{"v":1,"node":"a b"}`, `{"v":1,"node":5}`, `{"v":2,"node":"a"}`},
+		func(t *testing.T, r keyspace.ReinitRecord) { checkName(t, "node", r.Node) })
+}
+
+func FuzzRemoveRecord(f *testing.F) {
+	fuzzRecord(f, "remove",
+		[]keyspace.RemoveRecord{{Node: "node2"}, {Node: "n3", Outcome: keyspace.RemoveLive, Leader: "n1"}, {Node: "n3", Outcome: keyspace.RemoveUnknown}},
+		[]string{`{"v":1}`, `{"v":1,"node":"a","outcome":"gone"}`, `{"v":1,"node":"a","leader":"-"}`},
+		func(t *testing.T, r keyspace.RemoveRecord) {
+			checkName(t, "node", r.Node)
+			if r.Outcome != "" && r.Outcome != keyspace.RemoveLive && r.Outcome != keyspace.RemoveUnknown {
+				t.Fatalf("accepted outcome %q", r.Outcome)
 			}
 		})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgha/pgha/internal/keyspace"
 )
@@ -23,6 +24,8 @@ func TestLayout(t *testing.T) {
 		l.Switchover():     "/pgha/main/switchover",
 		l.Pause():          "/pgha/main/pause",
 		l.History():        "/pgha/main/history",
+		l.Reinit("n2"):     "/pgha/main/reinit/n2",
+		l.Remove("n3"):     "/pgha/main/remove/n3",
 	} {
 		if got != want {
 			t.Errorf("key %q; want %q", got, want)
@@ -40,6 +43,12 @@ func TestLayout(t *testing.T) {
 		if _, err := keyspace.NewLayout("", bad); err == nil || !strings.Contains(err.Error(), "cluster") {
 			t.Errorf("NewLayout(%q) = %v; want an error naming the cluster", bad, err)
 		}
+	}
+	if n := keyspace.RequestNode(l.Reinits(), "/pgha/main/reinit/n2"); n != "n2" {
+		t.Errorf("RequestNode = %q", n)
+	}
+	if n := keyspace.RequestNode(l.Reinits(), "/pgha/main/remove/n2"); n != "" {
+		t.Errorf("RequestNode of a remove key under Reinits = %q", n)
 	}
 	if _, err := keyspace.NewLayout("pgha", "main"); err == nil {
 		t.Errorf("root without leading slash accepted")
@@ -94,6 +103,12 @@ func TestDecodeRejects(t *testing.T) {
 		{"initialize empty", `{"v":1}`, "system_id", decodeAs[keyspace.InitializeRecord]},
 		{"switchover bad from", `{"v":1,"from":"a b","to":"b"}`, "from", decodeAs[keyspace.SwitchoverRecord]},
 		{"failover without target", `{"v":1}`, "to", decodeAs[keyspace.SwitchoverRecord]},
+		{"scheduled switchover as v1", `{"v":1,"from":"a","at":"2030-01-02T03:04:05Z"}`, "at", decodeAs[keyspace.SwitchoverRecord]},
+		{"scheduled manual failover", `{"v":2,"to":"a","at":"2030-01-02T03:04:05Z"}`, "at", decodeAs[keyspace.SwitchoverRecord]},
+		{"switchover v3", `{"v":3,"from":"a"}`, "v", decodeAs[keyspace.SwitchoverRecord]},
+		{"leader v2", `{"v":2,"node":"a","host":"h","port":1}`, "v", decodeAs[keyspace.LeaderRecord]},
+		{"reinit no node", `{"v":1}`, "node", decodeAs[keyspace.ReinitRecord]},
+		{"remove bad outcome", `{"v":1,"node":"a","outcome":"done"}`, "outcome", decodeAs[keyspace.RemoveRecord]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.decode([]byte(tc.in))
@@ -140,4 +155,26 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestScheduledSwitchoverVersion: a switchover with At is written as
+// version 2, so that a node reading up to version 1 ignores it rather
+// than performing it at once; one without At stays version 1.
+func TestScheduledSwitchoverVersion(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	b, err := keyspace.Encode(keyspace.SwitchoverRecord{From: "a", At: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"v":2`) {
+		t.Fatalf("scheduled switchover encoded as %s; want version 2", b)
+	}
+	r, err := keyspace.Decode[keyspace.SwitchoverRecord](b)
+	if err != nil || !r.At.Equal(at) {
+		t.Fatalf("decode %s: %+v, %v", b, r, err)
+	}
+	b, err = keyspace.Encode(keyspace.SwitchoverRecord{From: "a", To: "b"})
+	if err != nil || strings.Contains(string(b), `"at"`) || !strings.Contains(string(b), `"v":1`) {
+		t.Fatalf("unscheduled switchover encoded as %s (%v); want version 1 without at", b, err)
+	}
 }
