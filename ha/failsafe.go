@@ -28,7 +28,7 @@ import (
 //
 // Leader side: while etcd works, the leader keeps the failsafe record
 // (keyspace.FailsafeRecord) naming every member that may campaign. When
-// its lease has not been renewed for half a TTL, it asks each of them for
+// its lease renewal is overdue, it asks each of them for
 // a promise; if every one promises, it extends its term
 // (election.Term.ExtendUntil) to the earliest promise, counted from the
 // request's send time minus the election's safety margin. Otherwise its
@@ -212,7 +212,7 @@ func (m *Manager) maintainFailsafe(ctx context.Context, term *election.Term, o o
 }
 
 // failsafeKeeper runs beside the fencer while this node leads with
-// Failsafe on: when the lease has not been renewed for half a TTL, it
+// Failsafe on: when the lease renewal is overdue, it
 // runs promise rounds and extends the term by their result.
 func (m *Manager) failsafeKeeper(term *election.Term, stop <-chan struct{}) {
 	ttl := m.cfg.LeaseTTL
@@ -234,7 +234,12 @@ func (m *Manager) failsafeKeeper(term *election.Term, stop <-chan struct{}) {
 			m.setFailsafeActive(false)
 			m.log.Info("failsafe: the lease is renewed again; promise rounds stop")
 		}
-		if time.Until(term.ValidUntil()) >= ttl/2 {
+		// Rounds start once a renewal is about 1.5 renew intervals late
+		// (the election renews every TTL/5): early enough that a round
+		// (a member's etcd check takes up to LoopInterval) ends well
+		// before the fence, late enough that on-time renewals never
+		// start one.
+		if time.Until(term.ValidUntil()) >= ttl-failsafeMargin(ttl)-3*ttl/10 {
 			continue
 		}
 		until, why := m.promiseRound(term)
@@ -406,7 +411,7 @@ func (m *Manager) answerFailsafe(ctx context.Context, req failsafeRequest) fails
 	if node != req.Leader || token != req.Token {
 		return no("%s (token %d) is not the leader of this member's view (%q, token %d)", req.Leader, req.Token, node, token)
 	}
-	if m.currentTerm() != nil {
+	if m.leading() {
 		return no("this member holds a term")
 	}
 	// Can this member reach etcd? A linearizable read needs a quorum.
@@ -422,7 +427,7 @@ func (m *Manager) answerFailsafe(ctx context.Context, req failsafeRequest) fails
 	}
 	m.fs.mu.Lock()
 	defer m.fs.mu.Unlock()
-	if m.fs.campaigning || m.currentTerm() != nil {
+	if m.fs.campaigning || m.leading() {
 		return no("this member is campaigning")
 	}
 	until := time.Now().Add(promise)

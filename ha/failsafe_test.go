@@ -416,3 +416,41 @@ func timelineOf(t testing.TB, n *testNode) uint32 {
 	}
 	return st.Timeline
 }
+
+// TestFailsafeAfterOwnFence: a node whose own fencer ended its term (it
+// was cut from etcd and replaced) rejoins as a standby and then promises
+// like any member: a later loss of the etcd quorum does not fence the new
+// leader. (A node that still held its ended term refused every promise,
+// found by the chaos harness.)
+func TestFailsafeAfterOwnFence(t *testing.T) {
+	c, _ := failsafeCluster(t, true, 3)
+	c.sample()
+	old := c.waitHealthy(90 * time.Second)
+	old.proxy.Blackhole()
+	c.waitNewLeader(old.name, 30*time.Second, "a new leader after the cut")
+	old.proxy.Pass()
+	lead := c.waitHealthy(90 * time.Second)
+	if lead == old {
+		t.Fatalf("%s leads again", old.name)
+	}
+	waitFailsafeRecord(t, c, lead.name, 3)
+	token := leaderToken(lead)
+	restore := stopEtcdQuorum(t, c)
+	start := time.Now()
+	for time.Since(start) < 3*c.opts.ttl {
+		if !writable(lead) {
+			t.Fatalf("the leader fenced %v into the etcd outage (last action %q)", time.Since(start).Round(time.Millisecond), lead.mgr.Status().LastAction)
+		}
+		sleepCtx(context.Background(), 100*time.Millisecond)
+	}
+	restore()
+	testutil.Eventually(t, 30*time.Second, "the same term renews after etcd returns", func() error {
+		if got := leaderToken(lead); got != token {
+			return fmt.Errorf("token %d, want %d", got, token)
+		}
+		if lead.mgr.failsafeActive() {
+			return errors.New("still on promises")
+		}
+		return nil
+	})
+}
