@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 
 // TestChaos runs the harness. make test runs it with a fixed seed for a
 // short time; make chaos sets PGHA_CHAOS_SEED (0: random),
-// PGHA_CHAOS_DURATION and PGHA_CHAOS_SYNC.
+// PGHA_CHAOS_DURATION, PGHA_CHAOS_SYNC and PGHA_CHAOS_FAILSAFE (on or off).
 func TestChaos(t *testing.T) {
 	testutil.PostgresBinDir(t)
 	opts := Options{Seed: 1, Duration: 40 * time.Second, Sync: "on"}
@@ -55,6 +55,13 @@ func TestChaos(t *testing.T) {
 		}
 		opts.Sync = s
 	}
+	switch s := os.Getenv("PGHA_CHAOS_FAILSAFE"); s {
+	case "", "off":
+	case "on":
+		opts.Failsafe = true
+	default:
+		t.Fatalf("PGHA_CHAOS_FAILSAFE=%q: want on or off", s)
+	}
 	if s := os.Getenv("PGHA_CHAOS_FAULTS"); s != "" {
 		for _, k := range strings.Split(s, ",") {
 			if !slices.Contains(allFaults, k) {
@@ -80,7 +87,7 @@ func TestChaos(t *testing.T) {
 	if testing.Verbose() {
 		opts.Progress = os.Stdout
 	}
-	t.Logf("seed %d, duration %v, sync %s, output in %s", opts.Seed, opts.Duration, opts.Sync, opts.Dir)
+	t.Logf("seed %d, duration %v, sync %s, failsafe %v, output in %s", opts.Seed, opts.Duration, opts.Sync, opts.Failsafe, opts.Dir)
 	rep := Run(t, opts)
 	t.Logf("\n%s", rep)
 }
