@@ -193,6 +193,9 @@ func TestOutageExpectations(t *testing.T) {
 		f := &fault{kind: faultEtcdOutage, at: at(time.Second), down: at(time.Second), healed: at(11 * time.Second), hold: 10 * time.Second}
 		return outageResult{f: f, at: time.Second, before: term, after: after, fenced: fenced > 0, fencedAfter: fenced, converged: time.Second}
 	}
+	// An outage that began 0.5 s after etcd came back from an earlier
+	// etcd fault is reported, not held to the promise.
+	flap := func(o outageResult) outageResult { o.flap = 500 * time.Millisecond; return o }
 	cases := []struct {
 		name     string
 		failsafe bool
@@ -209,6 +212,8 @@ func TestOutageExpectations(t *testing.T) {
 		{"no failsafe fences", false, outage(1300*time.Millisecond, nil), true, ""},
 		{"no failsafe keeps running", false, outage(0, term), false, "kept running"},
 		{"no failsafe fences late", false, outage(3500*time.Millisecond, nil), true, "later than the TTL"},
+		{"failsafe fenced in an etcd flap", true, flap(outage(200*time.Millisecond, nil)), true, ""},
+		{"no failsafe kept running in an etcd flap", false, flap(outage(0, term)), false, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

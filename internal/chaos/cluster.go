@@ -173,6 +173,9 @@ func (c *cluster) startAgent(n *node, bin string) error {
 		args = append(args, "--failsafe")
 		env = append(env, "PGHA_HTTP_TOKEN="+httpToken)
 	}
+	if c.opts.NoFenceGuard {
+		args = append(args, "--fence-guard=false")
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
