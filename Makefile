@@ -56,12 +56,14 @@ bench: tools-postgres
 # picks a random seed (printed); rerun with it to reproduce. make test runs
 # a short fixed-seed version of the same harness.
 # FAULTS=kind,kind restricts the nemesis (kinds: see internal/chaos).
+# FAILSAFE=on runs the agents with --failsafe (default off).
 SEED     ?= 0
 DURATION ?= 10m
 SYNC     ?= on
+FAILSAFE ?= off
 FAULTS   ?=
 chaos: tools-postgres
-	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" PGHA_CHAOS_SEED=$(SEED) PGHA_CHAOS_DURATION=$(DURATION) PGHA_CHAOS_SYNC=$(SYNC) PGHA_CHAOS_FAULTS=$(FAULTS) \
+	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" PGHA_CHAOS_SEED=$(SEED) PGHA_CHAOS_DURATION=$(DURATION) PGHA_CHAOS_SYNC=$(SYNC) PGHA_CHAOS_FAILSAFE=$(FAILSAFE) PGHA_CHAOS_FAULTS=$(FAULTS) \
 		$(GO) test -run '^TestChaos$$' -count=1 -v -timeout 3h ./internal/chaos
 
 # fuzz runs every Fuzz target of the module for FUZZTIME each (seed

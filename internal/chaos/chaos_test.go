@@ -28,7 +28,8 @@ func TestMain(m *testing.M) {
 
 // TestChaos runs the harness. make test runs it with a fixed seed for a
 // short time; make chaos sets PGHA_CHAOS_SEED (0: random),
-// PGHA_CHAOS_DURATION and PGHA_CHAOS_SYNC.
+// PGHA_CHAOS_DURATION, PGHA_CHAOS_SYNC and PGHA_CHAOS_FAILSAFE (on or off);
+// PGHA_CHAOS_FENCE_GUARD=off turns the agents' fence guard off.
 func TestChaos(t *testing.T) {
 	testutil.PostgresBinDir(t)
 	opts := Options{Seed: 1, Duration: 40 * time.Second, Sync: "on"}
@@ -55,6 +56,20 @@ func TestChaos(t *testing.T) {
 		}
 		opts.Sync = s
 	}
+	switch s := os.Getenv("PGHA_CHAOS_FAILSAFE"); s {
+	case "", "off":
+	case "on":
+		opts.Failsafe = true
+	default:
+		t.Fatalf("PGHA_CHAOS_FAILSAFE=%q: want on or off", s)
+	}
+	switch s := os.Getenv("PGHA_CHAOS_FENCE_GUARD"); s {
+	case "", "on":
+	case "off":
+		opts.NoFenceGuard = true
+	default:
+		t.Fatalf("PGHA_CHAOS_FENCE_GUARD=%q: want on or off", s)
+	}
 	if s := os.Getenv("PGHA_CHAOS_FAULTS"); s != "" {
 		for _, k := range strings.Split(s, ",") {
 			if !slices.Contains(allFaults, k) {
@@ -80,7 +95,7 @@ func TestChaos(t *testing.T) {
 	if testing.Verbose() {
 		opts.Progress = os.Stdout
 	}
-	t.Logf("seed %d, duration %v, sync %s, output in %s", opts.Seed, opts.Duration, opts.Sync, opts.Dir)
+	t.Logf("seed %d, duration %v, sync %s, failsafe %v, output in %s", opts.Seed, opts.Duration, opts.Sync, opts.Failsafe, opts.Dir)
 	rep := Run(t, opts)
 	t.Logf("\n%s", rep)
 }

@@ -114,6 +114,8 @@ type nodeData struct {
 	history  string // the current timeline's history file, "" on timeline 1
 	logVals  map[int64]bool
 	regSum   string
+	// plainVals are the plain client's ids.
+	plainVals map[int64]bool
 }
 
 func (n *node) data(ctx context.Context) (nodeData, error) {
@@ -128,7 +130,7 @@ func (n *node) data(ctx context.Context) (nodeData, error) {
 		return nodeData{}, err
 	}
 	defer conn.Close(context.Background())
-	d := nodeData{timeline: s.timeline, logVals: map[int64]bool{}}
+	d := nodeData{timeline: s.timeline, logVals: map[int64]bool{}, plainVals: map[int64]bool{}}
 	if s.timeline > 1 {
 		name := fmt.Sprintf("pg_wal/%08X.history", s.timeline)
 		if err := conn.QueryRow(ctx, "SELECT pg_read_file($1)", name).Scan(&d.history); err != nil {
@@ -145,6 +147,20 @@ func (n *node) data(ctx context.Context) (nodeData, error) {
 			return d, err
 		}
 		d.logVals[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return d, err
+	}
+	rows, err = conn.Query(ctx, "SELECT id FROM chaos_plain")
+	if err != nil {
+		return d, err
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return d, err
+		}
+		d.plainVals[id] = true
 	}
 	if err := rows.Err(); err != nil {
 		return d, err

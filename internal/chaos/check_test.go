@@ -118,3 +118,113 @@ func TestHistoryMatches(t *testing.T) {
 		t.Errorf("a corrupt history file: %q; want it reported", bad)
 	}
 }
+
+func TestClassifyPlain(t *testing.T) {
+	cases := []struct {
+		err  error
+		want outcome
+	}{
+		{nil, outOK},
+		{&pgconn.PgError{Severity: "ERROR", Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, outFailed},
+		{&pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}, outUnknown},
+		{io.ErrUnexpectedEOF, outUnknown},
+		{fmt.Errorf("exec: %w", errors.New("context deadline exceeded")), outUnknown},
+	}
+	for _, tc := range cases {
+		if got := classifyPlain(tc.err); got != tc.want {
+			t.Errorf("classifyPlain(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+// Every acknowledged plain-client id missing from the final primary is
+// lost, counted once per fault kind whose window holds its
+// acknowledgement ("" when none does); ids not acknowledged are not.
+func TestPlainLossesByFault(t *testing.T) {
+	paused := &fault{kind: faultAgentPaused}
+	lat := &fault{kind: faultLatency}
+	windows := []window{{paused, 100, 200}, {lat, 150, 300}}
+	plain := []plainWrite{
+		{id: 1, ret: 50, outcome: outOK},       // committed
+		{id: 2, ret: 120, outcome: outOK},      // lost in agent-paused
+		{id: 3, ret: 160, outcome: outOK},      // lost in both windows
+		{id: 4, ret: 400, outcome: outOK},      // lost outside every window
+		{id: 5, ret: 170, outcome: outFailed},  // committed although failed
+		{id: 6, ret: 180, outcome: outUnknown}, // not committed: no loss
+		{id: 7, ret: 190, outcome: outUnknown}, // committed
+	}
+	committed := map[int64]bool{1: true, 5: true, 7: true}
+	var r Report
+	r.checkPlain(plain, committed, windows)
+	if fmt.Sprint(r.PlainLost) != "[2 3 4]" {
+		t.Errorf("lost %v, want [2 3 4]", r.PlainLost)
+	}
+	if want := map[string]int{faultAgentPaused: 2, faultLatency: 1, "": 1}; fmt.Sprint(r.PlainLostBy) != fmt.Sprint(want) {
+		t.Errorf("lost by fault kind %v, want %v", r.PlainLostBy, want)
+	}
+	if fmt.Sprint(r.PlainFailedPresent) != "[5]" {
+		t.Errorf("failed but present %v, want [5]", r.PlainFailedPresent)
+	}
+	if r.PlainWrites != 7 || r.PlainOK != 4 || r.PlainFailed != 1 || r.PlainUnknown != 2 {
+		t.Errorf("writes %d ok %d failed %d unknown %d, want 7 4 1 2", r.PlainWrites, r.PlainOK, r.PlainFailed, r.PlainUnknown)
+	}
+}
+
+// An etcd outage is held to what the mode promises: with failsafe, the
+// leader keeps running, the plain client keeps being acknowledged and the
+// same term leads afterwards; without, the leader fences within TTL + 1 s.
+func TestOutageExpectations(t *testing.T) {
+	tl := newTimeline(nil)
+	at := func(d time.Duration) time.Time { return tl.start.Add(d) }
+	term := &leaderSnap{node: "c1", token: 20, timeline: 2}
+	// The plain client is acknowledged every 100 ms from 0 to 20 s,
+	// except (gap) from 5 s to 8 s.
+	plain := func(gap bool) []plainWrite {
+		var ps []plainWrite
+		for ms := int64(0); ms <= 20000; ms += 100 {
+			if gap && ms > 5000 && ms < 8000 {
+				continue
+			}
+			ps = append(ps, plainWrite{id: ms, ret: ms * int64(time.Millisecond), outcome: outOK})
+		}
+		return ps
+	}
+	outage := func(fenced time.Duration, after *leaderSnap) outageResult {
+		f := &fault{kind: faultEtcdOutage, at: at(time.Second), down: at(time.Second), healed: at(11 * time.Second), hold: 10 * time.Second}
+		return outageResult{f: f, at: time.Second, before: term, after: after, fenced: fenced > 0, fencedAfter: fenced, converged: time.Second}
+	}
+	// An outage that began 0.5 s after etcd came back from an earlier
+	// etcd fault is reported, not held to the promise.
+	flap := func(o outageResult) outageResult { o.flap = 500 * time.Millisecond; return o }
+	cases := []struct {
+		name     string
+		failsafe bool
+		o        outageResult
+		gap      bool
+		want     string // "" or a substring of the one expectation not met
+	}{
+		{"failsafe holds", true, outage(0, term), false, ""},
+		{"failsafe fenced", true, outage(1300*time.Millisecond, term), false, "fenced 1.300s"},
+		{"failsafe failed over", true, outage(0, &leaderSnap{node: "c2", token: 31, timeline: 3}), false, "the term changed"},
+		{"failsafe new token", true, outage(0, &leaderSnap{node: "c1", token: 31, timeline: 2}), false, "the term changed"},
+		{"failsafe no leader after", true, outage(0, nil), false, "no writable leader"},
+		{"failsafe writes stall", true, outage(0, term), true, "waited 3.000s"},
+		{"no failsafe fences", false, outage(1300*time.Millisecond, nil), true, ""},
+		{"no failsafe keeps running", false, outage(0, term), false, "kept running"},
+		{"no failsafe fences late", false, outage(3500*time.Millisecond, nil), true, "later than the TTL"},
+		{"failsafe fenced in an etcd flap", true, flap(outage(200*time.Millisecond, nil)), true, ""},
+		{"no failsafe kept running in an etcd flap", false, flap(outage(0, term)), false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Report{Outages: []outageResult{tc.o}}
+			r.checkOutages(Options{Failsafe: tc.failsafe, TTL: 2 * time.Second}, plain(tc.gap), tl)
+			switch {
+			case tc.want == "" && len(r.Expectations) != 0:
+				t.Errorf("expectations not met: %q; want none", r.Expectations)
+			case tc.want != "" && (len(r.Expectations) != 1 || !strings.Contains(r.Expectations[0], tc.want)):
+				t.Errorf("expectations not met: %q; want one with %q", r.Expectations, tc.want)
+			}
+		})
+	}
+}

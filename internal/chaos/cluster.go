@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgha/pgha/election"
 	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,6 +26,10 @@ import (
 
 // clusterName is the pgha cluster the harness runs.
 const clusterName = "chaos"
+
+// httpToken authenticates the agents' failsafe calls to one another (the
+// same on every node); the agents get it with failsafe on only.
+const httpToken = "chaos-failsafe-token-0123456789abcdef"
 
 var (
 	buildOnce sync.Once
@@ -71,6 +78,10 @@ type node struct {
 	// etcd are the agent's proxies to each etcd member.
 	etcd    []*testutil.Proxy
 	logPath string
+	// api is the agent's HTTP address (--listen) with failsafe on: fixed,
+	// since the agent publishes it in its member record for the other
+	// nodes' failsafe calls; "" with failsafe off (any free port).
+	api string
 
 	mu    sync.Mutex
 	agent *agentProc // nil while killed
@@ -104,6 +115,9 @@ func startCluster(t testing.TB, opts Options, tl *timeline) *cluster {
 		name := fmt.Sprintf("c%d", i)
 		n := &node{name: name, pg: testutil.PostgresConfig(t, name), logPath: filepath.Join(c.dir, name+".log")}
 		up := fmt.Sprintf("127.0.0.1:%d", n.pg.Port)
+		if opts.Failsafe {
+			n.api = testutil.FreeAddr(t)
+		}
 		n.repl = testutil.StartProxy(t, name+"-repl", up)
 		n.client = testutil.StartProxy(t, name+"-client", up)
 		for j, m := range c.etcd.Members() {
@@ -139,16 +153,31 @@ func (c *cluster) startAgent(n *node, bin string) error {
 	}
 	n.gen++
 	fmt.Fprintf(logf, "\n===== agent %s start #%d at %s =====\n", n.name, n.gen, c.tl.now())
-	cmd := exec.Command(bin,
+	listen := "127.0.0.1:0"
+	if n.api != "" {
+		listen = n.api
+	}
+	args := []string{
 		"--cluster", clusterName, "--node", n.name, "--etcd-endpoints", strings.Join(eps, ","),
-		"--listen", "127.0.0.1:0", "--lease-ttl", c.opts.TTL.String(), "--loop-interval", "200ms",
+		"--listen", listen, "--lease-ttl", c.opts.TTL.String(), "--loop-interval", "200ms",
 		"--sync-mode", c.opts.Sync, "--max-lag-on-failover", strconv.FormatInt(c.opts.MaxLag, 10),
 		"--pg-data-dir", n.pg.DataDir, "--pg-bin-dir", n.pg.BinDir, "--pg-port", strconv.Itoa(n.pg.Port),
 		"--pg-advertise-port", advPort, "--pg-socket-dir", n.pg.SocketDir, "--etcd-dial-timeout", "2s",
-		"--pg-replace-data-dir")
-	cmd.Env = append(os.Environ(),
+		"--pg-replace-data-dir"}
+	env := append(os.Environ(),
 		"PGHA_PG_SUPERUSER_PASSWORD="+testutil.PostgresSuperuserPassword,
 		"PGHA_PG_REPLICATION_PASSWORD="+testutil.PostgresReplicationPassword)
+	if c.opts.Failsafe {
+		// --api-url defaults to http://<pg-advertise-host>:<listen port>,
+		// i.e. http://127.0.0.1:<port of n.api>.
+		args = append(args, "--failsafe")
+		env = append(env, "PGHA_HTTP_TOKEN="+httpToken)
+	}
+	if c.opts.NoFenceGuard {
+		args = append(args, "--fence-guard=false")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: signals to the test do not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -298,6 +327,35 @@ func (c *cluster) leader(ctx context.Context) *node {
 		return nil
 	}
 	return c.node(st.Leader.Node)
+}
+
+// snapLeader identifies the current leader's term (nil when there is no
+// writable leader or etcd or its PostgreSQL does not answer).
+func (c *cluster) snapLeader(ctx context.Context) *leaderSnap {
+	st, err := c.state(ctx)
+	if err != nil || st.Leader == nil || !st.Leader.Writable {
+		return nil
+	}
+	layout, err := keyspace.NewLayout("", clusterName)
+	if err != nil {
+		return nil
+	}
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	resp, err := c.cli.Get(gctx, layout.Leader()+"/", clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return nil
+	}
+	kv := election.LeaderKV(layout.Leader(), slices.Values(resp.Kvs))
+	n := c.node(st.Leader.Node)
+	if kv == nil || n == nil {
+		return nil
+	}
+	s, err := n.pgState(ctx)
+	if err != nil || s.recovery {
+		return nil
+	}
+	return &leaderSnap{node: n.name, token: kv.CreateRevision, timeline: s.timeline}
 }
 
 // pgState is what one node's PostgreSQL says about itself.

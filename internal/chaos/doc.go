@@ -4,7 +4,7 @@
 //
 // Quick start (a run is a test; make chaos wraps it):
 //
-//	make chaos SEED=42 DURATION=10m SYNC=on
+//	make chaos SEED=42 DURATION=10m SYNC=on FAILSAFE=on
 //	PGHA_CHAOS_SEED=42 go test -run TestChaos -v ./internal/chaos
 //
 // # The cluster
@@ -16,6 +16,10 @@
 // replication proxy (standbys stream through it) and clients reach each
 // node through a separate client proxy (the pools' DialFunc maps one to
 // the other), so a replication link and a client link can be cut apart.
+// Agents run their fence guard (the default). With failsafe on
+// (Options.Failsafe, PGHA_CHAOS_FAILSAFE=on, make chaos FAILSAFE=on) they
+// also run with --failsafe, each on a fixed HTTP port that its member
+// record publishes, and share one http token for their failsafe calls.
 //
 // # The workload
 //
@@ -27,6 +31,13 @@
 // Unknown writes are resolved against the log table once the cluster has
 // converged.
 //
+// Beside them a plain client writes new ids, about 50 a second, through
+// one pgx connection opened from a multi-host connection string (every
+// node's client proxy) with target_session_attrs=read-write, the way most
+// applications connect: it never reads etcd, so only fencing protects
+// it from a primary that is no longer the leader. Its acknowledged ids
+// must all be on the final primary.
+//
 // # The nemesis
 //
 // A pseudo-random generator seeded by Options.Seed picks, each round, one
@@ -35,9 +46,14 @@
 // whole node lost, a node cut off from etcd, the replication link cut, the
 // clients cut off from the primary, an etcd member lost, the etcd quorum
 // lost, added latency, a PostgreSQL paused (SIGSTOP of the postmaster and
-// its children), and a standby's WAL receiver paused (it falls behind). Each round holds its faults for a while, heals them
-// and waits for the cluster to converge; the run ends by healing
-// everything.
+// its children), a standby's WAL receiver paused (it falls behind), and
+// an etcd outage (every etcd member stopped for 3-20 s; the agents' etcd
+// links are reset at once, since etcd's graceful stop serves open streams
+// for seconds). Two faults of one round never both touch etcd. An agent
+// paused may hit the leader in asynchronous mode too: its fence guard
+// must fence the primary at the lease deadline. Each round holds its
+// faults for a while (an outage for its whole length), heals them and
+// waits for the cluster to converge; the run ends by healing everything.
 //
 // # The checkers
 //
@@ -47,6 +63,21 @@
 //     is present, is an anomaly too;
 //   - asynchronous mode: acknowledged writes lost are counted and compared
 //     with what MaxLagOnFailover allows for the failovers that happened;
+//   - the plain client: an acknowledged id missing after the heal is
+//     lost; in synchronous mode any loss is an anomaly, in asynchronous
+//     mode the same MaxLagOnFailover bound applies (with its own WAL
+//     size a write); the report counts losses per fault kind, by the
+//     fault windows they were acknowledged in;
+//   - an etcd outage alone in its round is held to what the mode
+//     promises: with failsafe on, the leader's PostgreSQL keeps running,
+//     the plain client never waits more than a TTL, and afterwards the
+//     same term leads (node, fencing token, timeline); with failsafe off,
+//     the leader fences within TTL + 1 s of etcd going down and the
+//     cluster converges after etcd returns. A miss is listed apart from
+//     the anomalies and fails the run too. An outage that begins less
+//     than a TTL after an earlier etcd fault healed (an etcd flap: the
+//     members reach etcd again before the leader has renewed, and
+//     refuse to promise) is reported but not held to this;
 //   - a sampler checks every 50 ms that at most one node can acknowledge
 //     writes (see [Report] for what "can" means in each mode);
 //   - after the heal: all nodes on the same timeline, with the same

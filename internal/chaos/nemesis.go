@@ -27,11 +27,12 @@ const (
 	faultLatency     = "latency"            // 50-400 ms on a node's etcd and replication links
 	faultPGPaused    = "postgres-paused"    // SIGSTOP of a postmaster and its children
 	faultRecvPaused  = "receiver-paused"    // SIGSTOP of a standby's WAL receiver: it falls behind
+	faultEtcdOutage  = "etcd-outage"        // every etcd member stopped for 3-20 s
 )
 
 // allFaults is every kind, in report order.
 var allFaults = []string{faultKillPrimary, faultAgentKilled, faultAgentPaused, faultNodeLost, faultEtcdCut,
-	faultReplCut, faultClientCut, faultEtcdMember, faultEtcdQuorum, faultLatency, faultPGPaused, faultRecvPaused}
+	faultReplCut, faultClientCut, faultEtcdMember, faultEtcdQuorum, faultLatency, faultPGPaused, faultRecvPaused, faultEtcdOutage}
 
 // fault is one injected fault.
 type fault struct {
@@ -44,6 +45,21 @@ type fault struct {
 	heal   func() error
 	// wasLeader: the target was the leader when the fault was injected.
 	wasLeader bool
+	// hold, when set, is how long the fault must last (the round holds
+	// its faults at least this long).
+	hold time.Duration
+	// before is the leader when an etcd outage began (nil: none known);
+	// down is when the last etcd member had stopped.
+	before *leaderSnap
+	down   time.Time
+}
+
+// leaderSnap identifies a leader's term: its node, its fencing token (the
+// leader key's create revision) and its PostgreSQL timeline.
+type leaderSnap struct {
+	node     string
+	token    int64
+	timeline int64
 }
 
 func (f *fault) String() string { return f.kind + " " + f.target }
@@ -57,7 +73,9 @@ type nemesis struct {
 }
 
 // etcdFault reports whether kind touches the etcd cluster itself.
-func etcdFault(kind string) bool { return kind == faultEtcdMember || kind == faultEtcdQuorum }
+func etcdFault(kind string) bool {
+	return kind == faultEtcdMember || kind == faultEtcdQuorum || kind == faultEtcdOutage
+}
 
 // pick chooses the kinds of one round: one, or (one time in two) two
 // that do not step on each other.
@@ -77,10 +95,12 @@ func (ns *nemesis) pick() []string {
 }
 
 // target picks a node: the leader with probability 0.6 (when there is
-// one), else any node. In asynchronous mode, faults that leave a
-// primary's PostgreSQL running without its manager never hit the leader
-// (only a watchdog protects other clients from such a primary; see
-// DESIGN.md invariant 1).
+// one), else any node. In asynchronous mode an agent killed never hits
+// the leader. An agent paused does: the agent's fence guard (a separate
+// process, on by default) fences its PostgreSQL at the lease deadline
+// while the agent is stopped, so the plain client, which does not follow
+// the leader record, must lose nothing beyond what asynchronous
+// replication itself loses (see the plain-client check in Run).
 func (ns *nemesis) target(kind string, lead string, busy []string) string {
 	var names []string
 	for _, n := range ns.c.nodes {
@@ -88,8 +108,7 @@ func (ns *nemesis) target(kind string, lead string, busy []string) string {
 			names = append(names, n.name)
 		}
 	}
-	unmanaged := kind == faultAgentKilled || kind == faultAgentPaused
-	if ns.c.opts.Sync == "off" && unmanaged {
+	if ns.c.opts.Sync == "off" && kind == faultAgentKilled {
 		names = slices.DeleteFunc(names, func(s string) bool { return s == lead })
 	}
 	if len(names) == 0 {
@@ -242,6 +261,54 @@ func (ns *nemesis) inject(ctx context.Context, kind string, busy []string) (*fau
 			for _, i := range stopped {
 				chans = append(chans, c.etcd.RestartAsync(i))
 			}
+			for _, ch := range chans {
+				errs = append(errs, <-ch)
+			}
+			return errors.Join(errs...)
+		}
+	case faultEtcdOutage:
+		// 3-20 s, and at least a lease TTL and 2 s: without failsafe
+		// the primaries must have fenced before etcd returns.
+		f.hold = max(time.Duration(3000+ns.rng.IntN(17000))*time.Millisecond, c.opts.TTL+2*time.Second)
+		if lead != "" {
+			f.before = c.snapLeader(ctx)
+		}
+		// etcd's graceful stop keeps serving open streams (the agents'
+		// lease keep-alives) for seconds, so the outage starts by
+		// resetting every agent's etcd links, as a dead server would; the
+		// members stop in the background (together: the Raft leader's
+		// stop waits for a leadership transfer that cannot succeed), and
+		// the links pass again once they are down (connection refused).
+		// The heal waits for the stop, then restarts every member.
+		var links []*testutil.Proxy
+		for _, n := range c.nodes {
+			links = append(links, n.etcd...)
+		}
+		for _, p := range links {
+			p.Reset()
+		}
+		f.down = time.Now()
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			var wg sync.WaitGroup
+			for i := range 3 {
+				wg.Add(1)
+				go func() { defer wg.Done(); c.etcd.Stop(i) }()
+			}
+			wg.Wait()
+			for _, p := range links {
+				p.Pass()
+			}
+		}()
+		f.target = fmt.Sprintf("all members stopped for at least %v", f.hold)
+		f.heal = func() error {
+			<-stopped
+			var chans []<-chan error
+			for i := range 3 {
+				chans = append(chans, c.etcd.RestartAsync(i))
+			}
+			var errs []error
 			for _, ch := range chans {
 				errs = append(errs, <-ch)
 			}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,10 +27,13 @@ import (
 // log after the heal tells whether an unknown write happened).
 const (
 	schemaSQL = `CREATE TABLE IF NOT EXISTS chaos_reg (k int PRIMARY KEY, v bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS chaos_log (v bigint PRIMARY KEY, k int NOT NULL)`
+CREATE TABLE IF NOT EXISTS chaos_log (v bigint PRIMARY KEY, k int NOT NULL);
+CREATE TABLE IF NOT EXISTS chaos_plain (id bigint PRIMARY KEY)`
 	writeSQL = `WITH l AS (INSERT INTO chaos_log (v, k) VALUES ($1, $2))
 INSERT INTO chaos_reg (k, v) VALUES ($2, $1) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v`
 	readSQL = `SELECT v FROM chaos_reg WHERE k = $1`
+	// plainSQL is the plain client's write: one new id.
+	plainSQL = `INSERT INTO chaos_plain (id) VALUES ($1)`
 )
 
 type opKind uint8
@@ -70,8 +74,9 @@ type workload struct {
 	tl    *timeline
 	pools []*driver.Pool
 
-	mu  sync.Mutex
-	ops []op
+	mu    sync.Mutex
+	ops   []op
+	plain []plainWrite
 
 	next atomic.Int64 // last value written
 	stop func()
@@ -105,8 +110,103 @@ func (c *cluster) newPool(ctx context.Context, logf *os.File) (*driver.Pool, err
 	return driver.NewWithConfig(ctx, dcfg)
 }
 
-// startWorkload starts clients goroutines over two pools, after creating
-// the tables.
+// plainWrite is one write of the plain client: id, times as in op, and
+// the outcome (failed: the driver says nothing reached the server, or
+// the server refused it).
+type plainWrite struct {
+	id      int64
+	call    int64
+	ret     int64
+	outcome outcome
+}
+
+// plainConnString is the plain client's connection string: every node's
+// client proxy, target_session_attrs=read-write, the way most
+// applications reach a cluster without driver.Pool. It never reads etcd:
+// it writes to whichever server says it is writable.
+func (c *cluster) plainConnString() string {
+	var hosts []string
+	for _, n := range c.nodes {
+		hosts = append(hosts, n.client.Addr())
+	}
+	return fmt.Sprintf("postgres://postgres:%s@%s/postgres?sslmode=disable&connect_timeout=2&target_session_attrs=read-write",
+		url.QueryEscape(testutil.PostgresSuperuserPassword), strings.Join(hosts, ","))
+}
+
+// plainClient writes new ids back to back (about 50 a second) through one
+// pgx.Conn opened from plainConnString, reconnecting after any error. Each
+// try writes a new id, so an id is acknowledged at most once.
+func (w *workload) plainClient(ctx context.Context, cc *pgx.ConnConfig) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	pause := time.NewTimer(0)
+	defer pause.Stop()
+	var id int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-pause.C:
+		}
+		pause.Reset(20 * time.Millisecond)
+		if conn == nil {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := pgx.ConnectConfig(cctx, cc)
+			cancel()
+			if err != nil {
+				continue
+			}
+			conn = c
+		}
+		id++
+		pw := plainWrite{id: id, call: w.tl.since(time.Now())}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := conn.Exec(wctx, plainSQL, id)
+		cancel()
+		pw.ret = w.tl.since(time.Now())
+		pw.outcome = classifyPlain(err)
+		if ctx.Err() != nil && pw.outcome != outOK {
+			pw.outcome = outUnknown
+		}
+		w.mu.Lock()
+		w.plain = append(w.plain, pw)
+		w.mu.Unlock()
+		if err != nil {
+			conn.Close(context.Background())
+			conn = nil
+		}
+	}
+}
+
+// classifyPlain is classifyWrite for a plain pgx connection: failed only
+// when pgconn says nothing was sent, or the server aborted the statement.
+func classifyPlain(err error) outcome {
+	if err == nil {
+		return outOK
+	}
+	if pgconn.SafeToRetry(err) {
+		return outFailed
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Severity == "ERROR" {
+		return outFailed
+	}
+	return outUnknown
+}
+
+// plainHistory returns a copy of the plain client's writes so far.
+func (w *workload) plainHistory() []plainWrite {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]plainWrite(nil), w.plain...)
+}
+
+// startWorkload starts clients goroutines over two pools and the plain
+// client, after creating the tables.
 func startWorkload(t interface {
 	Fatalf(string, ...any)
 }, c *cluster, tl *timeline, clients, keys int, seed int64, logf *os.File) *workload {
@@ -131,7 +231,15 @@ func startWorkload(t interface {
 		w.closePools()
 		t.Fatalf("create the workload's tables: %v", err)
 	}
+	cc, err := pgx.ParseConfig(c.plainConnString())
+	if err != nil {
+		cancel()
+		w.closePools()
+		t.Fatalf("parse the plain client's connection string: %v", err)
+	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); w.plainClient(ctx, cc) }()
 	for i := range clients {
 		wg.Add(1)
 		go func() {
