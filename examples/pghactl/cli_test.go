@@ -30,7 +30,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"--cluster", "c", "failover"}, "failover needs --to NODE"},
 		{[]string{"--cluster", "c", "list", "--nope"}, "flag provided but not defined"},
 		{[]string{"--cluster", "c", "list", "extra"}, `unexpected argument "extra"`},
-		{[]string{"--cluster", "c", "pause", "--json"}, "--json applies to list, history, switchover, reinit and remove only"},
+		{[]string{"--cluster", "c", "pause", "--json"}, "--json applies to list, history, show-config, switchover, reinit and remove only"},
 		{[]string{"--cluster", "c", "reinit"}, "reinit needs NODE"},
 		{[]string{"--cluster", "c", "remove"}, "remove needs NODE"},
 		{[]string{"--cluster", "c", "remove", "bad/name"}, `NODE "bad/name"`},
