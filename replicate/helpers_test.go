@@ -3,6 +3,7 @@ package replicate_test
 import (
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -37,6 +38,30 @@ func stalePID(t *testing.T, kind string) (int, func()) {
 	default:
 		return pid, func() { cmd.Process.Kill(); cmd.Wait() }
 	}
+}
+
+// zombieAs returns the PID of a zombie process that ran as OS user name
+// (when this process is root; else as this process's user).
+func zombieAs(t *testing.T, name string) (int, func()) {
+	t.Helper()
+	cmd := exec.Command("sleep", "300")
+	if os.Geteuid() == 0 && name != "" {
+		u, err := user.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Kill()
+	if err := waitNoReap(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid, func() { cmd.Wait() }
 }
 
 // waitNoReap blocks until child pid has exited, leaving it a zombie

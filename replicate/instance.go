@@ -300,6 +300,24 @@ func (i *Instance) watchAdopted(p *process) {
 	close(p.done)
 }
 
+// clearStaleLock readies a directory no postmaster runs for (the caller
+// checked) for a server to start on it, by postgres or by pg_rewind's
+// single-user recovery: a dead postmaster's backends must not hold its
+// shared memory (orphans.go), and a postmaster.pid whose PID is dead, a
+// zombie (a killed postmaster nobody reaps, on machines whose PID 1 does
+// not reap orphans) or another program would make postgres refuse to
+// start: it is stale, and only it is removed.
+func (i *Instance) clearStaleLock(ctx context.Context) error {
+	i.killOrphanBackends(ctx)
+	if pid := readPID(i.cfg.DataDir); pid > 0 {
+		i.log.Info("removing stale postmaster.pid", "pid", pid)
+		if err := os.Remove(filepath.Join(i.cfg.DataDir, pidFile)); err != nil {
+			return fmt.Errorf("replicate: remove stale %s: %w", pidFile, err)
+		}
+	}
+	return nil
+}
+
 // readPID returns the PID in DataDir/postmaster.pid, 0 if there is none.
 // A file that does not parse (e.g. truncated by a crash) counts as none:
 // PostgreSQL itself replaces it at start.
@@ -468,16 +486,8 @@ func (i *Instance) start(ctx context.Context) error {
 	if err := i.checkPort(); err != nil {
 		return err
 	}
-	// No postmaster runs for the directory: a dead one's backends must
-	// not hold its shared memory (orphans.go).
-	i.killOrphanBackends(ctx)
-	// A postmaster.pid whose PID is dead, a zombie or another program would
-	// make postgres refuse to start: it is stale, remove it (only it).
-	if pid := readPID(i.cfg.DataDir); pid > 0 {
-		i.log.Info("removing stale postmaster.pid", "pid", pid)
-		if err := os.Remove(filepath.Join(i.cfg.DataDir, pidFile)); err != nil {
-			return fmt.Errorf("replicate: remove stale %s: %w", pidFile, err)
-		}
+	if err := i.clearStaleLock(ctx); err != nil {
+		return err
 	}
 	if err := i.writeNodeConfig(); err != nil {
 		return err

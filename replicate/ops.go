@@ -420,6 +420,13 @@ func (i *Instance) Rewind(ctx context.Context, src Source) (err error) {
 	if !i.initialized() {
 		return fmt.Errorf("%w: %s (Clone it instead)", ErrNotInitialized, i.cfg.DataDir)
 	}
+	// pg_rewind first recovers a directory that was not shut down cleanly
+	// in single-user mode, which refuses a postmaster.pid naming a zombie
+	// (a killed postmaster nobody reaped) just as postgres does. No
+	// postmaster runs for the directory (checked above).
+	if err := i.clearStaleLock(ctx); err != nil {
+		return &RewindError{Reason: "clear the dead postmaster's lock", Err: err}
+	}
 	srcID, srcTLI, err := i.identifySource(ctx, src)
 	if err != nil {
 		return &RewindError{Reason: "source unreachable", Err: err}

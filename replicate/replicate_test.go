@@ -763,3 +763,41 @@ func TestOtherStandbyFollowsNewPrimary(t *testing.T) {
 		t.Fatalf("s2 timeline %d (in recovery %v), want a standby on timeline 2", st.Timeline, st.InRecovery)
 	}
 }
+
+// TestRewindAfterZombiePostmaster: a former primary killed with SIGKILL
+// whose postmaster nobody reaps (a machine whose PID 1 does not reap
+// orphans) leaves a postmaster.pid naming a zombie; pg_rewind's
+// single-user crash recovery refused it ("lock file already exists"), so
+// every rewind failed (found by the chaos harness). Rewind now clears
+// that stale lock first.
+func TestRewindAfterZombiePostmaster(t *testing.T) {
+	t.Parallel()
+	ctx := testutil.Ctx(t, 3*time.Minute)
+	a := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "zombiea"})
+	mustExec(t, ctx, a, "CREATE TABLE t (v text)")
+	mustExec(t, ctx, a, "INSERT INTO t VALUES ('1-before')")
+	b := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "zombieb", CloneFrom: a})
+	waitRows(t, ctx, b, "t", "1-before")
+	if _, err := b.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, a, "INSERT INTO t VALUES ('2-diverged')")
+	exited := a.Exited()
+	if err := killPID(a.PID()); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	// The zombie runs as the server's OS user, as the killed postmaster
+	// did: postgres takes a PID it may not signal (EPERM) for stale.
+	pid, cleanup := zombieAs(t, a.Config().OSUser)
+	defer cleanup()
+	writePIDFile(t, a.Config().DataDir, pid)
+	if err := a.Rewind(ctx, testutil.SourceOf(b, "")); err != nil {
+		t.Fatalf("Rewind with a postmaster.pid naming a zombie: %v", err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, b, "INSERT INTO t VALUES ('3-after')")
+	waitRows(t, ctx, a, "t", "1-before", "3-after")
+}

@@ -250,7 +250,10 @@ func (ns *nemesis) inject(ctx context.Context, kind string, busy []string) (*fau
 				// Together: stopping the etcd leader waits for a
 				// leadership transfer that cannot succeed.
 				wg.Add(1)
-				go func() { defer wg.Done(); c.etcd.Stop(i) }()
+				// A crash, not a graceful stop: a member that stops
+				// gracefully keeps its quorum (and expires leases) for
+				// seconds while the others stop.
+				go func() { defer wg.Done(); c.etcd.Kill(i) }()
 			}
 		}
 		wg.Wait()

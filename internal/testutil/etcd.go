@@ -329,6 +329,22 @@ func (m *EtcdMember) restart(opts EtcdOptions) error {
 	return m.start(opts)
 }
 
+// Kill stops member i at once, like a crash: its Raft node stops before
+// anything else (no leadership transfer, no more lease expiries), then
+// its listeners close. Restart it with [EtcdCluster.Restart] or
+// [EtcdCluster.RestartAsync].
+func (c *EtcdCluster) Kill(i int) {
+	m := c.members[i]
+	m.mu.Lock()
+	e := m.etcd
+	m.etcd = nil
+	m.mu.Unlock()
+	if e != nil {
+		e.Server.HardStop()
+		e.Close()
+	}
+}
+
 func (m *EtcdMember) stop() {
 	m.mu.Lock()
 	e := m.etcd

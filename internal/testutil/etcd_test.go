@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,5 +120,43 @@ func TestProxyModes(t *testing.T) {
 	p.Pass()
 	if _, err := roundTrip(2 * time.Second); err != nil {
 		t.Fatalf("pass after faults: %v", err)
+	}
+}
+
+// TestEtcdKillKeepsLeases: Kill stops members like a crash, so a lease
+// cannot expire while the cluster is down: after a restart it is still
+// there, with its TTL restarted by the new Raft leader.
+func TestEtcdKillKeepsLeases(t *testing.T) {
+	c := testutil.StartEtcd(t, 3)
+	cli := c.Client(t)
+	ctx := testutil.Ctx(t, time.Minute)
+	g, err := cli.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// All at once, as a whole-cluster outage: a graceful stop would keep
+	// a quorum (and expire the lease) for seconds while the others stop.
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { c.Kill(i) })
+	}
+	wg.Wait()
+	down := time.NewTimer(3 * time.Second) // the outage outlasts the TTL
+	<-down.C
+	var chans []<-chan error
+	for i := range 3 {
+		chans = append(chans, c.RestartAsync(i))
+	}
+	for _, ch := range chans {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ttl, err := cli.TimeToLive(ctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.TTL <= 0 {
+		t.Fatalf("lease TTL %d after the outage; want it kept (etcd expired it while stopping)", ttl.TTL)
 	}
 }
