@@ -185,6 +185,7 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		if !wt.add(c.PgConn()) {
 			return errNotPrimary
 		}
+		c.PgConn().CustomData()[connRefKey] = &connRef{p: p, n: n, t: wt} // connhook.go
 		defer func() {
 			if err != nil {
 				wt.remove(c.PgConn()) // pgxpool closes it without BeforeClose
