@@ -20,8 +20,8 @@
 // connections to zero, as pgx does: the [driver.Pool] keeps the idle
 // connections, and every call of the *sql.DB (outside a transaction or an
 // *sql.Conn) goes to the primary of the moment. Arguments, results and
-// column types are those of pgx's stdlib: [TestContract] runs the same
-// script through both.
+// column types are those of pgx's stdlib (TestContract runs the same
+// script through both).
 //
 // # Failover
 //
