@@ -111,11 +111,12 @@ func (c *Conn) stage() connhook.Stage {
 	return connhook.Statement
 }
 
-// usable returns an error (matching ErrBadConn) when c must not be used:
-// closed, or its node stopped being the primary.
+// usable returns an error matching ErrBadConn and [driver.ErrFailover]
+// when c must not be used: closed (its connection was lost), or its node
+// stopped being the primary.
 func (c *Conn) usable() error {
 	if c.conn.IsClosed() {
-		return sqldriver.ErrBadConn
+		return badConn{&driver.Error{Kind: driver.ErrFailover, Op: "session", Err: errConnLost}}
 	}
 	if err := connhook.Check(c.conn); err != nil {
 		return badConn{err}
@@ -133,6 +134,10 @@ func (c *Conn) mapErr(ctx context.Context, op string, st connhook.Stage, err err
 	}
 	return err
 }
+
+// errConnLost: the connection of a database/sql session was closed by an
+// earlier failure.
+var errConnLost = errors.New("connection lost")
 
 // badConn is an error that also matches [sqldriver.ErrBadConn]: database/sql
 // then discards the connection (and retries, where it does).
