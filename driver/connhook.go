@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgha/pgha/driver/internal/connhook"
 )
@@ -42,6 +43,38 @@ func init() {
 	connhook.Check = checkConn
 	connhook.Before = func(c *pgx.Conn) { clearSyncWait(c.PgConn()) }
 	connhook.After = afterConn
+	connhook.Acquire = acquireHook
+	connhook.Read = readHook
+}
+
+// readHook runs f as Reader.Query runs a query: on the pool of the node
+// picked for ctx, once more elsewhere after a connection error.
+func readHook(ctx context.Context, reader any, f func(context.Context, *pgxpool.Pool) error) error {
+	r := reader.(*Reader)
+	n, pool, primary, err := r.pick(ctx, nil)
+	if err != nil {
+		return err
+	}
+	r.p.tel.routed(n, primary)
+	err = f(ctx, pool)
+	if err == nil || !r.readFailed(ctx, n, primary, err) {
+		return err
+	}
+	if n, pool, primary, err = r.pick(ctx, n); err != nil {
+		return err
+	}
+	r.p.tel.routed(n, primary)
+	return f(ctx, pool)
+}
+
+// acquireHook acquires as Pool.Acquire does (the funnel: wait for a
+// primary, retry on the new one if its node is deposed meanwhile), with
+// the acquisition itself done by acquire on the primary's write pool.
+func acquireHook(ctx context.Context, pool any, acquire func(context.Context, *pgxpool.Pool) error) error {
+	p := pool.(*Pool)
+	return p.run(ctx, "acquire", retryAlways, func(n *node) error {
+		return p.acquireWriteWith(ctx, n, acquire)
+	})
 }
 
 func checkConn(c *pgx.Conn) error {

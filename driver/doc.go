@@ -225,7 +225,8 @@
 // package's, matched with errors.Is as above ([ErrOutcomeUnknown] for an
 // autocommit statement or COMMIT whose outcome is unknown, [ErrFailover]
 // in a *sql.Tx or on an *sql.Conn broken by a failover, [ErrNoPrimary]).
-// Values and column types are those of pgx's stdlib.
+// The connections, rows, values and column types are pgx's stdlib's own,
+// over the node pools' connections.
 //
 // Libraries built on database/sql take the *sql.DB (none of them is a
 // dependency of this module):

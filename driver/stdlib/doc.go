@@ -12,16 +12,20 @@
 //
 // # Connections
 //
-// Each connection of the *sql.DB is a connection acquired from the
-// [driver.Pool] ([driver.Pool.Acquire]): opening one waits, up to the
-// pool's FailoverTimeout, for a primary, and fails with the pool's errors
-// ([driver.ErrNoPrimary], [driver.ErrClosed]). Closing it releases it to
-// the pool. [OpenDBFromPool] sets the *sql.DB's maximum of idle
-// connections to zero, as pgx does: the [driver.Pool] keeps the idle
-// connections, and every call of the *sql.DB (outside a transaction or an
-// *sql.Conn) goes to the primary of the moment. Arguments, results and
-// column types are those of pgx's stdlib (TestContract runs the same
-// script through both).
+// Each connection of the *sql.DB is pgx's own stdlib connection
+// (github.com/jackc/pgx/v5/stdlib, through its GetPoolConnector) over a
+// connection acquired from the [driver.Pool]'s pool of the primary node,
+// wrapped to add the checks and the error mapping below. Opening one
+// waits, as [driver.Pool.Acquire] does, up to the pool's FailoverTimeout
+// for a primary, and fails with the pool's errors ([driver.ErrNoPrimary],
+// [driver.ErrClosed]). Closing it releases it to the pool.
+// [OpenDBFromPool] sets the *sql.DB's maximum of idle connections to zero,
+// as pgx does: the [driver.Pool] keeps the idle connections, and every
+// call of the *sql.DB (outside a transaction or an *sql.Conn) goes to the
+// primary of the moment. Arguments, results, rows and column types are
+// pgx's stdlib's own (TestContract runs the same script through both).
+// Importing this package imports pgx's stdlib, which registers the
+// database/sql driver names "pgx" and "pgx/v5".
 //
 // # Failover
 //
@@ -61,7 +65,10 @@
 // transaction stays on one node and is read-only. Its connections hold no
 // server session: session state (SET, temporary tables, prepared
 // statements on the server) does not carry from one statement to the next
-// outside a transaction. Do not write through it.
+// outside a transaction. Each statement (or transaction) runs on a
+// connection of pgx's stdlib acquired for it from the picked node's pool.
+// Its errors are pgx's and the Reader's, not mapped. Do not write through
+// it.
 //
 // # Concurrency
 //

@@ -5,31 +5,30 @@ import (
 	"database/sql"
 	sqldriver "database/sql/driver"
 	"errors"
-	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	pgxstdlib "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/driver/internal/connhook"
 )
 
-// OptionOpenDB configures [OpenDBFromPool] and [OpenDBFromReader].
+// OptionOpenDB configures [OpenDBFromPool] and [GetPoolConnector].
 type OptionOpenDB func(*options)
 
 type options struct {
-	resetSession func(context.Context, *pgx.Conn) error
+	pgx []pgxstdlib.OptionOpenDB // passed to pgx's stdlib.GetPoolConnector
 }
 
-// OptionResetSession sets a function run, as pgx's stdlib runs it, before
-// a connection kept idle by the *sql.DB is used again (only with
-// SetMaxIdleConns above zero), after the checks of its own. If it returns
-// an error matching [driver.ErrBadConn], the connection is discarded.
+// OptionResetSession sets a function run, as pgx's stdlib runs it
+// (pgx's stdlib.OptionResetSession), before a connection kept idle by the
+// *sql.DB is used again (only with SetMaxIdleConns above zero), after the
+// checks of its own. If it returns an error matching
+// [sqldriver.ErrBadConn], the connection is discarded.
 // [OpenDBFromReader] ignores it: its connections hold no session.
 func OptionResetSession(f func(ctx context.Context, c *pgx.Conn) error) OptionOpenDB {
-	return func(o *options) { o.resetSession = f }
+	return func(o *options) { o.pgx = append(o.pgx, pgxstdlib.OptionResetSession(f)) }
 }
 
 // OpenDBFromPool returns a *sql.DB whose connections are acquired from
@@ -60,14 +59,18 @@ type connector struct {
 	opts options
 }
 
-// Connect acquires a connection to the primary; its errors are the pool's.
+// Connect acquires a connection to the primary, through pgx's stdlib
+// connector over the primary's node pool; its errors are the pool's.
 func (c *connector) Connect(ctx context.Context) (sqldriver.Conn, error) {
-	pc, err := c.pool.Acquire(ctx)
+	var dc sqldriver.Conn
+	err := connhook.Acquire(ctx, c.pool, func(ctx context.Context, wp *pgxpool.Pool) (err error) {
+		dc, err = pgxstdlib.GetPoolConnector(wp, c.opts.pgx...).Connect(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{pc: pc, conn: pc.Conn(), opts: &c.opts, lastReset: time.Now(),
-		psRefCounts: map[*pgconn.StatementDescription]int{}}, nil
+	return &Conn{sc: dc.(*pgxstdlib.Conn)}, nil
 }
 
 func (c *connector) Driver() sqldriver.Driver { return sqlDriver{} }
@@ -80,9 +83,11 @@ func (sqlDriver) Open(string) (sqldriver.Conn, error) {
 	return nil, errors.New("stdlib: open a *sql.DB over a *driver.Pool with stdlib.OpenDBFromPool, not sql.Open")
 }
 
-// Conn is a database/sql connection of [OpenDBFromPool]: a connection to
-// the primary acquired from the [driver.Pool]. Reach it with
-// (*sql.Conn).Raw to use pgx directly:
+// Conn is a database/sql connection of [OpenDBFromPool]: pgx's stdlib
+// connection (*pgxstdlib.Conn) over a connection to the primary acquired
+// from the [driver.Pool], which it runs every call on, adding the checks
+// and the error mapping of a [driver.Pool]. Reach it with (*sql.Conn).Raw
+// to use pgx directly:
 //
 //	err := sqlConn.Raw(func(dc any) error {
 //		c := dc.(*stdlib.Conn).Conn() // a *pgx.Conn
@@ -92,16 +97,13 @@ func (sqlDriver) Open(string) (sqldriver.Conn, error) {
 // Errors on the *pgx.Conn used that way are pgx's, not mapped. database/sql
 // uses a Conn from one goroutine at a time.
 type Conn struct {
-	pc          *pgxpool.Conn
-	conn        *pgx.Conn
-	opts        *options
-	tx          *wtx // the transaction in progress, nil outside one
-	lastReset   time.Time
-	psRefCounts map[*pgconn.StatementDescription]int
+	sc     *pgxstdlib.Conn
+	tx     *wtx // the transaction in progress, nil outside one
+	closed bool // sc was closed (released to the pool)
 }
 
 // Conn returns the underlying *pgx.Conn.
-func (c *Conn) Conn() *pgx.Conn { return c.conn }
+func (c *Conn) Conn() *pgx.Conn { return c.sc.Conn() }
 
 // stage is the stage of a statement run now on c.
 func (c *Conn) stage() connhook.Stage {
@@ -115,10 +117,10 @@ func (c *Conn) stage() connhook.Stage {
 // when c must not be used: closed (its connection was lost), or its node
 // stopped being the primary.
 func (c *Conn) usable() error {
-	if c.conn.IsClosed() {
+	if c.closed || c.Conn().IsClosed() {
 		return badConn{&driver.Error{Kind: driver.ErrFailover, Op: "session", Err: errConnLost}}
 	}
-	if err := connhook.Check(c.conn); err != nil {
+	if err := connhook.Check(c.Conn()); err != nil {
 		return badConn{err}
 	}
 	return nil
@@ -128,7 +130,15 @@ func (c *Conn) usable() error {
 // connection may run the operation matches ErrBadConn, so that
 // database/sql retries it (outside a transaction).
 func (c *Conn) mapErr(ctx context.Context, op string, st connhook.Stage, err error) error {
-	err, retry := connhook.After(ctx, c.conn, op, st, err)
+	if errors.Is(err, sqldriver.ErrBadConn) {
+		// pgx's stdlib reports an error that pgconn.SafeToRetry accepts (the
+		// request was not sent) as a bare ErrBadConn.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err = errNotSent{}
+	}
+	err, retry := connhook.After(ctx, c.Conn(), op, st, err)
 	if retry {
 		return badConn{err}
 	}
@@ -138,6 +148,18 @@ func (c *Conn) mapErr(ctx context.Context, op string, st connhook.Stage, err err
 // errConnLost: the connection of a database/sql session was closed by an
 // earlier failure.
 var errConnLost = errors.New("connection lost")
+
+// errNotSent stands for the error that pgx's stdlib replaced with
+// [sqldriver.ErrBadConn]: the connection failed (or was busy) before the
+// request was sent.
+type errNotSent struct{}
+
+func (errNotSent) Error() string {
+	return "request not sent: the connection failed or was busy (pgx stdlib: driver: bad connection)"
+}
+
+// SafeToRetry reports, as pgconn's errors do, that nothing was sent.
+func (errNotSent) SafeToRetry() bool { return true }
 
 // badConn is an error that also matches [sqldriver.ErrBadConn]: database/sql
 // then discards the connection (and retries, where it does).
@@ -152,30 +174,31 @@ func (c *Conn) Prepare(query string) (sqldriver.Stmt, error) {
 	return c.PrepareContext(context.Background(), query)
 }
 
-// PrepareContext prepares query on the connection, named by its text as
-// pgx's stdlib names it.
+// PrepareContext prepares query as pgx's stdlib does.
 func (c *Conn) PrepareContext(ctx context.Context, query string) (sqldriver.Stmt, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
-	sd, err := c.conn.Prepare(ctx, query, query)
+	s, err := c.sc.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, c.mapErr(ctx, "prepare", connhook.NoEffect, err)
 	}
-	c.psRefCounts[sd]++
-	return &stmt{sd: sd, conn: c}, nil
+	return &stmt{s: s.(*pgxstdlib.Stmt), c: c}, nil
 }
 
 // Close releases the connection to the pool, which destroys it if it is
 // broken or its node was deposed.
 func (c *Conn) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
 	if c.tx != nil {
 		// database/sql closes a connection in a transaction only when it
 		// is bad: never return it to the pool mid-transaction.
-		c.conn.PgConn().Close(context.Background())
+		c.Conn().PgConn().Close(context.Background())
 	}
-	c.pc.Release()
-	return nil
+	return c.sc.Close()
 }
 
 // Begin is BeginTx with context.Background and default options.
@@ -183,17 +206,14 @@ func (c *Conn) Begin() (sqldriver.Tx, error) {
 	return c.BeginTx(context.Background(), sqldriver.TxOptions{})
 }
 
-// BeginTx begins a transaction. A BEGIN that fails on a failover matches
-// ErrBadConn: database/sql retries it on a new connection.
+// BeginTx begins a transaction as pgx's stdlib does. A BEGIN that fails
+// on a failover matches ErrBadConn: database/sql retries it on a new
+// connection.
 func (c *Conn) BeginTx(ctx context.Context, opts sqldriver.TxOptions) (sqldriver.Tx, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
-	pgxOpts, err := txOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	t, err := c.conn.BeginTx(ctx, pgxOpts)
+	t, err := c.sc.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, c.mapErr(ctx, "begin", connhook.NoEffect, err)
 	}
@@ -201,58 +221,44 @@ func (c *Conn) BeginTx(ctx context.Context, opts sqldriver.TxOptions) (sqldriver
 	return c.tx, nil
 }
 
-// txOptions converts database/sql's options as pgx's stdlib does.
-func txOptions(opts sqldriver.TxOptions) (pgx.TxOptions, error) {
-	var o pgx.TxOptions
-	switch sql.IsolationLevel(opts.Isolation) {
-	case sql.LevelDefault:
-	case sql.LevelReadUncommitted:
-		o.IsoLevel = pgx.ReadUncommitted
-	case sql.LevelReadCommitted:
-		o.IsoLevel = pgx.ReadCommitted
-	case sql.LevelRepeatableRead, sql.LevelSnapshot:
-		o.IsoLevel = pgx.RepeatableRead
-	case sql.LevelSerializable:
-		o.IsoLevel = pgx.Serializable
-	default:
-		return o, fmt.Errorf("unsupported isolation: %v", opts.Isolation)
-	}
-	if opts.ReadOnly {
-		o.AccessMode = pgx.ReadOnly
-	}
-	return o, nil
+// ExecContext runs query. See the package documentation for its errors.
+func (c *Conn) ExecContext(ctx context.Context, query string, args []sqldriver.NamedValue) (sqldriver.Result, error) {
+	return c.exec(ctx, func() (sqldriver.Result, error) { return c.sc.ExecContext(ctx, query, args) })
 }
 
-// ExecContext runs query. See the package documentation for its errors.
-func (c *Conn) ExecContext(ctx context.Context, query string, argsV []sqldriver.NamedValue) (sqldriver.Result, error) {
+// exec runs f, an exec of pgx's stdlib on c, with c's checks and mapping.
+func (c *Conn) exec(ctx context.Context, f func() (sqldriver.Result, error)) (sqldriver.Result, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
 	st := c.stage()
 	if st == connhook.Statement {
-		connhook.Before(c.conn)
+		connhook.Before(c.Conn())
 	}
-	tag, err := c.conn.Exec(ctx, query, namedArgs(nil, argsV)...)
+	res, err := f()
 	if err = c.mapErr(ctx, "exec", st, err); err != nil {
 		c.brokeTx(err)
 		return nil, err
 	}
-	return sqldriver.RowsAffected(tag.RowsAffected()), nil
+	return res, nil
 }
 
 // QueryContext runs query. See the package documentation for its errors;
-// errors met while reading the rows are pgx's.
-func (c *Conn) QueryContext(ctx context.Context, query string, argsV []sqldriver.NamedValue) (sqldriver.Rows, error) {
+// the rows are pgx's stdlib's, and errors met while reading them are
+// pgx's.
+func (c *Conn) QueryContext(ctx context.Context, query string, args []sqldriver.NamedValue) (sqldriver.Rows, error) {
+	return c.query(ctx, func() (sqldriver.Rows, error) { return c.sc.QueryContext(ctx, query, args) })
+}
+
+// query runs f, a query of pgx's stdlib on c, with c's checks and mapping.
+func (c *Conn) query(ctx context.Context, f func() (sqldriver.Rows, error)) (sqldriver.Rows, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
 	st := c.stage()
-	rows, err := c.conn.Query(ctx, query, namedArgs([]any{resultFormats}, argsV)...)
+	rows, err := f()
 	if err == nil {
-		var r *Rows
-		if r, err = newRows(rows); err == nil {
-			return r, nil
-		}
+		return rows, nil
 	}
 	err = c.mapErr(ctx, "query", st, err)
 	c.brokeTx(err)
@@ -266,46 +272,35 @@ func (c *Conn) brokeTx(err error) {
 	}
 }
 
-// Ping checks the connection; it fails matching ErrBadConn.
+// Ping checks the connection; it fails matching ErrBadConn. It pings the
+// *pgx.Conn itself rather than through pgx's stdlib, which releases the
+// connection to the pool on failure and reports only ErrBadConn: the pool
+// is told what the failure shows, and the connection is closed.
 func (c *Conn) Ping(ctx context.Context) error {
 	if err := c.usable(); err != nil {
 		return err
 	}
-	if err := c.conn.Ping(ctx); err != nil {
-		err, _ = connhook.After(ctx, c.conn, "ping", connhook.NoEffect, err)
-		c.conn.PgConn().Close(ctx)
+	if err := c.Conn().Ping(ctx); err != nil {
+		err, _ = connhook.After(ctx, c.Conn(), "ping", connhook.NoEffect, err)
+		c.Conn().PgConn().Close(ctx)
 		return badConn{err}
 	}
 	return nil
 }
 
-// CheckNamedValue accepts every value: pgx converts them itself
-// (sql.Scanner and driver.Valuer included), as with pgx's stdlib.
-func (c *Conn) CheckNamedValue(*sqldriver.NamedValue) error { return nil }
+// CheckNamedValue is pgx's stdlib's: every value is accepted.
+func (c *Conn) CheckNamedValue(v *sqldriver.NamedValue) error { return c.sc.CheckNamedValue(v) }
 
 // ResetSession is called by database/sql before it reuses an idle
 // connection: it returns [sqldriver.ErrBadConn] for a connection that is
-// closed, in a transaction, to a node that stopped being the primary, or
-// that fails a ping after a second idle; then it runs the
-// [OptionResetSession] function.
+// closed or to a node that stopped being the primary; then it runs pgx's
+// stdlib's (ErrBadConn in a transaction or after a failed ping, then the
+// [OptionResetSession] function).
 func (c *Conn) ResetSession(ctx context.Context) error {
 	if err := c.usable(); err != nil {
 		return sqldriver.ErrBadConn
 	}
-	if c.conn.PgConn().TxStatus() != 'I' {
-		return sqldriver.ErrBadConn
-	}
-	now := time.Now()
-	if now.Sub(c.lastReset) > time.Second {
-		if err := c.conn.PgConn().Ping(ctx); err != nil {
-			return sqldriver.ErrBadConn
-		}
-	}
-	c.lastReset = now
-	if c.opts.resetSession != nil {
-		return c.opts.resetSession(ctx, c.conn)
-	}
-	return nil
+	return c.sc.ResetSession(ctx)
 }
 
 // IsValid is called by database/sql before it keeps a connection idle:
@@ -313,26 +308,18 @@ func (c *Conn) ResetSession(ctx context.Context) error {
 // primary.
 func (c *Conn) IsValid() bool { return c.usable() == nil }
 
-// namedArgs appends the values of argsV to args.
-func namedArgs(args []any, argsV []sqldriver.NamedValue) []any {
-	for _, v := range argsV {
-		args = append(args, v.Value)
-	}
-	return args
-}
-
-// wtx is a transaction on a Conn.
+// wtx is a transaction on a Conn: pgx's stdlib's, with the mapping.
 type wtx struct {
 	c      *Conn
 	ctx    context.Context
-	t      pgx.Tx
+	t      sqldriver.Tx
 	broken error // the failover error that broke it, if any
 }
 
 func (t *wtx) Commit() error {
 	defer func() { t.c.tx = nil }()
-	connhook.Before(t.c.conn)
-	err := t.t.Commit(t.ctx)
+	connhook.Before(t.c.Conn())
+	err := t.t.Commit()
 	if t.broken != nil && err != nil && t.ctx.Err() == nil {
 		return &driver.Error{Kind: driver.ErrFailover, Op: "commit", Node: nodeOf(t.broken), Err: err}
 	}
@@ -341,7 +328,7 @@ func (t *wtx) Commit() error {
 
 func (t *wtx) Rollback() error {
 	defer func() { t.c.tx = nil }()
-	err := t.t.Rollback(t.ctx)
+	err := t.t.Rollback()
 	if err == nil {
 		return nil
 	}
@@ -360,44 +347,32 @@ func nodeOf(err error) string {
 	return ""
 }
 
-// stmt is a prepared statement on a Conn, named by its text; statements
-// with the same text share one server-side statement, counted in
-// psRefCounts, as in pgx's stdlib.
+// stmt is a prepared statement of pgx's stdlib on a Conn, run with the
+// Conn's checks and mapping.
 type stmt struct {
-	sd   *pgconn.StatementDescription
-	conn *Conn
+	s *pgxstdlib.Stmt
+	c *Conn
 }
 
 func (s *stmt) Close() error {
-	if s.conn.psRefCounts[s.sd] > 1 {
-		s.conn.psRefCounts[s.sd]--
-		return nil
+	if s.c.closed || s.c.Conn().IsClosed() {
+		return nil // the server-side statement went with the connection
 	}
-	delete(s.conn.psRefCounts, s.sd)
-	if s.conn.conn.IsClosed() {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return s.conn.conn.Deallocate(ctx, s.sd.SQL)
+	return s.s.Close()
 }
 
-func (s *stmt) NumInput() int { return len(s.sd.ParamOIDs) }
+func (s *stmt) NumInput() int { return s.s.NumInput() }
 
-func (s *stmt) Exec([]sqldriver.Value) (sqldriver.Result, error) {
-	return nil, errors.New("Stmt.Exec deprecated and not implemented")
+func (s *stmt) Exec(args []sqldriver.Value) (sqldriver.Result, error) { return s.s.Exec(args) }
+
+func (s *stmt) Query(args []sqldriver.Value) (sqldriver.Rows, error) { return s.s.Query(args) }
+
+func (s *stmt) ExecContext(ctx context.Context, args []sqldriver.NamedValue) (sqldriver.Result, error) {
+	return s.c.exec(ctx, func() (sqldriver.Result, error) { return s.s.ExecContext(ctx, args) })
 }
 
-func (s *stmt) Query([]sqldriver.Value) (sqldriver.Rows, error) {
-	return nil, errors.New("Stmt.Query deprecated and not implemented")
-}
-
-func (s *stmt) ExecContext(ctx context.Context, argsV []sqldriver.NamedValue) (sqldriver.Result, error) {
-	return s.conn.ExecContext(ctx, s.sd.SQL, argsV)
-}
-
-func (s *stmt) QueryContext(ctx context.Context, argsV []sqldriver.NamedValue) (sqldriver.Rows, error) {
-	return s.conn.QueryContext(ctx, s.sd.SQL, argsV)
+func (s *stmt) QueryContext(ctx context.Context, args []sqldriver.NamedValue) (sqldriver.Rows, error) {
+	return s.c.query(ctx, func() (sqldriver.Rows, error) { return s.s.QueryContext(ctx, args) })
 }
 
 var (
