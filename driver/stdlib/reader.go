@@ -199,13 +199,13 @@ type readStmt struct {
 func (s *readStmt) Close() error  { return nil }
 func (s *readStmt) NumInput() int { return -1 }
 
-func (s *readStmt) Exec([]sqldriver.Value) (sqldriver.Result, error) {
-	return nil, errors.New("Stmt.Exec deprecated and not implemented")
-}
+// Exec and Query are never called by database/sql, which uses
+// ExecContext and QueryContext.
+func (s *readStmt) Exec([]sqldriver.Value) (sqldriver.Result, error) { return nil, errNoContext }
 
-func (s *readStmt) Query([]sqldriver.Value) (sqldriver.Rows, error) {
-	return nil, errors.New("Stmt.Query deprecated and not implemented")
-}
+func (s *readStmt) Query([]sqldriver.Value) (sqldriver.Rows, error) { return nil, errNoContext }
+
+var errNoContext = errors.New("stdlib: statement methods without a context are not supported")
 
 func (s *readStmt) ExecContext(ctx context.Context, args []sqldriver.NamedValue) (sqldriver.Result, error) {
 	return s.c.ExecContext(ctx, s.sql, args)
