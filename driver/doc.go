@@ -207,6 +207,40 @@
 // [Pool.CausalToken] after writing and read with [WithCausalToken]: a
 // replica serves the read only once it has replayed past the token.
 //
+// # database/sql
+//
+// Package [github.com/pgha/pgha/driver/stdlib] opens a *sql.DB over a
+// Pool, as pgx's stdlib.OpenDBFromPool does over a *pgxpool.Pool, for
+// code written against database/sql:
+//
+//	pool, err := driver.New(ctx, connString)
+//	db := stdlib.OpenDBFromPool(pool)              // writes and reads on the primary
+//	reads := stdlib.OpenDBFromReader(pool.Reader()) // reads routed by pgha_read_mode
+//
+// Each connection of the *sql.DB is one acquired from the pool, so it is
+// to the primary of the moment; one to a node that stopped being the
+// primary is never reused (IsValid reports false, ResetSession returns
+// driver.ErrBadConn). A statement that cannot have been applied is retried
+// by database/sql on a new connection; the other errors are this
+// package's, matched with errors.Is as above ([ErrOutcomeUnknown] for an
+// autocommit statement or COMMIT whose outcome is unknown, [ErrFailover]
+// in a *sql.Tx or on an *sql.Conn broken by a failover, [ErrNoPrimary]).
+// The connections, rows, values and column types are pgx's stdlib's own,
+// over the node pools' connections.
+//
+// Libraries built on database/sql take the *sql.DB (none of them is a
+// dependency of this module):
+//
+//	sqlxDB := sqlx.NewDb(db, "pgx")                                 // jmoiron/sqlx
+//	gormDB, err := gorm.Open(postgres.New(postgres.Config{Conn: db})) // gorm.io/driver/postgres
+//	entClient := ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, db)))
+//	bunDB := bun.NewDB(db, pgdialect.New())                         // uptrace/bun
+//
+// A context marked with [WithIdempotent] lets database/sql retry an
+// autocommit statement whose connection broke after it was sent; mark only
+// statements that are safe to apply twice. An ORM's own retry logic sees
+// the same typed errors.
+//
 // # Concurrency
 //
 // [Pool] and [Reader] are safe for concurrent use. The pool owns one

@@ -17,7 +17,9 @@ import (
 var (
 	// ErrFailover: a transaction was broken by a failover or by the loss of
 	// its connection before its COMMIT was sent. Nothing it did was
-	// committed; run it again from the start.
+	// committed; run it again from the start. Package driver/stdlib
+	// returns it too for a database/sql statement on a connection whose
+	// node stopped being the primary (nothing of it was applied).
 	ErrFailover = errors.New("driver: transaction broken by failover")
 
 	// ErrOutcomeUnknown: the connection failed after a COMMIT (or a

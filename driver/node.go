@@ -185,6 +185,7 @@ func (p *Pool) writePool(n *node) *pgxpool.Pool {
 		if !wt.add(c.PgConn()) {
 			return errNotPrimary
 		}
+		c.PgConn().CustomData()[connRefKey] = &connRef{p: p, n: n, t: wt} // connhook.go
 		defer func() {
 			if err != nil {
 				wt.remove(c.PgConn()) // pgxpool closes it without BeforeClose
@@ -312,16 +313,28 @@ func (t *writeTerm) end() {
 // error matching errNotPrimary, so that the funnel retries on the new
 // primary instead of waiting for a connection of the old one.
 func (p *Pool) acquireWrite(ctx context.Context, n *node) (*pgxpool.Conn, error) {
+	var c *pgxpool.Conn
+	err := p.acquireWriteWith(ctx, n, func(ctx context.Context, wp *pgxpool.Pool) (err error) {
+		c, err = wp.Acquire(ctx)
+		return err
+	})
+	return c, err
+}
+
+// acquireWriteWith is acquireWrite with the acquisition done by acquire,
+// on n's write pool and a ctx that ends when n is deposed (driver/stdlib
+// acquires through pgx's stdlib this way, connhook.go).
+func (p *Pool) acquireWriteWith(ctx context.Context, n *node, acquire func(context.Context, *pgxpool.Pool) error) error {
 	t := n.wt.Load()
 	actx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(t.ctx, cancel)
-	c, err := t.pool.Acquire(actx)
+	err := acquire(actx, t.pool)
 	stop()
 	cancel()
 	if err != nil && t.ctx.Err() != nil && ctx.Err() == nil {
-		return nil, &deposedError{node: n.key, err: err}
+		return &deposedError{node: n.key, err: err}
 	}
-	return c, err
+	return err
 }
 
 // deposedError is acquireWrite's error when the node was deposed.
