@@ -28,6 +28,9 @@ type local struct {
 	// RestartDue: a restart request for this node waits to be carried
 	// out; RestartDone: it has been (PostgreSQL restarted since).
 	RestartDue, RestartDone bool
+	// FailsafeHoldUntil: this writable former leader lost its lease under
+	// failsafe and may campaign again until then (zero otherwise).
+	FailsafeHoldUntil time.Time
 	// PromisedUntil: this node promised a failsafe leader not to campaign
 	// or promote before then (zero if never).
 	PromisedUntil time.Time
@@ -227,8 +230,14 @@ func decide(o observation) action {
 func decideRole(o observation) action {
 	l := o.Local
 
-	// Safety first: a node that is not leading must never accept writes.
+	// Safety first: a node that is not leading must never accept writes,
+	// except a failsafe leader whose lease etcd lost while every member's
+	// promise still runs: it campaigns again before they run out (its
+	// fencer fences then otherwise).
 	if !o.Leading && l.Running && !l.InRecovery && l.Initialized {
+		if o.Now.Before(l.FailsafeHoldUntil) {
+			return act(actCampaign, "the lease was lost while every member's failsafe promise runs: campaigning again, still writable")
+		}
 		return act(actFence, "PostgreSQL is a writable primary but this node holds no leadership")
 	}
 

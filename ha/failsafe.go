@@ -77,6 +77,11 @@ type failsafe struct {
 	confirmed, attempted *keyspace.FailsafeRecord
 	// active: the last promise round succeeded (for logs and Status).
 	active bool
+	// extendedTo is the deadline the last promise round gave the term
+	// (zero once a renewal succeeds again); holdUntil, when in the
+	// future, is how long a leader whose lease was lost under failsafe
+	// may stay writable while it campaigns again (failsafeHold).
+	extendedTo, holdUntil time.Time
 }
 
 // promised returns when this node's promise runs out (zero if none).
@@ -232,6 +237,9 @@ func (m *Manager) failsafeKeeper(term *election.Term, stop <-chan struct{}) {
 		if vu := term.ValidUntil(); vu.After(extendedTo) && m.failsafeActive() {
 			// A lease renewal moved the deadline past the promises.
 			m.setFailsafeActive(false)
+			m.fs.mu.Lock()
+			m.fs.extendedTo = time.Time{}
+			m.fs.mu.Unlock()
 			m.log.Info("failsafe: the lease is renewed again; promise rounds stop")
 		}
 		// Rounds start once a renewal is about 1.5 renew intervals late
@@ -255,6 +263,9 @@ func (m *Manager) failsafeKeeper(term *election.Term, stop <-chan struct{}) {
 		warned = ""
 		if term.ExtendUntil(until) {
 			extendedTo = term.ValidUntil()
+			m.fs.mu.Lock()
+			m.fs.extendedTo = extendedTo
+			m.fs.mu.Unlock()
 			if !m.setFailsafeActive(true) {
 				m.log.Warn("failsafe: etcd unreachable; every member promised not to campaign, the primary stays writable",
 					"valid_for", time.Until(until).Round(time.Millisecond))
@@ -478,4 +489,59 @@ func (m *Manager) failsafeAfterWin(ctx context.Context) error {
 		return fmt.Errorf("the failsafe record of %s (token %d) does not name this node: only its members may lead while it exists", r.Leader, r.Token)
 	}
 	return nil
+}
+
+// failsafeHold is the fencer's step when term has ended because etcd
+// says its lease or key is gone while a failsafe extension still runs:
+// every member that may campaign promised not to before that extension's
+// end, and the others may not campaign at all (the failsafe record), so
+// no other node can lead before it. PostgreSQL stays writable while the
+// loop campaigns again (decide: FailsafeHoldUntil), and the fencer fences
+// at the extension's deadline unless a new term of this node has taken
+// over by then (it then returns true: no fence). This keeps the primary
+// that went on writing through an etcd outage, without a fence, when
+// etcd expired its lease (etcd was reachable from none of the nodes, or
+// the renewal came late after etcd returned).
+func (m *Manager) failsafeHold(term *election.Term, stop chan struct{}) bool {
+	err := term.Err()
+	if !m.cfg.Failsafe || err == nil || !(errors.Is(err, election.ErrLeaseLost) || errors.Is(err, election.ErrKeyDeleted)) {
+		return false
+	}
+	m.fs.mu.Lock()
+	until := minTime(m.fs.extendedTo, term.ValidUntil()).Add(-m.cfg.FenceBudget)
+	if m.fs.extendedTo.IsZero() || !time.Now().Before(until) {
+		m.fs.mu.Unlock()
+		return false
+	}
+	m.fs.holdUntil = until
+	m.fs.mu.Unlock()
+	defer func() {
+		m.fs.mu.Lock()
+		m.fs.holdUntil = time.Time{}
+		m.fs.mu.Unlock()
+	}()
+	m.log.Warn("failsafe: etcd says the lease is gone, but every member's promise still runs: campaigning again; fencing at the promises' end unless a new term is won",
+		"err", err.Error(), "fence_in", time.Until(until).Round(time.Millisecond))
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(until) {
+		if t := m.currentTerm(); t != nil && t != term && t.Err() == nil {
+			m.log.Info("failsafe: a new term took over; no fence", "token", t.Token())
+			return true
+		}
+		select {
+		case <-stop:
+			return true // the loop ended this term itself (fence, resign)
+		case <-tick.C:
+		}
+	}
+	return false
+}
+
+// failsafeHoldUntil returns until when a leader whose lease was lost under
+// failsafe may campaign again while writable (zero if not).
+func (m *Manager) failsafeHoldUntil() time.Time {
+	m.fs.mu.Lock()
+	defer m.fs.mu.Unlock()
+	return m.fs.holdUntil
 }

@@ -454,3 +454,51 @@ func TestFailsafeAfterOwnFence(t *testing.T) {
 		return nil
 	})
 }
+
+// TestFailsafeLeaseLostKeepsPrimary: every node is cut from an etcd that
+// keeps its quorum, so etcd expires the leader's lease while its members'
+// promises keep it writable. When the nodes reach etcd again, the leader
+// learns its lease is gone while the promises still run: it campaigns
+// again and wins a new term without a fence (same postmaster, same
+// timeline, writable throughout), and no other node leads.
+func TestFailsafeLeaseLostKeepsPrimary(t *testing.T) {
+	c, _ := failsafeCluster(t, true, 1)
+	c.sample()
+	lead := c.waitHealthy(90 * time.Second)
+	waitFailsafeRecord(t, c, lead.name, 3)
+	token, tl, pid := leaderToken(lead), timelineOf(t, lead), lead.inst.PID()
+	for _, n := range c.nodes {
+		n.proxy.Blackhole()
+	}
+	cut := time.Now()
+	for time.Since(cut) < 2*c.opts.ttl { // past the lease: etcd expires it
+		if !writable(lead) {
+			t.Fatalf("the primary stopped taking writes %v after the cut", time.Since(cut).Round(time.Millisecond))
+		}
+		sleepCtx(context.Background(), 100*time.Millisecond)
+	}
+	for _, n := range c.nodes {
+		n.proxy.Pass()
+	}
+	healed := time.Now()
+	testutil.Eventually(t, 30*time.Second, "the leader leads again under a new term", func() error {
+		if !writable(lead) {
+			return fmt.Errorf("%s not writable (last action %q)", lead.name, lead.mgr.Status().LastAction)
+		}
+		if got := leaderToken(lead); got == 0 || got == token {
+			return fmt.Errorf("token %d (was %d)", got, token)
+		}
+		return nil
+	})
+	t.Logf("new term %d %v after the nodes reached etcd again", leaderToken(lead), time.Since(healed).Round(time.Millisecond))
+	if got := lead.inst.PID(); got != pid {
+		t.Fatalf("postmaster %d, was %d: the primary was fenced and restarted", got, pid)
+	}
+	if got := timelineOf(t, lead); got != tl {
+		t.Fatalf("timeline %d, was %d", got, tl)
+	}
+	lr, err := c.leaderRecord()
+	if err != nil || lr.Node != lead.name {
+		t.Fatalf("leader record %+v, %v; want %s", lr, err, lead.name)
+	}
+}

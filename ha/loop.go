@@ -164,6 +164,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	}
 	m.startupHold(o)
 	l.PromisedUntil = m.fs.promised()
+	l.FailsafeHoldUntil = m.failsafeHoldUntil()
 	if err == nil {
 		l.RewindIncomplete = st.RewindIncomplete
 		l.Diverged = st.Diverged

@@ -108,7 +108,13 @@ func (m *Manager) campaign(ctx context.Context, o observation) error {
 		return err
 	}
 	// Re-check with the freshest view: another node may have published a
-	// better position while we campaigned.
+	// better position while we campaigned. Not after a failsafe hold: this
+	// node is the primary that went on writing, the most advanced by
+	// construction, and it keeps its data without a promotion.
+	if o.Local.FailsafeHoldUntil.After(o.Now) {
+		m.log.Info("leading again after the lease was lost under failsafe", "token", term.Token())
+		return nil
+	}
 	if o2, ok := m.observe(ctx); ok {
 		if keep, why := keepTerm(o2); !keep {
 			m.log.Info("won the election but is no longer the best candidate; resigning", "why", why)
@@ -225,6 +231,9 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 		}
 		d := time.Until(at)
 		guardLost := g != nil && !g.alive()
+		if d > 0 && !guardLost && m.failsafeHold(term, stop) {
+			return // a new term took over without a fence
+		}
 		if d <= 0 || guardLost || term.Err() != nil && !errors.Is(term.Err(), election.ErrResigned) {
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.FenceBudget)
 			err := m.inst.Fence(ctx)
