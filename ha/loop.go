@@ -336,7 +336,13 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		}
 		sctx, cancel := context.WithTimeout(ctx, m.cfg.PrimaryStartTimeout)
 		defer cancel()
-		if err := m.inst.Start(sctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+		start := m.inst.Start
+		if a.Kind == actRestartPrimary {
+			// As a primary: only while the term lasts, atomically with
+			// the fencer's fence (the observation may predate it).
+			start = func(ctx context.Context) error { return m.inst.StartIf(ctx, m.mayWrite) }
+		}
+		if err := start(sctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 			return fmt.Errorf("start: %w", err)
 		}
 		return nil

@@ -77,6 +77,9 @@ type Manager struct {
 	// fencerPoke wakes the fencer after a failsafe extension, so that
 	// the fence guard's deadline moves at once.
 	fencerPoke chan struct{}
+	// fencedTerm is the term whose fencer has fenced (set before the
+	// fence): no start as a primary under it (mayWrite).
+	fencedTerm atomic.Pointer[election.Term]
 	// fs is the failsafe state (Config.Failsafe); started is when Run
 	// began, for the start-up hold of a restarted member.
 	fs      failsafe

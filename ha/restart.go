@@ -83,7 +83,11 @@ func (m *Manager) doRestart(ctx context.Context, o observation) error {
 		// Not a crash: the start below is ours.
 		m.exitAtTerm = m.inst.ExitErr()
 	}
-	if err := m.inst.Start(sctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
+	start := m.inst.Start
+	if o.Leading {
+		start = func(ctx context.Context) error { return m.inst.StartIf(ctx, m.mayWrite) }
+	}
+	if err := start(sctx); err != nil && !errors.Is(err, replicate.ErrRunning) {
 		return fmt.Errorf("restart: start: %w", err)
 	}
 	m.dyn.pid = 0 // re-apply and re-read pending settings

@@ -235,6 +235,9 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			return // a new term took over without a fence
 		}
 		if d <= 0 || guardLost || term.Err() != nil && !errors.Is(term.Err(), election.ErrResigned) {
+			// Before the fence: a restart of PostgreSQL as a primary that
+			// the loop decided on a moment ago must see it (mayWrite).
+			m.fencedTerm.Store(term)
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.FenceBudget)
 			err := m.inst.Fence(ctx)
 			cancel()
@@ -377,4 +380,24 @@ func (m *Manager) currentGuard() *fenceGuard {
 	m.termMu.Lock()
 	defer m.termMu.Unlock()
 	return m.guard
+}
+
+// mayWrite reports whether this node may start its PostgreSQL as a
+// primary now: it holds a live term that its fencer has not given up,
+// with time left before the fence deadline, and its fence guard (if any)
+// runs. Used with replicate's StartIf, which evaluates it atomically with
+// respect to Fence: a decision taken on an observation from just before
+// the fencer fenced must not start a writable primary after the fence.
+func (m *Manager) mayWrite() bool {
+	term := m.currentTerm()
+	if term == nil || term.Err() != nil || m.fencedTerm.Load() == term {
+		return false
+	}
+	if !time.Now().Before(term.ValidUntil().Add(-m.cfg.FenceBudget)) {
+		return false
+	}
+	if g := m.currentGuard(); g != nil && !g.alive() {
+		return false
+	}
+	return true
 }

@@ -454,9 +454,28 @@ func (i *Instance) Start(ctx context.Context) error {
 	return withDiskHint(i.start(ctx), i.cfg.DataDir)
 }
 
-func (i *Instance) start(ctx context.Context) error {
+// StartIf is Start for a server that must only run while ok holds (a
+// primary restarted under a leadership term): ok is evaluated atomically
+// with respect to Fence, so that either ok sees what made the caller
+// fence (and StartIf returns an error wrapping ErrFenced without
+// starting), or a Fence that comes after ok returned true makes the start
+// fail with ErrFenced and the server is stopped. ok must not call this
+// Instance's methods.
+func (i *Instance) StartIf(ctx context.Context, ok func() bool) error {
+	i.opMu.Lock()
+	defer i.opMu.Unlock()
+	return withDiskHint(i.startIf(ctx, ok), i.cfg.DataDir)
+}
+
+func (i *Instance) start(ctx context.Context) error { return i.startIf(ctx, nil) }
+
+func (i *Instance) startIf(ctx context.Context, ok func() bool) error {
 	i.mu.Lock()
 	gen := i.fenceGen
+	if ok != nil && !ok() {
+		i.mu.Unlock()
+		return fmt.Errorf("%w: start refused: the condition for running no longer holds", ErrFenced)
+	}
 	p := i.runningLocked()
 	i.mu.Unlock()
 	if p != nil {

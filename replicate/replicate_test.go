@@ -801,3 +801,45 @@ func TestRewindAfterZombiePostmaster(t *testing.T) {
 	mustExec(t, ctx, b, "INSERT INTO t VALUES ('3-after')")
 	waitRows(t, ctx, a, "t", "1-before", "3-after")
 }
+
+// TestStartIf: StartIf starts only while its condition holds, atomically
+// with respect to Fence: a condition already false refuses the start; a
+// Fence that comes after the condition said yes stops the server it
+// starts (ErrFenced), so a decision taken just before a fence never
+// leaves a server running after it.
+func TestStartIf(t *testing.T) {
+	t.Parallel()
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "startif"})
+	if err := p.Stop(ctx, replicate.Fast); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.StartIf(ctx, func() bool { return false }); !errors.Is(err, replicate.ErrFenced) {
+		t.Fatalf("StartIf(false) = %v; want ErrFenced", err)
+	}
+	if p.PID() > 0 {
+		t.Fatalf("StartIf(false) started postmaster %d", p.PID())
+	}
+	// The condition holds, then a fence comes (it waits for the
+	// condition's critical section, as the fencer's would).
+	fenced := make(chan error, 1)
+	err := p.StartIf(ctx, func() bool {
+		go func() { fenced <- p.Fence(ctx) }()
+		return true
+	})
+	if !errors.Is(err, replicate.ErrFenced) {
+		t.Fatalf("StartIf with a Fence after the condition = %v; want ErrFenced", err)
+	}
+	if ferr := <-fenced; ferr != nil {
+		t.Fatalf("Fence: %v", ferr)
+	}
+	testutil.Eventually(t, 10*time.Second, "no postmaster after the fenced start", func() error {
+		if st, err := p.Status(ctx); err == nil && st.Running {
+			return errors.New("running")
+		}
+		return nil
+	})
+	if err := p.StartIf(ctx, func() bool { return true }); err != nil {
+		t.Fatalf("StartIf(true) = %v", err)
+	}
+}
