@@ -205,8 +205,9 @@ func TestOutageExpectations(t *testing.T) {
 	}{
 		{"failsafe holds", true, outage(0, term), false, ""},
 		{"failsafe fenced", true, outage(1300*time.Millisecond, term), false, "fenced 1.300s"},
-		{"failsafe failed over", true, outage(0, &leaderSnap{node: "c2", token: 31, timeline: 3}), false, "the term changed"},
-		{"failsafe new token", true, outage(0, &leaderSnap{node: "c1", token: 31, timeline: 2}), false, "the term changed"},
+		{"failsafe failed over", true, outage(0, &leaderSnap{node: "c2", token: 31, timeline: 3}), false, "the leader changed"},
+		{"failsafe new term, same node and timeline", true, outage(0, &leaderSnap{node: "c1", token: 31, timeline: 2}), false, ""},
+		{"failsafe same node, new timeline", true, outage(0, &leaderSnap{node: "c1", token: 31, timeline: 3}), false, "the leader changed"},
 		{"failsafe no leader after", true, outage(0, nil), false, "no writable leader"},
 		{"failsafe writes stall", true, outage(0, term), true, "waited 3.000s"},
 		{"no failsafe fences", false, outage(1300*time.Millisecond, nil), true, ""},
