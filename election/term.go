@@ -398,7 +398,12 @@ func (t *Term) run() {
 						"rtt", rtt.Round(time.Millisecond), "ttl", t.e.ttl)
 				}
 				expiry.Reset(time.Until(vu.Add(-doneLead)))
-				renew.Reset(t.e.renew)
+				// A renewal that took long (sent before etcd came back, or
+				// on a slow network) leaves little validity: renew again
+				// within a third of what is left, not a whole interval
+				// later, so that the fence deadline is not reached while a
+				// renewal would have succeeded.
+				renew.Reset(max(min(t.e.renew, time.Until(vu.Add(-doneLead))/3), 10*time.Millisecond))
 			case r.err == nil || errors.Is(r.err, rpctypes.ErrLeaseNotFound):
 				if t.end(fmt.Errorf("%w: etcd reports lease %x gone", ErrLeaseLost, int64(t.lease))) {
 					t.release()

@@ -299,7 +299,8 @@ func TestSecureEtcdRoleCommands(t *testing.T) {
 		"etcdctl role grant-permission pgha-c1-operator read '/my root/c1/' --prefix=true",
 		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/switchover'",
 		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/pause'",
-		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/config'",
+		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/config-proposal'",
+		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/restart/' --prefix=true",
 		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/reinit/' --prefix=true",
 		"etcdctl role grant-permission pgha-c1-operator readwrite '/my root/c1/remove/' --prefix=true",
 	}
