@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/pgha/pgha/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // exampleEndpoints is the client URL of an etcd started for the runnable
@@ -29,7 +28,7 @@ func TestMain(m *testing.M) {
 	c.Close()
 	os.RemoveAll(dir)
 	if code == 0 {
-		if err := goleak.Find(testutil.LeakOptions()...); err != nil {
+		if err := testutil.FindLeaks(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}
