@@ -27,7 +27,8 @@ type local struct {
 	NotStreamingSince time.Time
 	// RestartDue: a restart request for this node waits to be carried
 	// out; RestartDone: it has been (PostgreSQL restarted since).
-	RestartDue, RestartDone bool
+	// ReloadDue: a reload request waits.
+	RestartDue, RestartDone, ReloadDue bool
 	// FailsafeHoldUntil: this writable former leader lost its lease under
 	// failsafe and may campaign again until then (zero otherwise).
 	FailsafeHoldUntil time.Time
@@ -168,6 +169,9 @@ type observation struct {
 	// revision it was written at.
 	Restart    *keyspace.RestartRequest
 	RestartRev int64
+	// ScheduledRestarts are the scheduled restart requests (At set) of
+	// every node: node → At.
+	ScheduledRestarts map[string]time.Time
 	// Reinits are the pending reinit requests: node → the etcd revision
 	// the request was written at.
 	Reinits map[string]int64
@@ -201,9 +205,10 @@ const (
 	actSwitchoverDue
 	actRestart     // restart PostgreSQL on request, in the same role
 	actRestartDone // remove a restart request already satisfied
+	actReload      // reload PostgreSQL's configuration on request
 )
 
-var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse", "reclone", "reinit", "switchover-due", "restart", "restart-done"}
+var actionNames = [...]string{"wait", "bootstrap", "clone", "start", "follow", "rewind", "campaign", "promote", "lead", "restart-primary", "fence", "resign", "refuse", "reclone", "reinit", "switchover-due", "restart", "restart-done", "reload"}
 
 func (k actionKind) String() string { return actionNames[k] }
 

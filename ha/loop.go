@@ -365,6 +365,8 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		return m.doRestart(ctx, o)
 	case actRestartDone:
 		return m.ackRestart(ctx, o)
+	case actReload:
+		return m.doReload(ctx, o)
 	case actSwitchoverDue:
 		return m.switchoverDue(ctx, o)
 	}

@@ -81,8 +81,23 @@ type ClusterState struct {
 	// Removals are the remove requests ([Remove]) still recorded, in node
 	// order.
 	Removals []RemoveRequest `json:"removals,omitempty"`
+	// Restarts are the restart and reload requests not yet carried out,
+	// in node order (scheduled ones have At set).
+	Restarts []RestartRequest `json:"restarts,omitempty"`
 	// Ignored lists keys whose records did not decode, with why.
 	Ignored []string `json:"ignored,omitempty"`
+}
+
+// RestartRequest is a node's restart or reload request waiting for its
+// manager ([RestartMember], [ScheduleRestart], [ReloadMembers]).
+type RestartRequest struct {
+	Node string `json:"node"`
+	// At is when a scheduled restart is due; zero for one asked now.
+	At time.Time `json:"at,omitzero"`
+	// Pending: only if a setting waits for a restart.
+	Pending bool `json:"pending,omitempty"`
+	// Reload: a configuration reload, not a restart.
+	Reload bool `json:"reload,omitempty"`
 }
 
 // ClusterStatus reads the cluster's state from etcd with one linearizable
@@ -114,6 +129,14 @@ func ClusterStatus(ctx context.Context, cli *clientv3.Client, cluster string, op
 		st.PauseReason = r.Reason
 	}
 	st.Reinits = slices.Sorted(maps.Keys(o.Reinits))
+	for _, kv := range resp.Kvs {
+		if node := keyspace.RequestNode(layout.RestartPrefix(), string(kv.Key)); node != "" {
+			if r, ok := decodeKV[keyspace.RestartRequest](v, string(kv.Key)); ok {
+				st.Restarts = append(st.Restarts, RestartRequest{Node: node, At: r.At, Pending: r.Pending, Reload: r.Reload})
+			}
+		}
+	}
+	slices.SortFunc(st.Restarts, func(a, b RestartRequest) int { return strings.Compare(a.Node, b.Node) })
 	for _, node := range slices.Sorted(maps.Keys(o.Removals)) {
 		r := o.Removals[node].Rec
 		st.Removals = append(st.Removals, RemoveRequest{Node: node, Outcome: r.Outcome, Leader: r.Leader})

@@ -35,6 +35,17 @@ func (m *Manager) observeRestart(o observation, l *local) {
 		m.restart = restartState{}
 		return
 	}
+	if o.Restart.Reload {
+		m.restart = restartState{}
+		l.ReloadDue = l.Running
+		return
+	}
+	if !o.Restart.At.IsZero() && (o.Now.Before(o.Restart.At) || restartAhead(o)) {
+		// Not due yet: a restart for another reason before then does
+		// not count as this one.
+		m.restart = restartState{}
+		return
+	}
 	pid := m.inst.PID()
 	if m.restart.rev != o.RestartRev {
 		m.restart = restartState{rev: o.RestartRev, pid: pid}
@@ -49,18 +60,43 @@ func (m *Manager) observeRestart(o observation, l *local) {
 	}
 }
 
+// restartAhead reports whether another node's scheduled restart, also
+// due, goes before this node's: scheduled restarts run one at a time, the
+// standbys in name order (a request is deleted once its standby streams
+// again), the leader last.
+func restartAhead(o observation) bool {
+	for node, at := range o.ScheduledRestarts {
+		if node == o.Node || o.Now.Before(at) {
+			continue
+		}
+		if o.Leading {
+			return true
+		}
+		if o.Leader != nil && node == o.Leader.Node {
+			continue
+		}
+		if node < o.Node {
+			return true
+		}
+	}
+	return false
+}
+
 // restartAction turns a due restart request into the action for this
 // round, only when the node is steady: a leader leading, or a standby
 // with nothing else to do while a leader exists. A restart never
 // delays a failover or a role change.
 func restartAction(o observation, a action) action {
 	l := o.Local
-	if !l.RestartDue && !l.RestartDone {
+	if !l.RestartDue && !l.RestartDone && !l.ReloadDue {
 		return a
 	}
 	steady := a.Kind == actLead || (a.Kind == actWait && !o.Leading && o.Leader != nil && l.Running && l.InRecovery)
 	if !steady {
 		return a
+	}
+	if l.ReloadDue {
+		return act(actReload, "reload requested (pghactl reload)")
 	}
 	if l.RestartDone {
 		if !o.Leading && !l.Streaming {
@@ -97,6 +133,21 @@ func (m *Manager) doRestart(ctx context.Context, o observation) error {
 	return nil
 }
 
+// doReload reloads PostgreSQL's configuration on request, publishes what
+// then waits for a restart, and removes the request.
+func (m *Manager) doReload(ctx context.Context, o observation) error {
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	defer cancel()
+	pending, err := m.inst.Reload(rctx)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	m.log.Info("configuration reloaded on request", "pending_restart", pending)
+	m.dyn.pending = pending
+	m.dyn.pid = 0 // apply and read the cluster parameters again
+	return m.ackRestart(ctx, o)
+}
+
 // ackRestart deletes the restart request observed in o (not a newer one).
 func (m *Manager) ackRestart(ctx context.Context, o observation) error {
 	key := m.layout.Restart(m.cfg.Node)
@@ -120,19 +171,8 @@ func RestartMember(ctx context.Context, cli *clientv3.Client, cluster, node stri
 	if err != nil {
 		return err
 	}
-	st, err := ClusterStatus(ctx, cli, cluster, opts...)
-	if err != nil {
+	if err := putRestart(ctx, cli, cluster, node, keyspace.RestartRequest{Pending: pendingOnly}, opts); err != nil {
 		return err
-	}
-	if !hasMember(st, node) {
-		return fmt.Errorf("%w: %s", ErrUnknownMember, node)
-	}
-	b, err := keyspace.Encode(keyspace.RestartRequest{Pending: pendingOnly})
-	if err != nil {
-		return err
-	}
-	if _, err := cli.Put(ctx, l.Restart(node), string(b)); err != nil {
-		return fmt.Errorf("ha: write the restart request: %w", err)
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -159,6 +199,118 @@ func RestartMember(ctx context.Context, cli *clientv3.Client, cluster, node stri
 			return nil
 		}
 	}
+}
+
+// ScheduleRestart asks node's manager to restart its PostgreSQL at at (a
+// fast shutdown and a start in the same role) and returns at once. Due
+// scheduled restarts run one node at a time: the standbys in name order,
+// each back and streaming before the next, the primary last and in place
+// (its writes pause for the restart; schedule a switchover first to avoid
+// that). With pendingOnly the node restarts only if a setting waits for a
+// restart. A later request for the node replaces this one;
+// CancelRestart withdraws it.
+func ScheduleRestart(ctx context.Context, cli *clientv3.Client, cluster, node string, at time.Time, pendingOnly bool, opts ...OpOption) error {
+	if at.IsZero() {
+		return errors.New("ha: ScheduleRestart: at is the zero time; give the time the restart is due (RestartMember restarts now)")
+	}
+	return putRestart(ctx, cli, cluster, node, keyspace.RestartRequest{Pending: pendingOnly, At: at.UTC()}, opts)
+}
+
+// CancelRestart withdraws node's restart or reload request, if any, and
+// reports whether there was one. A restart already under way completes.
+func CancelRestart(ctx context.Context, cli *clientv3.Client, cluster, node string, opts ...OpOption) (bool, error) {
+	l, err := layoutFor(cluster, opts)
+	if err != nil {
+		return false, err
+	}
+	if err := keyspace.ValidName(node); err != nil {
+		return false, fmt.Errorf("ha: node %q: %w", node, err)
+	}
+	resp, err := cli.Delete(ctx, l.Restart(node))
+	if err != nil {
+		return false, fmt.Errorf("ha: delete the restart request of %s: %w", node, err)
+	}
+	return resp.Deleted > 0, nil
+}
+
+// ReloadMembers asks the managers of nodes (every member when empty) to
+// reload their PostgreSQL configuration (pg_reload_conf: the node's files
+// are read again) and waits until each has. It returns, per node, the
+// settings that wait for a restart after the reload. When ctx ends first,
+// the requests stay: the managers still carry them out.
+func ReloadMembers(ctx context.Context, cli *clientv3.Client, cluster string, nodes []string, opts ...OpOption) (map[string][]string, error) {
+	l, err := layoutFor(cluster, opts)
+	if err != nil {
+		return nil, err
+	}
+	st, err := ClusterStatus(ctx, cli, cluster, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if len(nodes) == 0 {
+		for _, m := range st.Members {
+			nodes = append(nodes, m.Node)
+		}
+	}
+	for _, n := range nodes {
+		if !hasMember(st, n) {
+			return nil, fmt.Errorf("%w: %s", ErrUnknownMember, n)
+		}
+	}
+	for _, n := range nodes {
+		if err := putRestart(ctx, cli, cluster, n, keyspace.RestartRequest{Reload: true}, opts); err != nil {
+			return nil, err
+		}
+	}
+	waiting := slices.Clone(nodes)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for len(waiting) > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ha: reload not done on %v: %w (the requests stay; their managers carry them out)", waiting, context.Cause(ctx))
+		case <-tick.C:
+		}
+		waiting = slices.DeleteFunc(waiting, func(n string) bool {
+			resp, err := cli.Get(ctx, l.Restart(n), clientv3.WithCountOnly())
+			return err == nil && resp.Count == 0
+		})
+	}
+	// The member records carry what is pending once the managers have
+	// published after the reload: read them once every request is gone.
+	pending := map[string][]string{}
+	if st, err = ClusterStatus(ctx, cli, cluster, opts...); err != nil {
+		return nil, err
+	}
+	for _, m := range st.Members {
+		if slices.Contains(nodes, m.Node) {
+			pending[m.Node] = m.PendingRestart
+		}
+	}
+	return pending, nil
+}
+
+// putRestart writes node's restart request after checking it is a member.
+func putRestart(ctx context.Context, cli *clientv3.Client, cluster, node string, r keyspace.RestartRequest, opts []OpOption) error {
+	l, err := layoutFor(cluster, opts)
+	if err != nil {
+		return err
+	}
+	st, err := ClusterStatus(ctx, cli, cluster, opts...)
+	if err != nil {
+		return err
+	}
+	if !hasMember(st, node) {
+		return fmt.Errorf("%w: %s", ErrUnknownMember, node)
+	}
+	b, err := keyspace.Encode(r)
+	if err != nil {
+		return err
+	}
+	if _, err := cli.Put(ctx, l.Restart(node), string(b)); err != nil {
+		return fmt.Errorf("ha: write the restart request of %s: %w", node, err)
+	}
+	return nil
 }
 
 // RollingRestartOptions chooses what RollingRestart restarts.

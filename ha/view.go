@@ -263,6 +263,15 @@ func (v *view) fill(o *observation) bool {
 			}
 			continue
 		}
+		if name := keyspace.RequestNode(v.layout.RestartPrefix(), k); name != "" {
+			if r, ok := decodeKV[keyspace.RestartRequest](v, k); ok && !r.At.IsZero() {
+				if o.ScheduledRestarts == nil {
+					o.ScheduledRestarts = map[string]time.Time{}
+				}
+				o.ScheduledRestarts[name] = r.At
+			}
+			continue
+		}
 		if name := keyspace.RequestNode(v.layout.Removes(), k); name != "" {
 			if r, ok := decodeKV[keyspace.RemoveRecord](v, k); ok && r.Node != name {
 				v.warnLocked(k, fmt.Errorf("remove record names node %q, not the key's %q", r.Node, name))

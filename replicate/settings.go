@@ -216,6 +216,42 @@ func validUnits(base string) string {
 	return "us, ms, s, min, h or d"
 }
 
+// Reload makes the running server read its configuration files again
+// (pg_reload_conf) and returns the settings that then wait for a restart,
+// sorted, like ApplyParameters. It returns ErrNotRunning when the server
+// is down.
+func (i *Instance) Reload(ctx context.Context) ([]string, error) {
+	if i.running() == nil {
+		return nil, ErrNotRunning
+	}
+	var pending []string
+	err := i.withAdmin(ctx, "reload", func(c *pgx.Conn) error {
+		if _, err := c.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+			return err
+		}
+		var err error
+		pending, err = pendingRestart(ctx, c)
+		return err
+	})
+	if err == nil {
+		i.log.Info("configuration reloaded", "pending_restart", pending)
+	}
+	return pending, err
+}
+
+// pendingRestart lists the settings whose value in the files takes effect
+// only after a restart. pg_file_settings reads the files now, so it does
+// not depend on when this session processes a reload: an entry that could
+// not be applied is one that needs a restart.
+func pendingRestart(ctx context.Context, c *pgx.Conn) ([]string, error) {
+	rows, err := c.Query(ctx, `SELECT DISTINCT name FROM pg_file_settings WHERE error = 'setting could not be applied'
+		UNION SELECT name FROM pg_settings WHERE pending_restart ORDER BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // clusterConfFile holds the cluster-wide parameters a manager applies
 // (ApplyParameters); postgresql.conf includes it before pgha.conf, so
 // that Config.Parameters (node-local) win.
@@ -249,16 +285,8 @@ func (i *Instance) ApplyParameters(ctx context.Context, params map[string]string
 				return err
 			}
 		}
-		// pg_file_settings reads the files now, so it does not depend on
-		// when this session processes the reload: an entry that could
-		// not be applied is one that needs a restart.
-		rows, err := c.Query(ctx, `SELECT DISTINCT name FROM pg_file_settings WHERE error = 'setting could not be applied'
-			UNION SELECT name FROM pg_settings WHERE pending_restart ORDER BY 1`)
-		if err != nil {
-			return err
-		}
-		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		pending = names
+		var err error
+		pending, err = pendingRestart(ctx, c)
 		return err
 	})
 	if changed && err == nil {

@@ -241,17 +241,15 @@ func confirm(in io.Reader, out io.Writer) (bool, error) {
 }
 
 func cmdRestart(ctx context.Context, c *cli) error {
-	st, err := c.status(ctx)
+	st, err := c.statusOfNodes(ctx)
 	if err != nil {
 		return err
 	}
-	if err := c.requireCluster(st); err != nil {
-		return err
+	if c.cancel {
+		return c.cancelRestarts(ctx)
 	}
-	for _, n := range c.nodes {
-		if _, ok := member(st, n); !ok {
-			return explain(fmt.Errorf("%w: %s", ha.ErrUnknownMember, n), st)
-		}
+	if !c.atTime.IsZero() {
+		return c.scheduleRestarts(ctx, st)
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.wait)
 	defer cancel()
@@ -271,4 +269,111 @@ func cmdRestart(ctx context.Context, c *cli) error {
 	}
 	fmt.Fprintf(c.stdout, "restarted %s in %v\n", strings.Join(done, ", "), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// scheduleRestarts writes a scheduled restart request for every chosen
+// member. The managers carry them out at the time, one node at a time,
+// the primary last and in place: a scheduled restart cannot hand over
+// first, so the primary is included only with --no-switchover.
+func (c *cli) scheduleRestarts(ctx context.Context, st ha.ClusterState) error {
+	var chosen []string
+	leader := ""
+	if st.Leader != nil {
+		leader = st.Leader.Node
+	}
+	for _, m := range st.Members {
+		if len(c.nodes) > 0 && !slices.Contains(c.nodes, m.Node) {
+			continue
+		}
+		if c.role == "primary" && m.Node != leader || c.role == "replica" && m.Node == leader {
+			continue
+		}
+		if m.Node == leader && !c.noSwitchover {
+			return fmt.Errorf("a scheduled restart restarts the primary %s in place (its writes pause for the restart): add --no-switchover to accept that, "+
+				"or schedule the replicas (--role replica) and a switchover ('pghactl switchover --at ...') before restarting %s", leader, leader)
+		}
+		chosen = append(chosen, m.Node)
+	}
+	if len(chosen) == 0 {
+		fmt.Fprintln(c.stdout, "nothing to restart")
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	for _, n := range chosen {
+		if err := ha.ScheduleRestart(sctx, c.client, c.g.cluster, n, c.atTime, c.pending, c.opts()...); err != nil {
+			return c.g.unreachable(err)
+		}
+	}
+	fmt.Fprintf(c.stdout, "restart of %s scheduled at %s (in %v), one node at a time%s; 'pghactl list' shows it, 'pghactl restart --cancel NODE...' withdraws it\n",
+		strings.Join(chosen, ", "), c.atTime.UTC().Format(time.RFC3339), time.Until(c.atTime).Round(time.Second), pendingNote(c.pending))
+	return nil
+}
+
+// cancelRestarts withdraws the named nodes' restart requests.
+func (c *cli) cancelRestarts(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, c.g.timeout)
+	defer cancel()
+	for _, n := range c.nodes {
+		had, err := ha.CancelRestart(sctx, c.client, c.g.cluster, n, c.opts()...)
+		if err != nil {
+			return c.g.unreachable(err)
+		}
+		if had {
+			fmt.Fprintf(c.stdout, "restart request of %s withdrawn\n", n)
+		} else {
+			fmt.Fprintf(c.stdout, "no restart request for %s\n", n)
+		}
+	}
+	return nil
+}
+
+// pendingNote says that a restart request is for pending settings only.
+func pendingNote(pending bool) string {
+	if pending {
+		return " (only if a setting waits for a restart)"
+	}
+	return ""
+}
+
+func cmdReload(ctx context.Context, c *cli) error {
+	st, err := c.statusOfNodes(ctx)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.wait)
+	defer cancel()
+	pending, err := ha.ReloadMembers(rctx, c.client, c.g.cluster, c.nodes, c.opts()...)
+	if err != nil {
+		return explain(err, st)
+	}
+	if c.g.jsonOutput {
+		return writeJSON(c.stdout, pending)
+	}
+	for _, n := range slices.Sorted(maps.Keys(pending)) {
+		if p := pending[n]; len(p) > 0 {
+			fmt.Fprintf(c.stdout, "%s: reloaded; pending restart: %s ('pghactl restart --pending %s')\n", n, strings.Join(p, ", "), n)
+		} else {
+			fmt.Fprintf(c.stdout, "%s: reloaded\n", n)
+		}
+	}
+	return nil
+}
+
+// statusOfNodes reads the cluster's state and checks that every node
+// named on the command line is a member.
+func (c *cli) statusOfNodes(ctx context.Context) (ha.ClusterState, error) {
+	st, err := c.status(ctx)
+	if err != nil {
+		return st, err
+	}
+	if err := c.requireCluster(st); err != nil {
+		return st, err
+	}
+	for _, n := range c.nodes {
+		if _, ok := member(st, n); !ok {
+			return st, explain(fmt.Errorf("%w: %s", ha.ErrUnknownMember, n), st)
+		}
+	}
+	return st, nil
 }

@@ -23,6 +23,11 @@
 //	restart     [--pending] [--role primary|replica] [--no-switchover] [NODE...]
 //	            rolling restart: standbys one at a time, each streaming
 //	            again before the next; the primary last, after a switchover
+//	            --at TIME [...]   schedule it: each node restarts then, one
+//	            at a time, the primary last and in place (--no-switchover)
+//	            --cancel NODE...  withdraw scheduled or pending restarts
+//	reload      [NODE...]   every node (or those named) reads its
+//	            configuration files again; prints what waits for a restart
 //	reinit      NODE [--wait 30m] | --cancel NODE   re-clone a standby from the leader
 //	remove      NODE [--wait 60s]   forget a stopped member: its record and slot
 //
@@ -94,6 +99,8 @@ Commands:
   show-config the cluster-wide configuration and what waits for a restart
   edit-config change it: --set KEY=VALUE... [--force]
   restart     rolling restart: [--pending] [--role primary|replica] [--no-switchover] [NODE...]
+              scheduled: --at TIME (RFC 3339) [...]; --cancel NODE... withdraws
+  reload      reload the configuration files: [NODE...]
   reinit      re-clone a standby from the leader (old data directory moved aside): NODE [--wait 30m]; --cancel NODE
   remove      forget a stopped member (its record and its slot on the leader): NODE [--wait 60s]
 
@@ -197,6 +204,7 @@ var commands = []command{
 	{name: "show-config", run: cmdShowConfig},
 	{name: "edit-config", run: cmdEditConfig},
 	{name: "restart", run: cmdRestart},
+	{name: "reload", run: cmdReload},
 	{name: "reinit", run: cmdReinit},
 	{name: "remove", run: cmdRemove},
 }
@@ -231,7 +239,7 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 	name := top.Arg(0)
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
 	if i < 0 {
-		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume, reinit, remove, show-config, edit-config, restart\n", name)
+		fmt.Fprintf(stderr, "pghactl: unknown command %q; commands: list, history, switchover, failover, pause, resume, reinit, remove, show-config, edit-config, restart, reload\n", name)
 		return exitUsage
 	}
 	cmd := commands[i]
@@ -268,6 +276,10 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 		fs.StringVar(&c.role, "role", "", "only the primary or only the replicas: primary or replica")
 		fs.BoolVar(&c.noSwitchover, "no-switchover", false, "restart the primary in place (its writes pause) instead of handing over first")
 		fs.DurationVar(&c.wait, "wait", 10*time.Minute, "how long the whole rolling restart may take")
+		fs.StringVar(&c.at, "at", "", "schedule the restarts at this RFC 3339 time (e.g. 2026-12-08T02:00:00Z), by each node's clock, and return at once")
+		fs.BoolVar(&c.cancel, "cancel", false, "withdraw the restart requests of the nodes named (scheduled or pending)")
+	case "reload":
+		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for every node to reload")
 	case "edit-config":
 		fs.Var(&c.sets, "set", "key=value to set (repeatable; an empty value unsets): max_lag_on_failover, sync_mode, sync_standbys, parameters.NAME, node_parameters.NODE.NAME")
 		fs.BoolVar(&c.force, "force", false, "apply without asking for confirmation")
@@ -278,7 +290,7 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 		}
 		return exitUsage
 	}
-	if name == "restart" {
+	if name == "restart" || name == "reload" {
 		c.nodes = fs.Args()
 	} else if (name == "reinit" || name == "remove") && fs.NArg() > 0 {
 		// NODE, then flags may follow it.
@@ -287,7 +299,7 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 			return exitUsage
 		}
 	}
-	if name != "restart" && fs.NArg() > 0 {
+	if name != "restart" && name != "reload" && fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "pghactl %s: unexpected argument %q (flags start with --)\n", name, fs.Arg(0))
 		return exitUsage
 	}
@@ -354,11 +366,19 @@ func (c *cli) check(name string) error {
 	if c.role != "" && c.role != "primary" && c.role != "replica" {
 		return usagef("--role %q: want primary or replica", c.role)
 	}
-	if (name == "switchover" || name == "failover" || name == "reinit" || name == "remove" || name == "restart") && c.wait <= 0 {
+	if name == "restart" && c.cancel {
+		if len(c.nodes) == 0 {
+			return usagef("restart --cancel needs the NODEs whose requests to withdraw (see 'pghactl list')")
+		}
+		if c.pending || c.role != "" || c.noSwitchover {
+			return usagef("restart --cancel takes only NODEs")
+		}
+	}
+	if (name == "switchover" || name == "failover" || name == "reinit" || name == "remove" || name == "restart" || name == "reload") && c.wait <= 0 {
 		return usagef("--wait %v must be positive", c.wait)
 	}
-	if c.g.jsonOutput && !slices.Contains([]string{"list", "history", "switchover", "reinit", "remove", "show-config"}, name) {
-		return usagef("--json applies to list, history, show-config, switchover, reinit and remove only")
+	if c.g.jsonOutput && !slices.Contains([]string{"list", "history", "switchover", "reinit", "remove", "show-config", "reload"}, name) {
+		return usagef("--json applies to list, history, show-config, switchover, reinit, remove and reload only")
 	}
 	return nil
 }
@@ -873,6 +893,17 @@ func printList(w io.Writer, st ha.ClusterState, pauseReason string) {
 	for _, r := range st.Removals {
 		if r.Outcome == "" {
 			fmt.Fprintf(w, "pending remove: %s\n", r.Node)
+		}
+	}
+	for _, r := range st.Restarts {
+		switch {
+		case r.Reload:
+			fmt.Fprintf(w, "pending reload: %s\n", r.Node)
+		case !r.At.IsZero():
+			fmt.Fprintf(w, "SCHEDULED restart of %s at %s (in %v)%s; 'pghactl restart --cancel %s' cancels it\n",
+				r.Node, r.At.Format(time.RFC3339), time.Until(r.At).Round(time.Second), pendingNote(r.Pending), r.Node)
+		default:
+			fmt.Fprintf(w, "pending restart: %s%s\n", r.Node, pendingNote(r.Pending))
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

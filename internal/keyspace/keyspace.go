@@ -552,16 +552,31 @@ type ConfigRecord struct {
 }
 
 // RestartRequest asks one node's manager to restart its PostgreSQL (fast
-// shutdown, start in the same role); the manager deletes it when done.
+// shutdown, start in the same role), or with Reload to reload its
+// configuration; the manager deletes it when done.
 type RestartRequest struct {
 	V int `json:"v"`
 	// Pending: only if a setting waits for a restart; otherwise the
 	// request is just removed.
 	Pending bool `json:"pending,omitempty"`
+	// Reload asks for a configuration reload (pg_reload_conf: the
+	// node's files are read again) instead of a restart.
+	Reload bool `json:"reload,omitempty"`
+	// At, when set, schedules the restart: it is not carried out before
+	// At, and scheduled restarts that are due run one node at a time
+	// (standbys in name order, each back and streaming before the next;
+	// the primary last, in place).
+	At time.Time `json:"at,omitzero"`
 }
 
-// Validate always succeeds.
-func (r RestartRequest) Validate() error { return nil }
+// Validate checks that a reload is not also a pending-only or scheduled
+// restart.
+func (r RestartRequest) Validate() error {
+	if r.Reload && (r.Pending || !r.At.IsZero()) {
+		return errors.New("restart request: reload cannot be combined with pending or at")
+	}
+	return nil
+}
 
 // ConfigProposal is a proposed ConfigRecord, written by an operator tool
 // and judged by the leader against its PostgreSQL's own settings before
