@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pgha/pgha/ha"
 	"golang.org/x/term"
+	"sigs.k8s.io/yaml"
 )
 
 // setFlags collects repeated --set key=value flags.
@@ -167,23 +169,32 @@ func cmdShowConfig(ctx context.Context, c *cli) error {
 }
 
 func cmdEditConfig(ctx context.Context, c *cli) error {
-	if len(c.sets) == 0 {
-		return usagef("edit-config needs at least one --set key=value (see 'pghactl show-config' for the keys)")
-	}
 	sctx, cancel := context.WithTimeout(ctx, c.g.timeout)
 	defer cancel()
 	cur, _, err := ha.ShowConfig(sctx, c.client, c.g.cluster, c.opts()...)
 	if err != nil {
 		return c.g.unreachable(err)
 	}
-	next := cur
-	next.Parameters = maps.Clone(cur.Parameters)
-	next.NodeParameters = map[string]map[string]string{}
-	for n, p := range cur.NodeParameters {
-		next.NodeParameters[n] = maps.Clone(p)
-	}
-	for _, kv := range c.sets {
-		if err := applySet(&next, kv); err != nil {
+	var next ha.ClusterConfig
+	switch {
+	case len(c.sets) > 0:
+		next = cur
+		next.Parameters = maps.Clone(cur.Parameters)
+		next.NodeParameters = map[string]map[string]string{}
+		for n, p := range cur.NodeParameters {
+			next.NodeParameters[n] = maps.Clone(p)
+		}
+		for _, kv := range c.sets {
+			if err := applySet(&next, kv); err != nil {
+				return err
+			}
+		}
+	case c.file != "":
+		if next, err = readConfigFile(c.file); err != nil {
+			return err
+		}
+	default:
+		if next, err = c.editConfig(cur); err != nil {
 			return err
 		}
 	}
@@ -210,6 +221,84 @@ func cmdEditConfig(ctx context.Context, c *cli) error {
 	}
 	fmt.Fprintln(c.stdout, "applied: every node reloads within a loop; 'pghactl show-config' lists what waits for a restart")
 	return nil
+}
+
+// editConfig opens $VISUAL or $EDITOR on the current configuration as
+// YAML and returns what the operator saved. The file is removed only when
+// it was read back correctly; otherwise the error names it, so an edit is
+// never lost.
+func (c *cli) editConfig(cur ha.ClusterConfig) (ha.ClusterConfig, error) {
+	editor := c.g.env("VISUAL")
+	if editor == "" {
+		editor = c.g.env("EDITOR")
+	}
+	if editor == "" {
+		return ha.ClusterConfig{}, usagef("set EDITOR (or VISUAL) to edit the configuration, or give --set KEY=VALUE or --file PATH")
+	}
+	b, err := yaml.Marshal(cur)
+	if err != nil {
+		return ha.ClusterConfig{}, err
+	}
+	f, err := os.CreateTemp("", "pghactl-config-*.yaml")
+	if err != nil {
+		return ha.ClusterConfig{}, fmt.Errorf("a file to edit: %w", err)
+	}
+	path := f.Name()
+	_, err = f.Write(append([]byte(configFileHeader), b...))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return ha.ClusterConfig{}, fmt.Errorf("write %s: %w", path, err)
+	}
+	// The editor is a command line ("code --wait", "vim"), run by the
+	// shell like git and kubectl do, on the terminal pghactl runs on.
+	cmd := exec.Command("/bin/sh", "-c", editor+` "$1"`, "editor", path)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, c.stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return ha.ClusterConfig{}, fmt.Errorf("%s exited with %v; nothing applied (the file is kept: %s)", editor, err, path)
+	}
+	next, err := readConfigFile(path)
+	if err != nil {
+		return ha.ClusterConfig{}, fmt.Errorf("%w; nothing applied: your edit is kept in %s, fix it and run 'pghactl edit-config --file %s'", err, path, path)
+	}
+	os.Remove(path)
+	return next, nil
+}
+
+// configFileHeader starts the file edit-config opens.
+const configFileHeader = `# pgha cluster-wide configuration. Save and quit to apply (you will see the
+# diff and be asked first); an unchanged file applies nothing.
+# Keys: max_lag_on_failover (bytes), sync_mode (off, on, strict, quorum,
+# quorum-strict), sync_standbys, parameters (NAME: value), node_parameters
+# (NODE: {NAME: value}). The leader checks every value before any node
+# applies it.
+`
+
+// readConfigFile reads a configuration in YAML (or JSON), refusing
+// unknown keys, and checks each value the way --set does.
+func readConfigFile(path string) (ha.ClusterConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ha.ClusterConfig{}, err
+	}
+	var cfg ha.ClusterConfig
+	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+		// sigs.k8s.io/yaml goes through JSON: keep the part that names
+		// the key or the value.
+		msg := err.Error()
+		if i := strings.LastIndex(msg, "json: "); i >= 0 {
+			msg = msg[i+len("json: "):]
+		}
+		return ha.ClusterConfig{}, fmt.Errorf("%s: %s", path, msg)
+	}
+	var check ha.ClusterConfig
+	for _, l := range configLines(cfg) {
+		if err := applySet(&check, strings.Replace(l, " = ", "=", 1)); err != nil {
+			return ha.ClusterConfig{}, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return cfg, nil
 }
 
 // lineDiff returns "- line" for lines only in a and "+ line" for lines

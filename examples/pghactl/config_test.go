@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -87,4 +91,69 @@ func TestEditConfig(t *testing.T) {
 	if !strings.Contains(r.stdout, `"work_mem": "16MB"`) {
 		t.Fatalf("show-config --json: %s", r.stdout)
 	}
+}
+
+// TestEditConfigEditor: without --set, edit-config opens $EDITOR on the
+// configuration as YAML and proposes what was saved (the whole of it, so
+// settings the operator did not touch stay); an edit that does not parse
+// is refused, nothing applied, and the file kept where the error says;
+// --file applies a saved file; no EDITOR is a usage error naming it.
+func TestEditConfigEditor(t *testing.T) {
+	c := startCluster(t, 3)
+	c.waitHealthy(90*time.Second, 3)
+	c.ctl(t, exitOK, "edit-config", "--force", "--set", "parameters.work_mem=16MB", "--set", "parameters.max_wal_size=1200MB")
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	withEditor := func(editor string, want int, args ...string) result {
+		t.Helper()
+		env := map[string]string{"EDITOR": editor}
+		full := append([]string{"--etcd", strings.Join(c.etcd.Endpoints(), ","), "--cluster", testClusterName}, args...)
+		var out, errb bytes.Buffer
+		code := runEnv(testutil.Ctx(t, time.Minute), full, func(k string) string { return env[k] }, &out, &errb)
+		r := result{code, out.String(), errb.String()}
+		if code != want {
+			t.Fatalf("EDITOR=%s pghactl %s: %v; want exit %d", editor, strings.Join(args, " "), r, want)
+		}
+		return r
+	}
+
+	r := withEditor(script("good", `sed -i 's/work_mem: 16MB/work_mem: 24MB/' "$1"`), exitOK, "edit-config", "--force")
+	if !strings.Contains(r.stdout, "- parameters.work_mem = 16MB") || !strings.Contains(r.stdout, "+ parameters.work_mem = 24MB") || strings.Contains(r.stdout, "max_wal_size") {
+		t.Errorf("edit-config through the editor printed:\n%s\nwant work_mem 16MB → 24MB and max_wal_size untouched", r.stdout)
+	}
+	if cfg, _, err := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.cli, testClusterName); err != nil || cfg.Parameters["work_mem"] != "24MB" || cfg.Parameters["max_wal_size"] != "1200MB" {
+		t.Errorf("config after the edit: %+v, %v; want work_mem 24MB and max_wal_size 1200MB", cfg.Parameters, err)
+	}
+
+	r = withEditor(script("bad", `printf 'parameters:\n  work_mem: 8MB\nsync_mod: on\n' > "$1"`), exitFailed, "edit-config", "--force")
+	kept := regexp.MustCompile(`kept in (\S+\.yaml)`).FindStringSubmatch(r.stderr)
+	if !strings.Contains(r.stderr, `unknown field "sync_mod"`) || kept == nil {
+		t.Fatalf("a bad edit: %v; want the unknown key named and the kept file's path", r)
+	}
+	t.Cleanup(func() { os.Remove(kept[1]) })
+	if b, err := os.ReadFile(kept[1]); err != nil || !strings.Contains(string(b), "sync_mod: on") {
+		t.Errorf("the kept file %s: %q, %v; want the operator's edit", kept[1], b, err)
+	}
+	if cfg, _, _ := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.cli, testClusterName); cfg.Parameters["work_mem"] != "24MB" {
+		t.Errorf("a refused edit changed the config: %+v", cfg.Parameters)
+	}
+	// The operator fixes the kept file and applies it with --file.
+	if err := os.WriteFile(kept[1], []byte("parameters:\n  work_mem: 8MB\nsync_mode: \"on\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.ctl(t, exitOK, "edit-config", "--force", "--file", kept[1])
+	if cfg, _, err := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.cli, testClusterName); err != nil || cfg.Parameters["work_mem"] != "8MB" ||
+		cfg.SyncMode == nil || *cfg.SyncMode != ha.SyncOn || cfg.Parameters["max_wal_size"] != "" {
+		t.Errorf("config after --file: %+v, %v; want work_mem 8MB, sync_mode on, max_wal_size gone (the file is the whole config)", cfg, err)
+	}
+	if r := withEditor("", exitUsage, "edit-config"); !strings.Contains(r.stderr, "EDITOR") {
+		t.Errorf("no EDITOR: %v; want a usage error naming EDITOR", r)
+	}
+	c.ctl(t, exitUsage, "edit-config", "--set", "parameters.work_mem=1MB", "--file", kept[1])
 }

@@ -18,8 +18,9 @@
 //	pause       [--reason TEXT]   no automatic failover until resume
 //	resume      end maintenance mode
 //	show-config the cluster-wide configuration and what waits for a restart
-//	edit-config --set KEY=VALUE... [--force]   change it (shows the diff,
-//	            asks unless --force; the leader checks every value first)
+//	edit-config [--set KEY=VALUE... | --file PATH] [--force]   change it:
+//	            without --set or --file, opens $EDITOR on the YAML; shows the
+//	            diff, asks unless --force; the leader checks every value first
 //	restart     [--pending] [--role primary|replica] [--no-switchover] [NODE...]
 //	            rolling restart: standbys one at a time, each streaming
 //	            again before the next; the primary last, after a switchover
@@ -97,7 +98,7 @@ Commands:
   pause       no automatic failover until resume: [--reason TEXT]
   resume      end maintenance mode
   show-config the cluster-wide configuration and what waits for a restart
-  edit-config change it: --set KEY=VALUE... [--force]
+  edit-config change it in $EDITOR, or: --set KEY=VALUE... | --file PATH; [--force]
   restart     rolling restart: [--pending] [--role primary|replica] [--no-switchover] [NODE...]
               scheduled: --at TIME (RFC 3339) [...]; --cancel NODE... withdraws
   reload      reload the configuration files: [NODE...]
@@ -178,6 +179,7 @@ type cli struct {
 	reason string
 	// edit-config's --set flags, and where its confirmation is read.
 	sets  setFlags
+	file  string
 	stdin io.Reader
 	// restart's flags and node arguments.
 	pending      bool
@@ -281,6 +283,7 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 	case "reload":
 		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for every node to reload")
 	case "edit-config":
+		fs.StringVar(&c.file, "file", "", "apply the configuration in this YAML file (the whole of it; see show-config) instead of editing")
 		fs.Var(&c.sets, "set", "key=value to set (repeatable; an empty value unsets): max_lag_on_failover, sync_mode, sync_standbys, parameters.NAME, node_parameters.NODE.NAME")
 		fs.BoolVar(&c.force, "force", false, "apply without asking for confirmation")
 	}
@@ -365,6 +368,9 @@ func (c *cli) check(name string) error {
 	}
 	if c.role != "" && c.role != "primary" && c.role != "replica" {
 		return usagef("--role %q: want primary or replica", c.role)
+	}
+	if len(c.sets) > 0 && c.file != "" {
+		return usagef("edit-config takes --set or --file, not both")
 	}
 	if name == "restart" && c.cancel {
 		if len(c.nodes) == 0 {
