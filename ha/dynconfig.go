@@ -48,6 +48,30 @@ type ClusterConfig struct {
 	// replicate.Config.Parameters win over both.
 	Parameters     map[string]string            `json:"parameters,omitempty"`
 	NodeParameters map[string]map[string]string `json:"node_parameters,omitempty"`
+	// LoopInterval overrides every node's Config.LoopInterval at once
+	// (from 10 ms to 10 s; a node whose LeaseTTL is not more than twice
+	// as long keeps its own and says why in its log).
+	LoopInterval *Duration `json:"loop_interval,omitempty"`
+	// DepartedSlotTTL overrides every node's Config.DepartedSlotTTL (at
+	// least a minute).
+	DepartedSlotTTL *Duration `json:"departed_slot_ttl,omitempty"`
+}
+
+// Duration is a time.Duration written as text ("500ms", "30m") in JSON
+// and YAML.
+type Duration time.Duration
+
+// MarshalText writes d like time.Duration.String.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText reads a Go duration such as "500ms" or "1h30m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: write e.g. 500ms, 2s or 30m", b)
+	}
+	*d = Duration(v)
+	return nil
 }
 
 func (c ClusterConfig) record() keyspace.ConfigRecord {
@@ -56,6 +80,12 @@ func (c ClusterConfig) record() keyspace.ConfigRecord {
 	if c.SyncMode != nil {
 		s := string(*c.SyncMode)
 		r.SynchronousMode = &s
+	}
+	if c.LoopInterval != nil {
+		r.LoopInterval = time.Duration(*c.LoopInterval).String()
+	}
+	if c.DepartedSlotTTL != nil {
+		r.DepartedSlotTTL = time.Duration(*c.DepartedSlotTTL).String()
 	}
 	return r
 }
@@ -66,6 +96,16 @@ func clusterConfigOf(r keyspace.ConfigRecord) ClusterConfig {
 	if r.SynchronousMode != nil {
 		m := SyncMode(*r.SynchronousMode)
 		c.SyncMode = &m
+	}
+	if loop, departed, err := r.Durations(); err == nil {
+		if loop > 0 {
+			d := Duration(loop)
+			c.LoopInterval = &d
+		}
+		if departed > 0 {
+			d := Duration(departed)
+			c.DepartedSlotTTL = &d
+		}
 	}
 	return c
 }
@@ -200,6 +240,9 @@ func (m *Manager) checkConfig(ctx context.Context, r keyspace.ConfigRecord) erro
 	if r.SynchronousNodeCount != nil && *r.SynchronousNodeCount > 16 {
 		return fmt.Errorf("sync_standbys %d: at most 16", *r.SynchronousNodeCount)
 	}
+	if loop, _, _ := r.Durations(); loop >= m.cfg.LeaseTTL/2 {
+		return fmt.Errorf("loop_interval %v: must be under half the lease TTL (%v on the leader %s): the loop renews and checks the lease", loop, m.cfg.LeaseTTL, m.cfg.Node)
+	}
 	settings, err := m.inst.Settings(ctx)
 	if err != nil {
 		return fmt.Errorf("the leader could not read its pg_settings to check the parameters: %w", err)
@@ -217,10 +260,21 @@ func (m *Manager) checkConfig(ctx context.Context, r keyspace.ConfigRecord) erro
 }
 
 // applyClusterPolicy makes the config record's HA settings override the
-// node's own (they must agree across nodes).
-func applyClusterPolicy(p *policy, r *keyspace.ConfigRecord) {
+// node's own (they must agree across nodes). A loop interval this node's
+// lease TTL cannot take is left out, with the reason returned.
+func applyClusterPolicy(p *policy, r *keyspace.ConfigRecord, leaseTTL time.Duration) (held string) {
 	if r == nil {
-		return
+		return ""
+	}
+	if loop, departed, err := r.Durations(); err == nil {
+		if loop > 0 && loop < leaseTTL/2 {
+			p.LoopInterval = loop
+		} else if loop > 0 {
+			held = fmt.Sprintf("loop_interval %v from the config record is not under half this node's lease TTL (%v): keeping %v", loop, leaseTTL, p.LoopInterval)
+		}
+		if departed > 0 {
+			p.DepartedSlotTTL = departed
+		}
 	}
 	if r.MaxLagOnFailover != nil {
 		p.MaxLagOnFailover = *r.MaxLagOnFailover
@@ -231,6 +285,7 @@ func applyClusterPolicy(p *policy, r *keyspace.ConfigRecord) {
 	if r.SynchronousNodeCount != nil {
 		p.SyncStandbys = *r.SynchronousNodeCount
 	}
+	return held
 }
 
 // hotStandbySettings are the settings a standby needs at least as large
@@ -295,7 +350,7 @@ func (m *Manager) applyConfig(ctx context.Context, o observation) {
 	if maps.Equal(want, m.dyn.applied) && pid == m.dyn.pid && maps.Equal(held, m.dyn.held) {
 		return
 	}
-	actx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	actx, cancel := context.WithTimeout(ctx, m.loopInterval())
 	defer cancel()
 	pending, err := m.inst.ApplyParameters(actx, want)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 	"github.com/pgha/pgha/replicate"
 )
@@ -45,7 +46,7 @@ func pendingOf(t testing.TB, c *testCluster) map[string][]string {
 // pending restart, and an HA setting (sync mode) overrides every node's
 // own.
 func TestClusterConfig(t *testing.T) {
-	c := startCluster(t, clusterOpts{})
+	c := startCluster(t, clusterOpts{telemetry: true})
 	c.sample()
 	lead := c.waitHealthy(90 * time.Second)
 	ctx := testutil.Ctx(t, 2*time.Minute)
@@ -58,6 +59,12 @@ func TestClusterConfig(t *testing.T) {
 		t.Fatalf("config after a rejected proposal = %+v rev %d, %v; want none", cfg, rev, err)
 	}
 
+	long := Duration(c.opts.ttl / 2)
+	err = ProposeConfig(ctx, c.cli, "test", ClusterConfig{LoopInterval: &long})
+	if !errors.Is(err, ErrConfigRejected) || !strings.Contains(err.Error(), "loop_interval") {
+		t.Fatalf("ProposeConfig(loop_interval %v, half the TTL) = %v; want ErrConfigRejected naming loop_interval", long, err)
+	}
+
 	var other *testNode
 	for _, n := range c.nodes {
 		if n != lead {
@@ -66,7 +73,9 @@ func TestClusterConfig(t *testing.T) {
 		}
 	}
 	on := SyncOn
+	loop := Duration(350 * time.Millisecond)
 	want := ClusterConfig{
+		LoopInterval:   &loop,
 		SyncMode:       &on,
 		Parameters:     map[string]string{"work_mem": "12MB", "shared_buffers": "48MB"},
 		NodeParameters: map[string]map[string]string{other.name: {"work_mem": "24MB"}},
@@ -96,6 +105,30 @@ func TestClusterConfig(t *testing.T) {
 		return nil
 	})
 	c.waitSyncSet() // sync mode on from the record, though every Config says off
+	testutil.Eventually(t, 10*time.Second, "every manager loops every 350ms, the record's interval", func() error {
+		for _, n := range c.nodes {
+			if got := n.mgr.Status().LoopInterval; got != loop {
+				return fmt.Errorf("%s: loop interval %v", n.name, time.Duration(got))
+			}
+		}
+		return nil
+	})
+	// And they do: over 3 s a steady node loops about 3 s / 350 ms ≈ 9
+	// times (its own 200 ms would make 15), plus a wake for each cluster
+	// change it sees.
+	before, start := c.loopCounts(t), time.Now()
+	testutil.Eventually(t, 5*time.Second, "3 s pass", func() error { // a measuring window, not a synchronisation
+		if time.Since(start) < 3*time.Second {
+			return errors.New("measuring")
+		}
+		return nil
+	})
+	after, took := c.loopCounts(t), time.Since(start)
+	for i, n := range c.nodes {
+		if got, most := after[i]-before[i], int64(took/(350*time.Millisecond))+3; got > most {
+			t.Errorf("%s looped %d times in %v; want at most %d at the record's 350 ms", n.name, got, took.Round(time.Millisecond), most)
+		}
+	}
 
 	// A restart applies the pending setting and clears the flag.
 	if err := other.inst.Stop(ctx, replicate.Fast); err != nil {
@@ -156,4 +189,26 @@ func TestHotStandbySettingsOrder(t *testing.T) {
 		t.Fatalf("the primary runs with max_connections %s; want %s until it restarts", got, before)
 	}
 	c.waitHealthy(60 * time.Second)
+}
+
+// TestApplyClusterPolicy: the record's loop interval and departed-slot TTL
+// override the node's own; a loop interval the node's lease TTL cannot
+// take is held back with the reason, the node keeping its own.
+func TestApplyClusterPolicy(t *testing.T) {
+	own := policy{LoopInterval: 500 * time.Millisecond, DepartedSlotTTL: 30 * time.Minute}
+	p := own
+	if held := applyClusterPolicy(&p, &keyspace.ConfigRecord{LoopInterval: "1s", DepartedSlotTTL: "2h"}, 5*time.Second); held != "" || p.LoopInterval != time.Second || p.DepartedSlotTTL != 2*time.Hour {
+		t.Errorf("TTL 5s: policy %+v, held %q; want loop 1s, departed 2h, nothing held", p, held)
+	}
+	p = own
+	if held := applyClusterPolicy(&p, &keyspace.ConfigRecord{LoopInterval: "1s"}, 2*time.Second); !strings.Contains(held, "loop_interval 1s") || p.LoopInterval != own.LoopInterval {
+		t.Errorf("TTL 2s: policy %+v, held %q; want the node's own 500ms kept and the reason", p, held)
+	}
+	p = own
+	if held := applyClusterPolicy(&p, &keyspace.ConfigRecord{LoopInterval: "1 second"}, 5*time.Second); held != "" || p != own {
+		t.Errorf("an undecodable duration changed the policy: %+v, %q", p, held)
+	}
+	if err := (keyspace.ConfigRecord{DepartedSlotTTL: "10s"}).Validate(); err == nil || !strings.Contains(err.Error(), "departed_slot_ttl") {
+		t.Errorf("departed_slot_ttl 10s validated: %v", err)
+	}
 }

@@ -221,7 +221,7 @@ func (m *Manager) maintainFailsafe(ctx context.Context, term *election.Term, o o
 // runs promise rounds and extends the term by their result.
 func (m *Manager) failsafeKeeper(term *election.Term, stop <-chan struct{}) {
 	ttl := m.cfg.LeaseTTL
-	tick := time.NewTicker(max(m.cfg.LoopInterval/2, 50*time.Millisecond))
+	tick := time.NewTicker(max(m.loopInterval()/2, 50*time.Millisecond))
 	defer tick.Stop()
 	defer m.setFailsafeActive(false)
 	var warned string
@@ -426,7 +426,7 @@ func (m *Manager) answerFailsafe(ctx context.Context, req failsafeRequest) fails
 		return no("this member holds a term")
 	}
 	// Can this member reach etcd? A linearizable read needs a quorum.
-	gctx, cancel := context.WithTimeout(ctx, min(m.cfg.LoopInterval, m.cfg.LeaseTTL/4))
+	gctx, cancel := context.WithTimeout(ctx, min(m.loopInterval(), m.cfg.LeaseTTL/4))
 	_, err := m.cfg.Client.Get(gctx, m.layout.Leader(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	cancel()
 	if err == nil {
@@ -472,7 +472,7 @@ func (m *Manager) startupHold(o observation) {
 // else can change it, so a record that does not name this node means a
 // failsafe leader may not have asked it, and the term must be given up.
 func (m *Manager) failsafeAfterWin(ctx context.Context) error {
-	gctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	gctx, cancel := context.WithTimeout(ctx, m.loopInterval())
 	defer cancel()
 	resp, err := m.cfg.Client.Get(gctx, m.layout.Failsafe())
 	if err != nil {

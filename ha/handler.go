@@ -56,7 +56,7 @@ func (m *Manager) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /liveness", func(w http.ResponseWriter, r *http.Request) {
 		s := m.snapshot()
-		reply(w, !s.lastStep.IsZero() && time.Since(s.lastStep) < 3*m.cfg.LoopInterval+time.Second, s)
+		reply(w, !s.lastStep.IsZero() && time.Since(s.lastStep) < 3*m.loopInterval()+time.Second, s)
 	})
 	mux.HandleFunc("GET /cluster", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

@@ -20,11 +20,16 @@ func (m *Manager) loop(ctx context.Context) error {
 		// other node has: it must be rewound before it follows anyone.
 		m.wasPrimary = true
 	}
-	tick := time.NewTicker(m.cfg.LoopInterval)
+	every := m.loopInterval()
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		if err := m.step(ctx); err != nil {
 			return err
+		}
+		if d := m.loopInterval(); d != every {
+			every = d
+			tick.Reset(every) // the config record changed it
 		}
 		select {
 		case <-ctx.Done():
@@ -110,6 +115,7 @@ func (m *Manager) step(ctx context.Context) error {
 	m.status.LeaseRenewalMS = 0
 	m.status.Failsafe = m.failsafeActive()
 	m.status.PendingRestart = m.dyn.pending
+	m.status.LoopInterval = Duration(m.loopInterval())
 	t := m.currentTerm()
 	if t != nil && t.Err() == nil {
 		m.status.LeaseRenewalMS = float64(t.RenewalRTT().Microseconds()) / 1000
@@ -133,7 +139,15 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	if !m.view.fill(&o) {
 		return o, false
 	}
-	applyClusterPolicy(&o.Policy, o.Config)
+	if held := applyClusterPolicy(&o.Policy, o.Config, m.cfg.LeaseTTL); held != m.loopHeld {
+		if held != "" {
+			m.log.Warn("cluster setting held back", "why", held)
+		}
+		m.loopHeld = held
+	}
+	if prev := time.Duration(m.loopEvery.Swap(int64(o.Policy.LoopInterval))); prev != o.Policy.LoopInterval {
+		m.log.Info("loop interval changed by the cluster configuration", "from", prev, "to", o.Policy.LoopInterval)
+	}
 	m.termMu.Lock()
 	if m.term != nil {
 		if m.term.Err() == nil {
@@ -142,7 +156,7 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 	}
 	m.termMu.Unlock()
 
-	sctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	sctx, cancel := context.WithTimeout(ctx, m.loopInterval())
 	defer cancel()
 	st, err := m.inst.Status(sctx)
 	if err != nil && m.inst.PID() > 0 && m.inst.ExitErr() == nil {

@@ -49,6 +49,9 @@ type Status struct {
 	// PendingRestart names the PostgreSQL settings that wait for a
 	// restart of this node (see ClusterConfig).
 	PendingRestart []string `json:"pending_restart,omitempty"`
+	// LoopInterval is the loop interval in effect: Config.LoopInterval,
+	// or the cluster configuration's (ClusterConfig.LoopInterval).
+	LoopInterval Duration `json:"loop_interval"`
 }
 
 // Manager runs the HA loop of one node. Create it with [New] and run it
@@ -150,7 +153,15 @@ type Manager struct {
 	hooks        *roleHooks
 	hookRole     Role
 	changeReason string
+	// loopEvery is the loop interval in effect (nanoseconds): the node's
+	// own, or the config record's; loopHeld says why the record's is not
+	// used (loop-owned).
+	loopEvery atomic.Int64
+	loopHeld  string
 }
+
+// loopInterval is the loop interval in effect. Safe for concurrent use.
+func (m *Manager) loopInterval() time.Duration { return time.Duration(m.loopEvery.Load()) }
 
 // New validates cfg and returns a Manager. It contacts nothing.
 func New(cfg Config) (*Manager, error) {
@@ -182,6 +193,7 @@ func New(cfg Config) (*Manager, error) {
 		retry: retryGate{min: cfg.LoopInterval, max: retryMax}, fencerPoke: make(chan struct{}, 1),
 		view: newView(cfg.Client, layout, cfg.Node, cfg.now, log)}
 	m.status.Node = cfg.Node
+	m.loopEvery.Store(int64(cfg.LoopInterval))
 	if cfg.OnRoleChange != nil {
 		if m.hooks, err = newRoleHooks(cfg.OnRoleChange, log, cfg.MeterProvider, cfg.Node, cfg.LeaseTTL); err != nil {
 			return nil, fmt.Errorf("ha: telemetry: %w", err)

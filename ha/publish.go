@@ -107,7 +107,7 @@ func (m *Manager) publish(ctx context.Context, o observation) {
 	if due, _ := publishDue(m.published, rec, o, heartbeat(m.cfg)); !due && m.member != 0 {
 		return
 	}
-	pctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	pctx, cancel := context.WithTimeout(ctx, m.loopInterval())
 	defer cancel()
 	if m.member == 0 {
 		g, err := m.cfg.Client.Grant(pctx, int64(m.cfg.LeaseTTL/time.Second))

@@ -136,7 +136,7 @@ func (m *Manager) doRestart(ctx context.Context, o observation) error {
 // doReload reloads PostgreSQL's configuration on request, publishes what
 // then waits for a restart, and removes the request.
 func (m *Manager) doReload(ctx context.Context, o observation) error {
-	rctx, cancel := context.WithTimeout(ctx, m.cfg.LoopInterval)
+	rctx, cancel := context.WithTimeout(ctx, m.loopInterval())
 	defer cancel()
 	pending, err := m.inst.Reload(rctx)
 	if err != nil {

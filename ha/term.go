@@ -91,7 +91,7 @@ func (m *Manager) campaign(ctx context.Context, o observation) error {
 	}
 	// Bounded: waiting in etcd's queue never decides who is promoted; a
 	// candidate that did not win quickly goes back to observing.
-	cctx, cancel := context.WithTimeout(ctx, 2*m.cfg.LoopInterval)
+	cctx, cancel := context.WithTimeout(ctx, 2*m.loopInterval())
 	defer cancel()
 	term, err := m.el.Campaign(cctx, b)
 	if err != nil {
@@ -263,7 +263,7 @@ func (m *Manager) fencer(term *election.Term, stop, done chan struct{}) {
 			rcancel()
 			return
 		}
-		timer.Reset(min(d, m.cfg.LoopInterval))
+		timer.Reset(min(d, m.loopInterval()))
 		select {
 		case <-stop:
 			return

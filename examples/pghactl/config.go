@@ -38,6 +38,12 @@ func configLines(c ha.ClusterConfig) []string {
 	if c.SyncStandbys != nil {
 		out = append(out, fmt.Sprintf("sync_standbys = %d", *c.SyncStandbys))
 	}
+	if c.LoopInterval != nil {
+		out = append(out, fmt.Sprintf("loop_interval = %v", time.Duration(*c.LoopInterval)))
+	}
+	if c.DepartedSlotTTL != nil {
+		out = append(out, fmt.Sprintf("departed_slot_ttl = %v", time.Duration(*c.DepartedSlotTTL)))
+	}
 	for _, k := range slices.Sorted(maps.Keys(c.Parameters)) {
 		out = append(out, fmt.Sprintf("parameters.%s = %s", k, c.Parameters[k]))
 	}
@@ -90,6 +96,21 @@ func applySet(c *ha.ClusterConfig, kv string) error {
 			return usagef("--set sync_standbys=%s: want a number >= 1", val)
 		}
 		c.SyncStandbys = &n
+	case key == "loop_interval" || key == "departed_slot_ttl":
+		field, lo, hi, eg := &c.LoopInterval, 10*time.Millisecond, 10*time.Second, "500ms"
+		if key == "departed_slot_ttl" {
+			field, lo, hi, eg = &c.DepartedSlotTTL, time.Minute, time.Duration(1<<63-1), "30m"
+		}
+		if unset {
+			*field = nil
+			return nil
+		}
+		d, err := time.ParseDuration(val)
+		if err != nil || d < lo || d > hi {
+			return usagef("--set %s=%s: want a duration from %v to %v, e.g. %s", key, val, lo, hi, eg)
+		}
+		hd := ha.Duration(d)
+		*field = &hd
 	case strings.HasPrefix(key, "parameters."):
 		name := strings.TrimPrefix(key, "parameters.")
 		if name == "" {
@@ -126,7 +147,7 @@ func applySet(c *ha.ClusterConfig, kv string) error {
 		}
 		c.NodeParameters[node][name] = val
 	default:
-		return usagef("--set %s: unknown key; use max_lag_on_failover, sync_mode, sync_standbys, parameters.NAME or node_parameters.NODE.NAME", key)
+		return usagef("--set %s: unknown key; use max_lag_on_failover, sync_mode, sync_standbys, loop_interval, departed_slot_ttl, parameters.NAME or node_parameters.NODE.NAME", key)
 	}
 	return nil
 }
@@ -270,7 +291,8 @@ func (c *cli) editConfig(cur ha.ClusterConfig) (ha.ClusterConfig, error) {
 const configFileHeader = `# pgha cluster-wide configuration. Save and quit to apply (you will see the
 # diff and be asked first); an unchanged file applies nothing.
 # Keys: max_lag_on_failover (bytes), sync_mode (off, on, strict, quorum,
-# quorum-strict), sync_standbys, parameters (NAME: value), node_parameters
+# quorum-strict), sync_standbys, loop_interval (e.g. 500ms),
+# departed_slot_ttl (e.g. 30m), parameters (NAME: value), node_parameters
 # (NODE: {NAME: value}). The leader checks every value before any node
 # applies it.
 `

@@ -18,6 +18,15 @@ import (
 
 func TestApplySet(t *testing.T) {
 	var c ha.ClusterConfig
+	var d ha.ClusterConfig
+	for _, kv := range []string{"loop_interval=300ms", "departed_slot_ttl=2h"} {
+		if err := applySet(&d, kv); err != nil {
+			t.Fatalf("applySet(%s): %v", kv, err)
+		}
+	}
+	if got := configLines(d); !slices.Equal(got, []string{"loop_interval = 300ms", "departed_slot_ttl = 2h0m0s"}) {
+		t.Fatalf("configLines = %q", got)
+	}
 	for _, kv := range []string{"parameters.work_mem=64MB", "node_parameters.n2.work_mem=128MB", "sync_mode=quorum", "sync_standbys=2", "max_lag_on_failover=1048576"} {
 		if err := applySet(&c, kv); err != nil {
 			t.Fatalf("applySet(%s): %v", kv, err)
@@ -44,6 +53,8 @@ func TestApplySet(t *testing.T) {
 		"max_lag_on_failover=-1":  "want a number of bytes",
 		"node_parameters.a/b.x=1": "node \"a/b\"",
 		"just-a-word":             "want key=value",
+		"loop_interval=1ms":       "want a duration from 10ms to 10s",
+		"departed_slot_ttl=soon":  "want a duration from 1m0s",
 	} {
 		if err := applySet(&c, kv); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("applySet(%s) = %v; want an error containing %q", kv, err, want)

@@ -284,7 +284,7 @@ func runEnv(ctx context.Context, args []string, env func(string) string, stdout,
 		fs.DurationVar(&c.wait, "wait", 60*time.Second, "how long to wait for every node to reload")
 	case "edit-config":
 		fs.StringVar(&c.file, "file", "", "apply the configuration in this YAML file (the whole of it; see show-config) instead of editing")
-		fs.Var(&c.sets, "set", "key=value to set (repeatable; an empty value unsets): max_lag_on_failover, sync_mode, sync_standbys, parameters.NAME, node_parameters.NODE.NAME")
+		fs.Var(&c.sets, "set", "key=value to set (repeatable; an empty value unsets): max_lag_on_failover, sync_mode, sync_standbys, loop_interval, departed_slot_ttl, parameters.NAME, node_parameters.NODE.NAME")
 		fs.BoolVar(&c.force, "force", false, "apply without asking for confirmation")
 	}
 	if err := fs.Parse(top.Args()[1:]); err != nil {

@@ -549,6 +549,26 @@ type ConfigRecord struct {
 	Parameters map[string]string `json:"parameters,omitempty"`
 	// NodeParameters override Parameters on one node, by node name.
 	NodeParameters map[string]map[string]string `json:"node_parameters,omitempty"`
+	// LoopInterval and DepartedSlotTTL are Go durations ("500ms",
+	// "30m") overriding every node's own.
+	LoopInterval    string `json:"loop_interval,omitempty"`
+	DepartedSlotTTL string `json:"departed_slot_ttl,omitempty"`
+}
+
+// Durations returns LoopInterval and DepartedSlotTTL parsed (0 when
+// unset).
+func (r ConfigRecord) Durations() (loop, departed time.Duration, err error) {
+	if r.LoopInterval != "" {
+		if loop, err = time.ParseDuration(r.LoopInterval); err != nil || loop < 10*time.Millisecond || loop > 10*time.Second {
+			return 0, 0, fieldErr("config", "loop_interval", fmt.Errorf("%q: want a duration from 10ms to 10s, e.g. 500ms", r.LoopInterval))
+		}
+	}
+	if r.DepartedSlotTTL != "" {
+		if departed, err = time.ParseDuration(r.DepartedSlotTTL); err != nil || departed < time.Minute {
+			return 0, 0, fieldErr("config", "departed_slot_ttl", fmt.Errorf("%q: want a duration of at least 1m, e.g. 30m", r.DepartedSlotTTL))
+		}
+	}
+	return loop, departed, nil
 }
 
 // RestartRequest asks one node's manager to restart its PostgreSQL (fast
@@ -630,7 +650,8 @@ func (r ConfigRecord) Validate() error {
 			return fieldErr("config", "node_parameters."+node, err)
 		}
 	}
-	return nil
+	_, _, err := r.Durations()
+	return err
 }
 
 // Record is implemented by every record type.
