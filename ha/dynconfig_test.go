@@ -189,6 +189,56 @@ func TestHotStandbySettingsOrder(t *testing.T) {
 		t.Fatalf("the primary runs with max_connections %s; want %s until it restarts", got, before)
 	}
 	c.waitHealthy(60 * time.Second)
+
+	// Lowering is the mirror: the primary first. Restarted (in place: the
+	// manager starts it again), the primary runs with 150; lowered to 120,
+	// only the primary has it pending, the standbys' files keep 150 while
+	// the primary runs with more than 120.
+	restartPrimary := func(want string) {
+		t.Helper()
+		if err := lead.inst.Stop(ctx, replicate.Fast); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 60*time.Second, "the primary restarted in place with max_connections "+want, func() error {
+			if got := settingOn(t, lead, "max_connections"); got != want {
+				return fmt.Errorf("%s runs with %s", lead.name, got)
+			}
+			return nil
+		})
+		if l := c.waitHealthy(60 * time.Second); l != lead {
+			t.Fatalf("leader %s after restarting %s in place", l.name, lead.name)
+		}
+	}
+	restartPrimary("150")
+	if err := ProposeConfig(ctx, c.cli, "test", ClusterConfig{Parameters: map[string]string{"max_connections": "120"}}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "max_connections 120 pending on the primary only", func() error {
+		p := pendingOf(t, c)
+		for _, n := range c.nodes {
+			if has := slices.Contains(p[n.name], "max_connections"); has != (n == lead) {
+				return fmt.Errorf("pending %v", p)
+			}
+		}
+		return nil
+	})
+	restartPrimary("120")
+	testutil.Eventually(t, 30*time.Second, "then the standbys have 120 pending", func() error {
+		p := pendingOf(t, c)
+		for _, n := range c.nodes {
+			if has := slices.Contains(p[n.name], "max_connections"); has != (n != lead) {
+				return fmt.Errorf("pending %v", p)
+			}
+		}
+		return nil
+	})
+	for _, n := range c.nodes {
+		if n != lead {
+			if got := settingOn(t, n, "max_connections"); got != "150" {
+				t.Errorf("%s runs with %s before its restart; want 150", n.name, got)
+			}
+		}
+	}
 }
 
 // TestApplyClusterPolicy: the record's loop interval and departed-slot TTL
