@@ -53,10 +53,12 @@ type local struct {
 	SyncStandbyNames  string
 	// StandbyFlush is each streaming standby's flush position.
 	StandbyFlush map[string]uint64
-	// RewindFailures counts the rewinds that failed in a row;
-	// RewindImpossible: the last one said only a new clone helps.
-	RewindFailures   int
-	RewindImpossible bool
+	// RewindFailures counts the rewinds that failed in a row, the first
+	// of them at RewindFailingSince; RewindImpossible: the last one said
+	// only a new clone helps.
+	RewindFailures     int
+	RewindFailingSince time.Time
+	RewindImpossible   bool
 	// ReinitCloned is the etcd revision of the reinit request this node
 	// has re-cloned for (0 if none): it is complete once the node
 	// streams.
@@ -430,19 +432,33 @@ func decideCandidate(o observation) action {
 	return act(actCampaign, "no leader; this node is the best eligible candidate")
 }
 
-// maxRewindFailures is how many rewinds in a row may fail before the node
-// is taken for one a rewind cannot bring back.
-const maxRewindFailures = 3
+// maxRewindFailures is how many rewinds in a row may fail, over at least
+// rewindGiveUpAfter, before the node is taken for one a rewind cannot
+// bring back. Failures in quick succession are what a moving leader
+// causes (a leader that fenced or was replaced while the rewind read from
+// it): they are retried, spaced by the retry gate, until the row has
+// lasted rewindGiveUpAfter.
+const (
+	maxRewindFailures = 3
+	rewindGiveUpAfter = 30 * time.Second
+)
+
+// rewindGivenUp reports whether rewinds have failed long enough, or said
+// only a clone helps, that an operator (or RecloneOnRewindFailure) must
+// bring the node back.
+func rewindGivenUp(l local, now time.Time) bool {
+	return l.RewindImpossible || l.RewindFailures >= maxRewindFailures && now.Sub(l.RewindFailingSince) >= rewindGiveUpAfter
+}
 
 // rewindOrReclone returns the rewind a unless rewinds keep failing (or the
 // last said only a new clone helps): then a reclone from the (writable)
 // leader with RecloneOnRewindFailure, else a wait that says what to do.
 func rewindOrReclone(o observation, a action) action {
 	l := o.Local
-	if !l.RewindImpossible && l.RewindFailures < maxRewindFailures {
+	if !rewindGivenUp(l, o.Now) {
 		return a
 	}
-	why := fmt.Sprintf("%d rewinds in a row failed", l.RewindFailures)
+	why := fmt.Sprintf("%d rewinds in a row failed over %v", l.RewindFailures, o.Now.Sub(l.RewindFailingSince).Round(time.Second))
 	if l.RewindImpossible {
 		why = "pg_rewind cannot bring this data directory back"
 	}

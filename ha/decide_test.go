@@ -347,8 +347,14 @@ func TestDecide(t *testing.T) {
 			o.Policy.Cluster = "main"
 			o.Leader = leader("n2", 2)
 			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery = true, false, false
-			o.Local.RewindFailures = maxRewindFailures
+			o.Local.RewindFailures, o.Local.RewindFailingSince = maxRewindFailures, t0.Add(-rewindGiveUpAfter)
 		}, actWait, "run 'pghactl --cluster main reinit n1'"},
+		{"rewinds failing in quick succession (a moving leader) are retried", func(o *observation) {
+			o.Policy.Cluster = "main"
+			o.Leader = leader("n2", 2)
+			o.Local.WasPrimary, o.Local.Running, o.Local.InRecovery = true, false, false
+			o.Local.RewindFailures, o.Local.RewindFailingSince = maxRewindFailures+2, t0.Add(-2*time.Second)
+		}, actRewind, "rewind"},
 		{"the reinit command names a non-default key root", func(o *observation) {
 			o.Policy.Cluster, o.Policy.KeyRoot = "main", "/my root"
 			o.Leader = leader("n2", 2)

@@ -51,7 +51,7 @@ func (m *Manager) step(ctx context.Context) error {
 	m.applyConfig(ctx, o)
 	a := decide(o)
 	m.problem = ""
-	if a.Kind == actWait && (o.Local.RewindImpossible || o.Local.RewindFailures >= maxRewindFailures || o.Local.RewindIncomplete) {
+	if a.Kind == actWait && (rewindGivenUp(o.Local, o.Now) || o.Local.RewindIncomplete) {
 		m.problem = a.Reason // published in the member record: an operator must act
 	}
 	if s := a.String(); s != m.lastAction {
@@ -168,13 +168,14 @@ func (m *Manager) observe(ctx context.Context) (observation, bool) {
 		return o, false
 	}
 	l := local{
-		Initialized:      m.inst.Initialized(),
-		WasPrimary:       m.wasPrimary,
-		Following:        m.following,
-		RewindFailures:   m.rewindFailures,
-		RewindImpossible: m.rewindImpossible,
-		CrashedAt:        m.crashedAt,
-		ReinitCloned:     m.reinitCloned,
+		Initialized:        m.inst.Initialized(),
+		WasPrimary:         m.wasPrimary,
+		Following:          m.following,
+		RewindFailures:     m.rewindFailures,
+		RewindFailingSince: m.rewindFailingSince,
+		RewindImpossible:   m.rewindImpossible,
+		CrashedAt:          m.crashedAt,
+		ReinitCloned:       m.reinitCloned,
 	}
 	m.startupHold(o)
 	l.PromisedUntil = m.fs.promised()
@@ -334,6 +335,9 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 			}
 		}
 		if err := m.inst.Rewind(ctx, m.source(a.Leader)); err != nil {
+			if m.rewindFailures == 0 {
+				m.rewindFailingSince = o.Now
+			}
 			m.rewindFailures++
 			m.rewindImpossible = errors.Is(err, replicate.ErrRewindImpossible)
 			return fmt.Errorf("rewind from %s: %w", a.Leader.Node, err)

@@ -101,8 +101,9 @@ type Manager struct {
 	notStreamingSince time.Time
 	// rewindFailures counts failed rewinds in a row; rewindImpossible:
 	// the last said only a new clone helps (loop-owned).
-	rewindFailures   int
-	rewindImpossible bool
+	rewindFailures     int
+	rewindFailingSince time.Time
+	rewindImpossible   bool
 	// problem is what the member record's Problem says (loop-owned).
 	problem string
 	// reinitCloned is the revision of the reinit request this node has
