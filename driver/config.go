@@ -22,6 +22,9 @@ import (
 // Defaults for zero fields of [Config].
 const (
 	DefaultFailoverTimeout = 15 * time.Second
+	// DefaultSwitchoverDrain is how long new operations wait for a
+	// planned switchover to complete (Config.SwitchoverDrain).
+	DefaultSwitchoverDrain = 2 * time.Second
 	DefaultProbeInterval   = time.Second
 	DefaultProbeTimeout    = 2 * time.Second
 	DefaultMaxReplicaLag   = 16 << 20 // bytes
@@ -159,6 +162,16 @@ type Config struct {
 	// when there is none (during a failover) before it fails with
 	// [ErrNoPrimary]. Default 15 s; must be positive.
 	FailoverTimeout time.Duration
+	// SwitchoverDrain: in etcd mode, when a planned switchover of the
+	// primary is requested (pghactl switchover, ha.Switchover), new
+	// operations wait up to this long for the new primary instead of
+	// starting on the old one, which lets the transactions in flight
+	// finish (the leader waits for them, up to ha.Config.SwitchoverDrain)
+	// and keeps new ones off a server that is about to stop: a client sees
+	// a pause, not an error. It counts within FailoverTimeout. Default 2
+	// s; negative disables (connection string: pgha_switchover_drain, a
+	// duration or off).
+	SwitchoverDrain time.Duration
 
 	// ProbeInterval is how often the pool checks each known node's role
 	// and WAL position with one query on a dedicated connection. While there
@@ -210,6 +223,7 @@ type Config struct {
 func DefaultConfig() *Config {
 	return &Config{
 		FailoverTimeout: DefaultFailoverTimeout,
+		SwitchoverDrain: DefaultSwitchoverDrain,
 		ProbeInterval:   DefaultProbeInterval,
 		ProbeTimeout:    DefaultProbeTimeout,
 		MaxReplicaLag:   DefaultMaxReplicaLag,
@@ -270,6 +284,9 @@ func (c *Config) poolConfig() *pgxpool.Config {
 func (c *Config) setDefaults() {
 	if c.FailoverTimeout == 0 {
 		c.FailoverTimeout = DefaultFailoverTimeout
+	}
+	if c.SwitchoverDrain == 0 {
+		c.SwitchoverDrain = DefaultSwitchoverDrain
 	}
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = DefaultProbeInterval

@@ -116,12 +116,49 @@ func (p *Pool) retryTarget(ctx context.Context, n *node, err error, at, deadline
 	return p.await(ctx, n, at, deadline)
 }
 
-// writer returns the primary, waiting until deadline for one.
+// writer returns the primary, waiting until deadline for one. While a
+// planned switchover of the primary is requested (p.hold), it waits for
+// the new primary instead, up to the hold's end.
 func (p *Pool) writer(ctx context.Context, deadline time.Time) (*node, error) {
 	if n := p.primary.Load(); n != nil {
-		return n, nil
+		if h := p.hold.Load(); h == nil || h.node != n {
+			return n, nil
+		}
+		return p.held(ctx, n, deadline)
 	}
 	return p.await(ctx, nil, time.Time{}, deadline)
+}
+
+// held waits while a planned switchover moves the primary away from n:
+// until another node is the primary (or none is: then as await), the
+// request is gone, its drain time has passed, or deadline.
+func (p *Pool) held(ctx context.Context, n *node, deadline time.Time) (*node, error) {
+	start := time.Now()
+	defer func() { p.tel.waited(ctx, time.Since(start)) }()
+	for {
+		p.mu.Lock()
+		ch := p.changed
+		p.mu.Unlock()
+		cur := p.primary.Load()
+		if cur == nil {
+			return p.await(ctx, nil, time.Time{}, deadline)
+		}
+		h := p.hold.Load()
+		now := time.Now()
+		if cur != n || h == nil || h.node != n || !now.Before(h.until) || !now.Before(deadline) {
+			return cur, nil
+		}
+		timer := time.NewTimer(min(h.until.Sub(now), deadline.Sub(now)))
+		select {
+		case <-ch:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			err := fmt.Errorf("%w after %v waiting for a planned switchover from %s", ctx.Err(), time.Since(start).Round(time.Millisecond), n.key)
+			return nil, &Error{Kind: ErrNoPrimary, Op: "wait", Node: n.key, Err: err}
+		}
+		timer.Stop()
+	}
 }
 
 // await waits for a primary, until deadline. With failed != nil it waits

@@ -26,6 +26,7 @@ const (
 	keyProbeTimeout    = "pgha_probe_timeout"
 	keyWriteKeepAlive  = "pgha_write_keepalive"
 	keyWriteUserTO     = "pgha_write_tcp_user_timeout"
+	keySwitchoverDrain = "pgha_switchover_drain"
 )
 
 // ParseConfig builds a Config from a connection string: everything
@@ -114,6 +115,15 @@ func ParseConfig(connString string) (*Config, error) {
 			case keyProbeTimeout:
 				c.ProbeTimeout = d
 			}
+		case keySwitchoverDrain:
+			d := time.Duration(-1)
+			if v != "off" {
+				var err error
+				if d, err = time.ParseDuration(v); err != nil || d <= 0 {
+					return nil, perr(k, "invalid duration (a positive one, or off)", err)
+				}
+			}
+			c.SwitchoverDrain = d
 		case keyWriteKeepAlive, keyWriteUserTO:
 			d := time.Duration(-1)
 			if v != "off" {
@@ -131,7 +141,7 @@ func ParseConfig(connString string) (*Config, error) {
 				c.WriteTCPUserTimeout = d
 			}
 		default:
-			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout)", nil)
+			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout, pgha_switchover_drain)", nil)
 		}
 	}
 	if len(c.EtcdEndpoints) > 0 && c.Cluster == "" {

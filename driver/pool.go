@@ -30,6 +30,10 @@ type Pool struct {
 
 	// primary is the node writes go to; nil while there is none.
 	primary atomic.Pointer[node]
+	// hold is set while a planned switchover of the primary is requested
+	// (etcd mode): new operations wait for the new primary, up to until
+	// (see Config.SwitchoverDrain). Nil otherwise.
+	hold atomic.Pointer[switchoverHold]
 	// replicas are the nodes that may serve reads (lag checked per read).
 	replicas atomic.Pointer[[]*node]
 	rr       atomic.Uint32 // round-robin cursor

@@ -166,6 +166,7 @@ func (p *Pool) watchCluster(mr *etcdmirror.Mirror) {
 	leaderPfx := p.layout.Leader() + "/"
 	membersPfx := p.layout.Members()
 	var last election.Leader
+	var lastSwitchover []byte
 	sent := false
 	mr.Run(p.ctx, func(u etcdmirror.Update) error {
 		recs.Apply(u)
@@ -183,6 +184,14 @@ func (p *Pool) watchCluster(mr *etcdmirror.Mirror) {
 			p.applyLeader(l, u.Revision)
 			last, sent = l, true
 		}
+		var sw []byte
+		if kv, ok := recs[p.layout.Switchover()]; ok {
+			sw = kv.Value
+		}
+		if !bytes.Equal(sw, lastSwitchover) {
+			p.applySwitchover(sw)
+			lastSwitchover = sw
+		}
 		if members {
 			vals := map[string][]byte{}
 			for k, kv := range recs {
@@ -196,6 +205,47 @@ func (p *Pool) watchCluster(mr *etcdmirror.Mirror) {
 		}
 		return nil
 	})
+}
+
+// switchoverHold is a planned switchover seen in etcd: operations that
+// would start on node wait for the new primary until until.
+type switchoverHold struct {
+	node  *node
+	until time.Time
+}
+
+// applySwitchover follows the switchover record (nil when there is none):
+// an immediate request to hand over from the current leader starts a
+// hold of SwitchoverDrain; its removal ends it. A scheduled one (At set)
+// holds nothing until the leader makes it immediate.
+func (p *Pool) applySwitchover(v []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	var from string
+	if v != nil {
+		r, err := keyspace.Decode[keyspace.SwitchoverRecord](v)
+		if err != nil {
+			p.log.Warn("switchover record does not parse: ignoring it", "err", err)
+		} else if r.At.IsZero() {
+			from = r.From
+		}
+	}
+	n := p.nodes[from]
+	if from == "" || from != p.leader || n == nil || p.cfg.SwitchoverDrain <= 0 {
+		if p.hold.Swap(nil) != nil {
+			p.publishLocked("switchover request gone")
+		}
+		return
+	}
+	if h := p.hold.Load(); h != nil && h.node == n {
+		return
+	}
+	p.hold.Store(&switchoverHold{node: n, until: time.Now().Add(p.cfg.SwitchoverDrain)})
+	p.log.Info("planned switchover requested: new operations wait for the new primary", "from", from, "up to", p.cfg.SwitchoverDrain)
+	p.publishLocked("switchover requested")
 }
 
 // noteEtcdLive records that the mirror delivered. Called by watchCluster.

@@ -57,6 +57,7 @@ const (
 	DefaultMaxLagOnFailover    = 1 << 20 // 1 MiB
 	DefaultDepartedSlotTTL     = 30 * time.Minute
 	DefaultPrimaryStartTimeout = 30 * time.Second
+	DefaultSwitchoverDrain     = 2 * time.Second
 )
 
 // Config configures a [Manager]. Zero optional fields take the documented
@@ -114,6 +115,15 @@ type Config struct {
 	// leadership. Default 30 s. In synchronous modes the leader fails over
 	// at once.
 	PrimaryStartTimeout time.Duration
+	// SwitchoverDrain bounds how long a leader handing over in a planned
+	// switchover waits for the client transactions open on it to end
+	// before it stops; those still open then are terminated (their
+	// clients see the connection end). driver.Pool holds new work for
+	// its own drain time (pgha_switchover_drain) when it sees the
+	// switchover request, so that short transactions finish and nothing
+	// reaches a primary that is about to stop. Default 2 s; negative: no
+	// wait (the shutdown ends every session at once).
+	SwitchoverDrain time.Duration
 
 	// DepartedSlotTTL is how long the leader keeps the replication slot it
 	// created for a member after that member's record is gone (its lease
@@ -286,6 +296,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PrimaryStartTimeout == 0 {
 		c.PrimaryStartTimeout = DefaultPrimaryStartTimeout
+	}
+	if c.SwitchoverDrain == 0 {
+		c.SwitchoverDrain = DefaultSwitchoverDrain
 	}
 	if c.DepartedSlotTTL == 0 {
 		c.DepartedSlotTTL = DefaultDepartedSlotTTL

@@ -378,6 +378,13 @@ func (m *Manager) execute(ctx context.Context, a action, o observation) error {
 		defer cancel()
 		return m.lead(lctx, o)
 	case actResign:
+		if sw := o.Switchover; sw != nil && sw.From == m.cfg.Node && sw.At.IsZero() && o.Local.Running && !o.Local.InRecovery && m.cfg.SwitchoverDrain > 0 {
+			// A planned handover: let the open transactions finish (the
+			// pools following the leader record hold new work meanwhile).
+			if _, err := m.inst.DrainTransactions(ctx, m.cfg.SwitchoverDrain); err != nil {
+				m.log.Warn("switchover: draining client transactions failed; stopping anyway", "err", err.Error())
+			}
+		}
 		return m.resign(ctx, o, a.Reason)
 	case actRestart:
 		return m.doRestart(ctx, o)

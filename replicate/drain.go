@@ -1,0 +1,80 @@
+package replicate
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// openTransactions counts the client sessions, other than the caller's,
+// that are inside a transaction (an idle pooled connection is not).
+const openTransactions = `SELECT count(*) FROM pg_stat_activity
+	WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start IS NOT NULL`
+
+// DrainResult is what DrainTransactions saw.
+type DrainResult struct {
+	// Waited is how long it waited for the open transactions to end.
+	Waited time.Duration
+	// Open is how many client transactions were open when it started.
+	Open int
+	// Terminated is how many sessions it ended at the bound because
+	// their transaction was still open.
+	Terminated int
+}
+
+// DrainTransactions waits, up to within, until no client session has a
+// transaction open, then terminates the sessions whose transaction is
+// still open (pg_terminate_backend). A primary about to hand over calls it
+// before its shutdown: transactions shorter than within finish, and their
+// clients see no error. It does not stop new transactions from starting:
+// clients that follow the leader record hold their new work meanwhile
+// (driver.Pool does). It returns ErrNotRunning when the server is down.
+func (i *Instance) DrainTransactions(ctx context.Context, within time.Duration) (DrainResult, error) {
+	if i.running() == nil {
+		return DrainResult{}, ErrNotRunning
+	}
+	var r DrainResult
+	start := time.Now()
+	err := i.withAdmin(ctx, "drain transactions", func(c *pgx.Conn) error {
+		tick := time.NewTicker(5 * time.Millisecond) // the poll's pace
+		defer tick.Stop()
+		for first := true; ; first = false {
+			var n int
+			if err := c.QueryRow(ctx, openTransactions).Scan(&n); err != nil {
+				return err
+			}
+			if first {
+				r.Open = n
+			}
+			if n == 0 {
+				return nil
+			}
+			if time.Since(start) >= within {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-tick.C:
+			}
+		}
+		rows, err := c.Query(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start IS NOT NULL`)
+		if err != nil {
+			return err
+		}
+		done, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		for _, ok := range done {
+			if ok {
+				r.Terminated++
+			}
+		}
+		return err
+	})
+	r.Waited = time.Since(start)
+	if err == nil && (r.Open > 0 || r.Terminated > 0) {
+		i.log.Info("client transactions drained", "open", r.Open, "waited", r.Waited.Round(time.Millisecond), "terminated", r.Terminated)
+	}
+	return r, err
+}
