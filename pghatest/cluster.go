@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -25,9 +26,10 @@ const opTimeout = time.Minute
 // test process. [Start] returns it healthy; its methods inject faults and
 // wait for the cluster to recover. Everything stops at the end of the test.
 //
-// The accessors (DSN, NodeDSN, EtcdEndpoints, Nodes, Name) are safe for
-// concurrent use; the fault and wait methods must be called from the test's
-// goroutine, since they fail the test with t.Fatalf.
+// The accessors DSN, EtcdEndpoints, EtcdClient, Nodes and Name are safe for
+// concurrent use, and so are NodeDSN and Instance for a node that exists;
+// the fault and wait methods must be called from the test's goroutine,
+// since they fail the test with t.Fatalf.
 type Cluster struct {
 	t     testing.TB
 	opts  Options
@@ -75,7 +77,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	for i := 1; i <= opts.Nodes; i++ {
 		name := fmt.Sprintf("n%d", i)
 		cfg := testutil.PostgresConfig(t, name)
-		cfg.Parameters = opts.Parameters
+		cfg.Parameters = maps.Clone(opts.Parameters)
 		inst, err := replicate.New(cfg)
 		if err != nil {
 			t.Fatalf("pghatest: PostgreSQL of node %s: %v", name, err)

@@ -173,8 +173,8 @@
 //
 // # Concurrency
 //
-// The accessors ([Cluster.DSN], [Cluster.NodeDSN], [Cluster.EtcdEndpoints],
-// [Cluster.Nodes], [Cluster.Name]) may be called from any goroutine. The
-// fault and wait methods fail the test with t.Fatalf, so call them from the
-// test's goroutine only.
+// The accessors ([Cluster.DSN], [Cluster.EtcdEndpoints], [Cluster.Nodes],
+// [Cluster.Name], and [Cluster.NodeDSN] for a node that exists) may be
+// called from any goroutine. The fault and wait methods fail the test with
+// t.Fatalf, so call them from the test's goroutine only.
 package pghatest
