@@ -101,7 +101,7 @@ func TestCLI(t *testing.T) {
 	}
 	// A wrong cluster name is an operation failure that names the fix.
 	for _, args := range [][]string{{"list"}, {"list", "--json"}, {"history", "--json"}} {
-		r = pghactl(t, append([]string{"--etcd", c.etcd.Endpoints()[0], "--cluster", "other"}, args...)...)
+		r = pghactl(t, append([]string{"--etcd", c.EtcdEndpoints()[0], "--cluster", "other"}, args...)...)
 		if r.code != exitFailed || !strings.Contains(r.stderr, "check --cluster") || r.stdout != "" {
 			t.Errorf("%v of an unknown cluster: %v; want exit 1, a hint and no output", args, r)
 		}
@@ -169,7 +169,7 @@ func TestCLI(t *testing.T) {
 	// failover --to with no leader: pause, let the leader leave (nobody
 	// takes over while paused), then promote a chosen standby.
 	c.ctl(t, exitOK, "pause")
-	c.stopManager(c.node(target))
+	c.StopManager(target)
 	testutil.Eventually(t, 30*time.Second, "no leader after the leader left a paused cluster", func() error {
 		if st := c.state(t); st.Leader != nil {
 			return &stateError{"leader " + st.Leader.Node}

@@ -2,135 +2,56 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/pghatest"
 	"github.com/pgha/pgha/replicate"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// testCluster is a real cluster in the test process: an embedded etcd,
-// three PostgreSQL servers and one ha.Manager each (a minimal copy of
-// ha's own test harness).
+// testCluster is a real cluster in the test process, from pghatest: an
+// embedded etcd, PostgreSQL servers and one ha.Manager each.
 type testCluster struct {
-	t     testing.TB
-	etcd  *testutil.EtcdCluster
-	cli   *clientv3.Client
-	nodes []*testNode
-}
-
-type testNode struct {
-	name   string
-	inst   *replicate.Instance
-	cancel context.CancelFunc
-	done   chan error
+	*pghatest.Cluster
+	t testing.TB
 }
 
 const testClusterName = "clitest"
 
 func startCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
-	etcd := testutil.StartEtcd(t, 1)
-	c := &testCluster{t: t, etcd: etcd, cli: etcd.Client(t)}
-	t.Cleanup(c.stop)
-	for i := 1; i <= n; i++ {
-		name := fmt.Sprintf("n%d", i)
-		inst, err := replicate.New(testutil.PostgresConfig(t, name))
-		if err != nil {
-			t.Fatalf("replicate.New(%s): %v", name, err)
-		}
-		testutil.StopPostgresAtCleanup(t, inst)
-		node := &testNode{name: name, inst: inst}
-		mgr, err := ha.New(ha.Config{
-			Cluster:      testClusterName,
-			Node:         name,
-			Client:       testutil.NewEtcdClient(t, etcd.Endpoints()...),
-			Instance:     inst,
-			LeaseTTL:     2 * time.Second,
-			LoopInterval: 200 * time.Millisecond,
-			Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
-		})
-		if err != nil {
-			t.Fatalf("ha.New(%s): %v", name, err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		node.cancel, node.done = cancel, make(chan error, 1)
-		go func() { node.done <- mgr.Run(ctx) }()
-		c.nodes = append(c.nodes, node)
-	}
-	return c
+	return &testCluster{Cluster: pghatest.Start(t, pghatest.Options{Nodes: n, Cluster: testClusterName}), t: t}
 }
 
-// stopManager stops a node's manager cleanly (a leader stops its
-// PostgreSQL and resigns).
-func (c *testCluster) stopManager(n *testNode) {
-	if n.cancel == nil {
-		return
-	}
-	n.cancel()
-	if err := <-n.done; err != nil {
-		c.t.Errorf("manager %s: Run returned %v", n.name, err)
-	}
-	n.cancel = nil
-}
-
-func (c *testCluster) stop() {
-	var wg sync.WaitGroup
-	for _, n := range c.nodes {
-		wg.Go(func() { c.stopManager(n) })
-	}
-	wg.Wait()
-}
-
-// waitHealthy waits until etcd shows a writable leader and every other
-// running member streaming, and returns the state.
+// waitHealthy waits until the cluster is healthy (pghatest's
+// WaitHealthy: a writable primary, every running standby streaming on its
+// timeline) and etcd holds exactly members member records, and returns
+// the state.
 func (c *testCluster) waitHealthy(timeout time.Duration, members int) ha.ClusterState {
 	c.t.Helper()
+	c.WaitHealthy(timeout)
 	var st ha.ClusterState
-	testutil.Eventually(c.t, timeout, "a writable leader and streaming standbys", func() error {
+	testutil.Eventually(c.t, timeout, fmt.Sprintf("a writable leader and %d members", members), func() error {
 		var err error
-		st, err = ha.ClusterStatus(testutil.Ctx(c.t, 2*time.Second), c.cli, testClusterName)
+		st, err = ha.ClusterStatus(testutil.Ctx(c.t, 2*time.Second), c.EtcdClient(), testClusterName)
 		if err != nil {
 			return err
 		}
 		if st.Leader == nil || !st.Leader.Writable {
 			return fmt.Errorf("leader %+v", st.Leader)
 		}
-		n := 0
-		for _, m := range st.Members {
-			if m.Leader {
-				continue
-			}
-			if m.Role != ha.RoleReplica || !m.Healthy || !m.Streaming || m.Timeline != st.Leader.Timeline {
-				return fmt.Errorf("%s: role %s healthy %v streaming %v timeline %d", m.Node, m.Role, m.Healthy, m.Streaming, m.Timeline)
-			}
-			n++
-		}
-		if n != members-1 {
-			return fmt.Errorf("%d streaming standbys, want %d", n, members-1)
+		if len(st.Members) != members {
+			return fmt.Errorf("%d members, want %d", len(st.Members), members)
 		}
 		return nil
 	})
 	return st
-}
-
-func (c *testCluster) node(name string) *testNode {
-	for _, n := range c.nodes {
-		if n.name == name {
-			return n
-		}
-	}
-	c.t.Fatalf("no node %s", name)
-	return nil
 }
 
 // result is one pghactl run.
@@ -154,7 +75,7 @@ func pghactl(t testing.TB, args ...string) result {
 // ctl runs the CLI against c and checks the exit code.
 func (c *testCluster) ctl(t testing.TB, want int, args ...string) result {
 	t.Helper()
-	full := append([]string{"--etcd", strings.Join(c.etcd.Endpoints(), ","), "--cluster", testClusterName}, args...)
+	full := append([]string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", testClusterName}, args...)
 	r := pghactl(t, full...)
 	if r.code != want {
 		t.Fatalf("pghactl %s: %v; want exit %d", strings.Join(args, " "), r, want)
@@ -224,7 +145,7 @@ func TestDayTwoVerbs(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &nr); err != nil || nr.Node != standby || nr.Leader != leader {
 		t.Fatalf("reinit --json: %+v, %v\n%s", nr, err, r.stdout)
 	}
-	if aside, _ := filepath.Glob(c.node(standby).inst.Config().DataDir + ".replaced-*"); len(aside) != 1 {
+	if aside, _ := filepath.Glob(c.Instance(standby).Config().DataDir + ".replaced-*"); len(aside) != 1 {
 		t.Fatalf("directories moved aside: %v; want one", aside)
 	}
 	c.waitHealthy(60*time.Second, 2)
@@ -234,16 +155,15 @@ func TestDayTwoVerbs(t *testing.T) {
 	if !strings.Contains(r.stderr, "stop its manager") {
 		t.Fatalf("remove of a live member: %v; want a hint to stop it first", r)
 	}
-	sb := c.node(standby)
-	c.stopManager(sb)
-	if err := sb.inst.Stop(testutil.Ctx(t, time.Minute), replicate.Fast); err != nil {
+	c.StopManager(standby)
+	if err := c.Instance(standby).Stop(testutil.Ctx(t, time.Minute), replicate.Fast); err != nil {
 		t.Fatal(err)
 	}
 	r = c.ctl(t, exitOK, "remove", standby, "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &nr); err != nil || nr.Node != standby {
 		t.Fatalf("remove --json: %+v, %v\n%s", nr, err, r.stdout)
 	}
-	ss, err := c.node(leader).inst.Slots(testutil.Ctx(t, 10*time.Second))
+	ss, err := c.Instance(leader).Slots(testutil.Ctx(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,8 +83,8 @@ func TestEditConfig(t *testing.T) {
 		if !strings.Contains(r.stdout, "parameters.work_mem = 16MB") {
 			return fmt.Errorf("show-config: %s", r.stdout)
 		}
-		for _, n := range c.nodes {
-			if !strings.Contains(r.stdout, fmt.Sprintf("# %s: pending restart: shared_buffers", n.name)) {
+		for _, n := range c.Nodes() {
+			if !strings.Contains(r.stdout, fmt.Sprintf("# %s: pending restart: shared_buffers", n)) {
 				return fmt.Errorf("show-config: %s", r.stdout)
 			}
 		}
@@ -92,10 +92,10 @@ func TestEditConfig(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, n := range c.nodes {
-		s, err := n.inst.Settings(ctx)
+	for _, n := range c.Nodes() {
+		s, err := c.Instance(n).Settings(ctx)
 		if err != nil || s["work_mem"].Value != "16384" {
-			t.Errorf("%s: work_mem %q, %v; want 16384 kB", n.name, s["work_mem"].Value, err)
+			t.Errorf("%s: work_mem %q, %v; want 16384 kB", n, s["work_mem"].Value, err)
 		}
 	}
 	r = c.ctl(t, exitOK, "show-config", "--json")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,11 +25,8 @@ type poolWriter struct {
 
 func (c *testCluster) startPoolWriter(t *testing.T) *poolWriter {
 	t.Helper()
-	st := c.waitHealthy(90*time.Second, 3)
-	lead := c.node(st.Leader.Node)
-	cfg := lead.inst.Config()
-	dsn := fmt.Sprintf("user=%s password=%s dbname=postgres pgha_cluster=%s pgha_etcd=%s pgha_failover_timeout=30s",
-		cfg.Superuser, cfg.SuperuserPassword, testClusterName, strings.Join(c.etcd.Endpoints(), ","))
+	c.waitHealthy(90*time.Second, 3)
+	dsn := c.DSN() + " pgha_failover_timeout=30s"
 	ctx, cancel := context.WithCancel(context.Background())
 	pool, err := driver.New(ctx, dsn)
 	if err != nil {
@@ -92,7 +88,7 @@ func TestRollingRestart(t *testing.T) {
 	defer w.stop()
 	c.ctl(t, exitOK, "edit-config", "--force", "--set", "parameters.shared_buffers=40MB")
 	testutil.Eventually(t, 30*time.Second, "shared_buffers pending on every node", func() error {
-		st, err := ha.ClusterStatus(context.Background(), c.cli, testClusterName)
+		st, err := ha.ClusterStatus(context.Background(), c.EtcdClient(), testClusterName)
 		if err != nil {
 			return err
 		}
@@ -107,7 +103,7 @@ func TestRollingRestart(t *testing.T) {
 	r := c.ctl(t, exitOK, "restart", "--pending")
 	took := time.Since(start)
 	t.Logf("pghactl restart --pending:\n%s", r.stdout)
-	st, err := ha.ClusterStatus(context.Background(), c.cli, testClusterName)
+	st, err := ha.ClusterStatus(context.Background(), c.EtcdClient(), testClusterName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +130,7 @@ func TestRollingRestart(t *testing.T) {
 	if len(pauses) > 1 {
 		t.Errorf("%d write pauses over 200 ms (%v); want at most one (the switchover's)", len(pauses), pauses)
 	}
-	lead := c.node(st.Leader.Node)
-	conn, err := lead.inst.Connect(testutil.Ctx(t, 10*time.Second))
+	conn, err := c.Instance(st.Leader.Node).Connect(testutil.Ctx(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

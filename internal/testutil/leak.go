@@ -24,6 +24,20 @@ func VerifyNoLeaks(m *testing.M) {
 	os.Exit(code)
 }
 
+// VerifyNoLeaksOrServers is [VerifyNoLeaks] for packages whose tests start
+// PostgreSQL: after a successful run it also fails the run when a postgres
+// server is still running as a child of this process (see [CheckLeaks]).
+func VerifyNoLeaksOrServers(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := CheckLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
 // LeakWindow is how long [FindLeaks] waits for goroutines to end before it
 // calls them leaked. An embedded etcd member's peer HTTP connections
 // outlive its Close by up to the peer listener's read timeout (rafthttp's
