@@ -124,7 +124,7 @@ func TestEditConfigEditor(t *testing.T) {
 	withEditor := func(editor string, want int, args ...string) result {
 		t.Helper()
 		env := map[string]string{"EDITOR": editor}
-		full := append([]string{"--etcd", strings.Join(c.etcd.Endpoints(), ","), "--cluster", testClusterName}, args...)
+		full := append([]string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", testClusterName}, args...)
 		var out, errb bytes.Buffer
 		code := runEnv(testutil.Ctx(t, time.Minute), full, func(k string) string { return env[k] }, &out, &errb)
 		r := result{code, out.String(), errb.String()}
@@ -138,7 +138,7 @@ func TestEditConfigEditor(t *testing.T) {
 	if !strings.Contains(r.stdout, "- parameters.work_mem = 16MB") || !strings.Contains(r.stdout, "+ parameters.work_mem = 24MB") || strings.Contains(r.stdout, "max_wal_size") {
 		t.Errorf("edit-config through the editor printed:\n%s\nwant work_mem 16MB → 24MB and max_wal_size untouched", r.stdout)
 	}
-	if cfg, _, err := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.cli, testClusterName); err != nil || cfg.Parameters["work_mem"] != "24MB" || cfg.Parameters["max_wal_size"] != "1200MB" {
+	if cfg, _, err := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.EtcdClient(), testClusterName); err != nil || cfg.Parameters["work_mem"] != "24MB" || cfg.Parameters["max_wal_size"] != "1200MB" {
 		t.Errorf("config after the edit: %+v, %v; want work_mem 24MB and max_wal_size 1200MB", cfg.Parameters, err)
 	}
 
@@ -151,7 +151,7 @@ func TestEditConfigEditor(t *testing.T) {
 	if b, err := os.ReadFile(kept[1]); err != nil || !strings.Contains(string(b), "sync_mod: on") {
 		t.Errorf("the kept file %s: %q, %v; want the operator's edit", kept[1], b, err)
 	}
-	if cfg, _, _ := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.cli, testClusterName); cfg.Parameters["work_mem"] != "24MB" {
+	if cfg, _, _ := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.EtcdClient(), testClusterName); cfg.Parameters["work_mem"] != "24MB" {
 		t.Errorf("a refused edit changed the config: %+v", cfg.Parameters)
 	}
 	// The operator fixes the kept file and applies it with --file.
@@ -159,7 +159,7 @@ func TestEditConfigEditor(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.ctl(t, exitOK, "edit-config", "--force", "--file", kept[1])
-	if cfg, _, err := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.cli, testClusterName); err != nil || cfg.Parameters["work_mem"] != "8MB" ||
+	if cfg, _, err := ha.ShowConfig(testutil.Ctx(t, 5*time.Second), c.EtcdClient(), testClusterName); err != nil || cfg.Parameters["work_mem"] != "8MB" ||
 		cfg.SyncMode == nil || *cfg.SyncMode != ha.SyncOn || cfg.Parameters["max_wal_size"] != "" {
 		t.Errorf("config after --file: %+v, %v; want work_mem 8MB, sync_mode on, max_wal_size gone (the file is the whole config)", cfg, err)
 	}

@@ -13,24 +13,24 @@ import (
 )
 
 // show reads a setting on node n with a fresh session.
-func (c *testCluster) show(t *testing.T, n *testNode, name string) string {
+func (c *testCluster) show(t *testing.T, node, name string) string {
 	t.Helper()
-	conn, err := n.inst.Connect(testutil.Ctx(t, 10*time.Second))
+	conn, err := c.Instance(node).Connect(testutil.Ctx(t, 10*time.Second))
 	if err != nil {
-		t.Fatalf("connect to %s: %v", n.name, err)
+		t.Fatalf("connect to %s: %v", node, err)
 	}
 	defer conn.Close(context.Background())
 	var v string
 	if err := conn.QueryRow(testutil.Ctx(t, 10*time.Second), "SELECT current_setting($1)", name).Scan(&v); err != nil {
-		t.Fatalf("%s: current_setting(%s): %v", n.name, name, err)
+		t.Fatalf("%s: current_setting(%s): %v", node, name, err)
 	}
 	return v
 }
 
 // startedAt is when node n's postmaster started.
-func (c *testCluster) startedAt(t *testing.T, n *testNode) time.Time {
+func (c *testCluster) startedAt(t *testing.T, node string) time.Time {
 	t.Helper()
-	conn, err := n.inst.Connect(testutil.Ctx(t, 10*time.Second))
+	conn, err := c.Instance(node).Connect(testutil.Ctx(t, 10*time.Second))
 	if err != nil {
 		return time.Time{}
 	}
@@ -49,9 +49,9 @@ func (c *testCluster) startedAt(t *testing.T, n *testNode) time.Time {
 func TestReload(t *testing.T) {
 	c := startCluster(t, 3)
 	st := c.waitHealthy(90*time.Second, 3)
-	n := c.node(standbyNames(st)[0])
+	n := standbyNames(st)[0]
 	before := c.show(t, n, "work_mem")
-	conn, err := n.inst.Connect(testutil.Ctx(t, 10*time.Second))
+	conn, err := c.Instance(n).Connect(testutil.Ctx(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,28 +62,28 @@ func TestReload(t *testing.T) {
 	}
 	conn.Close(context.Background())
 	if got := c.show(t, n, "work_mem"); got != before {
-		t.Fatalf("work_mem on %s = %s before any reload; want the old %s (the test needs ALTER SYSTEM not to reload)", n.name, got, before)
+		t.Fatalf("work_mem on %s = %s before any reload; want the old %s (the test needs ALTER SYSTEM not to reload)", n, got, before)
 	}
-	r := c.ctl(t, exitOK, "reload", n.name)
-	t.Logf("pghactl reload %s:\n%s", n.name, r.stdout)
+	r := c.ctl(t, exitOK, "reload", n)
+	t.Logf("pghactl reload %s:\n%s", n, r.stdout)
 	if got := c.show(t, n, "work_mem"); got != "7MB" {
-		t.Errorf("work_mem on %s = %s after pghactl reload; want 7MB", n.name, got)
+		t.Errorf("work_mem on %s = %s after pghactl reload; want 7MB", n, got)
 	}
 	if got := c.show(t, n, "max_wal_size"); got != "1500MB" {
-		t.Errorf("max_wal_size on %s = %s after pghactl reload; want 1500MB", n.name, got)
+		t.Errorf("max_wal_size on %s = %s after pghactl reload; want 1500MB", n, got)
 	}
-	if !strings.Contains(r.stdout, n.name+": reloaded; pending restart: shared_buffers") {
-		t.Errorf("pghactl reload output does not report shared_buffers pending on %s:\n%s", n.name, r.stdout)
+	if !strings.Contains(r.stdout, n+": reloaded; pending restart: shared_buffers") {
+		t.Errorf("pghactl reload output does not report shared_buffers pending on %s:\n%s", n, r.stdout)
 	}
 	for _, other := range st.Members {
-		if other.Node != n.name && c.show(t, c.node(other.Node), "work_mem") != before {
-			t.Errorf("%s reloaded too; only %s was named", other.Node, n.name)
+		if other.Node != n && c.show(t, other.Node, "work_mem") != before {
+			t.Errorf("%s reloaded too; only %s was named", other.Node, n)
 		}
 	}
 	// Every node: --json gives the pending settings by node.
 	r = c.ctl(t, exitOK, "--json", "reload")
-	if !strings.Contains(r.stdout, `"`+n.name+`": [`) || !strings.Contains(r.stdout, "shared_buffers") {
-		t.Errorf("pghactl --json reload: %s; want %s with shared_buffers pending", r.stdout, n.name)
+	if !strings.Contains(r.stdout, `"`+n+`": [`) || !strings.Contains(r.stdout, "shared_buffers") {
+		t.Errorf("pghactl --json reload: %s; want %s with shared_buffers pending", r.stdout, n)
 	}
 	c.ctl(t, exitFailed, "reload", "nosuchnode")
 }
@@ -99,7 +99,7 @@ func TestScheduledRestart(t *testing.T) {
 	slices.Sort(standbys)
 	before := map[string]time.Time{}
 	for _, m := range st.Members {
-		before[m.Node] = c.startedAt(t, c.node(m.Node))
+		before[m.Node] = c.startedAt(t, m.Node)
 	}
 
 	r := c.ctl(t, exitFailed, "restart", "--at", time.Now().Add(time.Hour).UTC().Format(time.RFC3339), st.Leader.Node)
@@ -113,7 +113,7 @@ func TestScheduledRestart(t *testing.T) {
 	if r := c.ctl(t, exitOK, "restart", "--cancel", standbys[0]); !strings.Contains(r.stdout, "withdrawn") {
 		t.Errorf("restart --cancel: %s", r.stdout)
 	}
-	if st, _ := ha.ClusterStatus(context.Background(), c.cli, testClusterName); len(st.Restarts) != 0 {
+	if st, _ := ha.ClusterStatus(context.Background(), c.EtcdClient(), testClusterName); len(st.Restarts) != 0 {
 		t.Fatalf("restart requests after --cancel: %+v", st.Restarts)
 	}
 
@@ -124,7 +124,7 @@ func TestScheduledRestart(t *testing.T) {
 	// second goes down: sample who is down while they run.
 	var bothDown []string
 	testutil.Eventually(t, 90*time.Second, "both standbys restarted and the requests gone", func() error {
-		st, err := ha.ClusterStatus(context.Background(), c.cli, testClusterName)
+		st, err := ha.ClusterStatus(context.Background(), c.EtcdClient(), testClusterName)
 		if err != nil {
 			return err
 		}
@@ -150,7 +150,7 @@ func TestScheduledRestart(t *testing.T) {
 	}
 	started := map[string]time.Time{}
 	for _, m := range st.Members {
-		started[m.Node] = c.startedAt(t, c.node(m.Node))
+		started[m.Node] = c.startedAt(t, m.Node)
 	}
 	for _, s := range standbys {
 		if !started[s].After(before[s]) {
