@@ -25,6 +25,9 @@ const (
 	// DefaultSwitchoverDrain is how long new operations wait for a
 	// planned switchover to complete (Config.SwitchoverDrain).
 	DefaultSwitchoverDrain = 2 * time.Second
+	// DefaultCausalWait is how long a read with a causal token waits for a
+	// replica (Config.CausalWait).
+	DefaultCausalWait = 50 * time.Millisecond
 	DefaultProbeInterval   = time.Second
 	DefaultProbeTimeout    = 2 * time.Second
 	DefaultMaxReplicaLag   = 16 << 20 // bytes
@@ -205,6 +208,12 @@ type Config struct {
 	// primary, of a replica that may serve reads. Default 16 MiB; negative
 	// means no limit.
 	MaxReplicaLag int64
+	// CausalWait is how long a read with a causal token
+	// ([ContextWithCausalToken]) waits for a replica to replay past the
+	// token, asking the eligible replicas every 5 ms, before it goes to the
+	// primary instead. Default 50 ms; negative: no wait (the primary at
+	// once). Connection string: pgha_causal_wait (a duration, or off).
+	CausalWait time.Duration
 
 	// Logger receives the pool's log lines (topology changes, failovers,
 	// records that do not parse). Nil means slog.Default().
@@ -224,6 +233,7 @@ func DefaultConfig() *Config {
 	return &Config{
 		FailoverTimeout: DefaultFailoverTimeout,
 		SwitchoverDrain: DefaultSwitchoverDrain,
+		CausalWait:      DefaultCausalWait,
 		ProbeInterval:   DefaultProbeInterval,
 		ProbeTimeout:    DefaultProbeTimeout,
 		MaxReplicaLag:   DefaultMaxReplicaLag,
@@ -287,6 +297,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SwitchoverDrain == 0 {
 		c.SwitchoverDrain = DefaultSwitchoverDrain
+	}
+	if c.CausalWait == 0 {
+		c.CausalWait = DefaultCausalWait
 	}
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = DefaultProbeInterval

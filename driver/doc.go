@@ -204,8 +204,17 @@
 // the primary in [ReadPreferReplicas] mode. In etcd mode the replicas and
 // their lag are those of the member records (healthy replicas; the lag
 // as published, see above); in host mode, those of the probes. For read-your-writes, take
-// [Pool.CausalToken] after writing and read with [WithCausalToken]: a
-// replica serves the read only once it has replayed past the token.
+// [Pool.CausalToken] after writing and read with a context from
+// [ContextWithCausalToken]: a replica serves the read only once it has
+// replayed past the token. When none has, the read asks the eligible
+// replicas every 5 ms for up to [Config.CausalWait] (50 ms by default;
+// the pgha.driver.causal_wait.duration histogram records the waits) and
+// then goes to the primary. Across services, the token travels in the
+// context's OpenTelemetry baggage ([BaggageKey]), or as an HTTP header or
+// gRPC metadata with package causal's middleware, transport and
+// interceptors (TestTwoServices there: a replica whose replay resumed 30
+// ms into the wait served the read after 39 ms; with replay paused, the
+// primary served it after the 300 ms wait).
 //
 // # database/sql
 //
@@ -305,6 +314,7 @@
 //	pgha_write_keepalive   TCP keepalive of connections to the primary (default 3s, or off)
 //	pgha_write_tcp_user_timeout  TCP_USER_TIMEOUT of connections to the primary, Linux (default 10s, or off)
 //	pgha_switchover_drain  how long new work waits for a planned switchover (default 2s, or off)
+//	pgha_causal_wait       how long a read with a causal token waits for a replica (default 50ms, or off)
 //
 // Without pgha_etcd, the hosts of a multi-host string are the host list:
 //

@@ -27,6 +27,7 @@ const (
 	keyWriteKeepAlive  = "pgha_write_keepalive"
 	keyWriteUserTO     = "pgha_write_tcp_user_timeout"
 	keySwitchoverDrain = "pgha_switchover_drain"
+	keyCausalWait      = "pgha_causal_wait"
 )
 
 // ParseConfig builds a Config from a connection string: everything
@@ -115,7 +116,7 @@ func ParseConfig(connString string) (*Config, error) {
 			case keyProbeTimeout:
 				c.ProbeTimeout = d
 			}
-		case keySwitchoverDrain:
+		case keySwitchoverDrain, keyCausalWait:
 			d := time.Duration(-1)
 			if v != "off" {
 				var err error
@@ -123,7 +124,11 @@ func ParseConfig(connString string) (*Config, error) {
 					return nil, perr(k, "invalid duration (a positive one, or off)", err)
 				}
 			}
-			c.SwitchoverDrain = d
+			if k == keySwitchoverDrain {
+				c.SwitchoverDrain = d
+			} else {
+				c.CausalWait = d
+			}
 		case keyWriteKeepAlive, keyWriteUserTO:
 			d := time.Duration(-1)
 			if v != "off" {
@@ -141,7 +146,7 @@ func ParseConfig(connString string) (*Config, error) {
 				c.WriteTCPUserTimeout = d
 			}
 		default:
-			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout, pgha_switchover_drain)", nil)
+			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout, pgha_switchover_drain, pgha_causal_wait)", nil)
 		}
 	}
 	if len(c.EtcdEndpoints) > 0 && c.Cluster == "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgha/pgha/internal/lsn"
+	"go.opentelemetry.io/otel/baggage"
 )
 
 // Reader sends reads by [Config.ReadMode]: to the primary, to replicas
@@ -50,14 +51,59 @@ func ParseCausalToken(s string) (CausalToken, error) {
 
 type causalKey struct{}
 
+// BaggageKey is the OpenTelemetry baggage member that carries a causal
+// token between services: [ContextWithCausalToken] sets it, and
+// [CausalTokenFromContext] reads it when the context has no token of its
+// own, so a token crosses any service that propagates baggage (the W3C
+// baggage header) without code of its own.
+const BaggageKey = "pgha.causal_token"
+
 // WithCausalToken returns a context whose reads through [Reader] see at
-// least the writes committed before tok was taken.
+// least the writes committed before tok was taken. It is
+// [ContextWithCausalToken].
 func WithCausalToken(ctx context.Context, tok CausalToken) context.Context {
-	return context.WithValue(ctx, causalKey{}, tok)
+	return ContextWithCausalToken(ctx, tok)
+}
+
+// ContextWithCausalToken returns a context whose reads through [Reader]
+// see at least the writes committed before tok was taken. The token also
+// goes into the context's OpenTelemetry baggage ([BaggageKey]), so that an
+// outgoing request propagating baggage carries it to the next service.
+// The zero token imposes nothing and is not added.
+func ContextWithCausalToken(ctx context.Context, tok CausalToken) context.Context {
+	ctx = context.WithValue(ctx, causalKey{}, tok)
+	if tok.IsZero() {
+		return ctx
+	}
+	m, err := baggage.NewMemberRaw(BaggageKey, tok.String())
+	if err != nil {
+		return ctx
+	}
+	b, err := baggage.FromContext(ctx).SetMember(m)
+	if err != nil {
+		return ctx // a full or invalid baggage: the context value still carries it
+	}
+	return baggage.ContextWithBaggage(ctx, b)
+}
+
+// CausalTokenFromContext returns the causal token of ctx: the one given to
+// [ContextWithCausalToken], or else the one in its OpenTelemetry baggage
+// ([BaggageKey]); ok is false when there is none (or the baggage's does
+// not parse).
+func CausalTokenFromContext(ctx context.Context) (tok CausalToken, ok bool) {
+	if t, ok := ctx.Value(causalKey{}).(CausalToken); ok {
+		return t, !t.IsZero()
+	}
+	v := baggage.FromContext(ctx).Member(BaggageKey).Value()
+	if v == "" {
+		return CausalToken{}, false
+	}
+	t, err := ParseCausalToken(v)
+	return t, err == nil && !t.IsZero()
 }
 
 func causalFrom(ctx context.Context) uint64 {
-	t, _ := ctx.Value(causalKey{}).(CausalToken)
+	t, _ := CausalTokenFromContext(ctx)
 	return t.lsn
 }
 
@@ -145,28 +191,49 @@ func (r *Reader) pickReplica(ctx context.Context, skip *node) *node {
 		}
 	}
 	// With a causal token no replica is known to have replayed far enough:
-	// ask each eligible one once.
-	for _, n := range reps {
-		if n == skip || !p.eligible(n) {
-			continue
+	// ask each eligible one, again every causalPoll for up to CausalWait,
+	// then leave the read to the primary.
+	start := time.Now()
+	defer func() { p.tel.causalWaited(ctx, time.Since(start)) }()
+	for {
+		asked := false
+		for _, n := range reps {
+			if n == skip || !p.eligible(n) {
+				continue
+			}
+			pool := p.readPool(n)
+			if pool == nil {
+				continue
+			}
+			var lsn int64
+			err := pool.QueryRow(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8, 0)",
+				pgx.QueryExecModeSimpleProtocol).Scan(&lsn)
+			if err != nil {
+				continue
+			}
+			asked = true
+			n.noteReplay(uint64(lsn))
+			if uint64(lsn) >= tok {
+				return n
+			}
 		}
-		pool := p.readPool(n)
-		if pool == nil {
-			continue
+		left := p.cfg.CausalWait - time.Since(start)
+		if !asked || left <= 0 {
+			return nil
 		}
-		var lsn int64
-		err := pool.QueryRow(ctx, "select coalesce((pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8, 0)",
-			pgx.QueryExecModeSimpleProtocol).Scan(&lsn)
-		if err != nil {
-			continue
-		}
-		n.noteReplay(uint64(lsn))
-		if uint64(lsn) >= tok {
-			return n
+		t := time.NewTimer(min(causalPoll, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
 		}
 	}
-	return nil
 }
+
+// causalPoll is how often a read with a causal token asks the replicas
+// their replay position while it waits for one (Config.CausalWait).
+const causalPoll = 5 * time.Millisecond
 
 // readFailed reports whether a read that failed with err on n should be
 // tried once more elsewhere.

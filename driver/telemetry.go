@@ -27,6 +27,7 @@ type telemetry struct {
 	on          bool
 	failovers   metric.Int64Counter
 	wait        metric.Float64Histogram
+	causalWait  metric.Float64Histogram
 	reg         metric.Registration
 	everPrimary atomic.Bool
 	lastPrimary string // guarded by Pool.mu
@@ -45,6 +46,10 @@ func newTelemetry(p *Pool, cfg *Config) (*telemetry, error) {
 	}
 	if t.wait, err = m.Float64Histogram("pgha.driver.primary_wait.duration", metric.WithUnit("s"),
 		metric.WithDescription("Time operations spent waiting for a writable primary.")); err != nil {
+		return nil, err
+	}
+	if t.causalWait, err = m.Float64Histogram("pgha.driver.causal_wait.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time reads with a causal token spent waiting for a replica to replay past it (Config.CausalWait); they then go to the replica, or to the primary when none caught up.")); err != nil {
 		return nil, err
 	}
 	ops, err := m.Int64ObservableCounter("pgha.driver.operations",
@@ -102,6 +107,12 @@ func (t *telemetry) failover(ctx context.Context, to string) {
 func (t *telemetry) waited(ctx context.Context, d time.Duration) {
 	if t.on {
 		t.wait.Record(ctx, d.Seconds())
+	}
+}
+
+func (t *telemetry) causalWaited(ctx context.Context, d time.Duration) {
+	if t.on {
+		t.causalWait.Record(ctx, d.Seconds())
 	}
 }
 
