@@ -27,10 +27,10 @@ const (
 	DefaultSwitchoverDrain = 2 * time.Second
 	// DefaultCausalWait is how long a read with a causal token waits for a
 	// replica (Config.CausalWait).
-	DefaultCausalWait = 50 * time.Millisecond
-	DefaultProbeInterval   = time.Second
-	DefaultProbeTimeout    = 2 * time.Second
-	DefaultMaxReplicaLag   = 16 << 20 // bytes
+	DefaultCausalWait    = 50 * time.Millisecond
+	DefaultProbeInterval = time.Second
+	DefaultProbeTimeout  = 2 * time.Second
+	DefaultMaxReplicaLag = 16 << 20 // bytes
 )
 
 // ReadMode says where [Reader] sends reads.
