@@ -189,18 +189,24 @@ func (p *Pool) await(ctx context.Context, failed *node, since, deadline time.Tim
 		if closed {
 			return nil, ErrClosed
 		}
+		var holdUntil <-chan time.Time
+		var ht *time.Timer
 		if n := p.primary.Load(); n != nil {
-			if n != failed {
+			if h := p.hold.Load(); h != nil && h.node == n && time.Now().Before(h.until) {
+				// A planned switchover of n was requested: as in held.
+				ht = time.NewTimer(time.Until(h.until))
+				holdUntil = ht.C
+			} else if n != failed {
 				return n, nil
-			}
-			if r := n.probe.Load(); r != nil && r.at.After(since) && r.writable() {
+			} else if r := n.probe.Load(); r != nil && r.at.After(since) && r.writable() {
 				return n, nil
 			}
 		}
-		if !possible {
+		if !possible && holdUntil == nil {
 			return nil, &Error{Kind: ErrNoPrimary, Op: "wait", Node: keyOf(failed), Err: last}
 		}
 		select {
+		case <-holdUntil:
 		case <-ch:
 		case <-ctx.Done():
 			p.mu.Lock()
@@ -220,6 +226,9 @@ func (p *Pool) await(ctx context.Context, failed *node, since, deadline time.Tim
 			last := p.lastErr
 			p.mu.Unlock()
 			return nil, &Error{Kind: ErrNoPrimary, Op: "wait", Node: keyOf(failed), Err: last}
+		}
+		if ht != nil {
+			ht.Stop()
 		}
 	}
 }

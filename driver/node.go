@@ -48,6 +48,10 @@ type node struct {
 	// its connections, and a ctx that ends when the node is deposed.
 	wt atomic.Pointer[writeTerm]
 	rp atomic.Pointer[pgxpool.Pool] // read pool: used while the node is a replica
+	// holdGate ends when a planned switchover of the node starts: calls
+	// waiting in its write pool's Acquire then go back to the funnel, which
+	// holds them (see Pool.hold). Replaced by a fresh one each time.
+	holdGate atomic.Pointer[gate]
 
 	ws    atomic.Int32 // wstate
 	probe atomic.Pointer[probeResult]
@@ -308,6 +312,35 @@ func (t *writeTerm) end() {
 	}
 }
 
+// gate is a context that ends once, for a signal to waiting calls.
+type gate struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// gate returns n's current hold gate, making one if needed.
+func (n *node) gate() *gate {
+	for {
+		if g := n.holdGate.Load(); g != nil {
+			return g
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if n.holdGate.CompareAndSwap(nil, &gate{ctx, cancel}) {
+			continue
+		}
+		cancel()
+	}
+}
+
+// openGate ends n's hold gate (waking the calls waiting in its write
+// pool's Acquire) and puts a fresh one in its place.
+func (n *node) openGate() {
+	ctx, cancel := context.WithCancel(context.Background())
+	if old := n.holdGate.Swap(&gate{ctx, cancel}); old != nil {
+		old.cancel()
+	}
+}
+
 // acquireWrite acquires a connection of n's write pool for ctx. It gives
 // up as soon as n stops being the primary (its write term ends), with an
 // error matching errNotPrimary, so that the funnel retries on the new
@@ -326,24 +359,37 @@ func (p *Pool) acquireWrite(ctx context.Context, n *node) (*pgxpool.Conn, error)
 // acquires through pgx's stdlib this way, connhook.go).
 func (p *Pool) acquireWriteWith(ctx context.Context, n *node, acquire func(context.Context, *pgxpool.Pool) error) error {
 	t := n.wt.Load()
+	g := n.gate()
 	actx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(t.ctx, cancel)
+	stopHold := context.AfterFunc(g.ctx, cancel)
 	err := acquire(actx, t.pool)
 	stop()
+	stopHold()
 	cancel()
-	if err != nil && t.ctx.Err() != nil && ctx.Err() == nil {
-		return &deposedError{node: n.key, err: err}
+	if err != nil && ctx.Err() == nil {
+		if t.ctx.Err() != nil {
+			return &deposedError{node: n.key, err: err}
+		}
+		if g.ctx.Err() != nil {
+			return &deposedError{node: n.key, err: err, held: true}
+		}
 	}
 	return err
 }
 
-// deposedError is acquireWrite's error when the node was deposed.
+// deposedError is acquireWrite's error when the node was deposed, or
+// (held) when a planned switchover of it started.
 type deposedError struct {
 	node string
 	err  error
+	held bool
 }
 
 func (e *deposedError) Error() string {
+	if e.held {
+		return "acquire on node " + e.node + " given up: a planned switchover of it started: " + e.err.Error()
+	}
 	return "acquire on node " + e.node + " given up: it stopped being the primary: " + e.err.Error()
 }
 

@@ -208,6 +208,9 @@ func BenchmarkSwitchover(b *testing.B) {
 				}
 				b.StopTimer()
 				errs, longest, _ := l.finish()
+				for _, err := range errs[:min(len(errs), 12)] {
+					b.Logf("N=%d: client error: %v", b.N, err)
+				}
 				b.ReportMetric(float64(len(errs))/float64(b.N), "errors/switchover")
 				b.ReportMetric(longest.Seconds()*1000, "longest-ms")
 			})

@@ -244,6 +244,7 @@ func (p *Pool) applySwitchover(v []byte) {
 		return
 	}
 	p.hold.Store(&switchoverHold{node: n, until: time.Now().Add(p.cfg.SwitchoverDrain)})
+	n.openGate() // calls queued for a connection to n come back to be held
 	p.log.Info("planned switchover requested: new operations wait for the new primary", "from", from, "up to", p.cfg.SwitchoverDrain)
 	p.publishLocked("switchover requested")
 }

@@ -12,6 +12,12 @@ import (
 const openTransactions = `SELECT count(*) FROM pg_stat_activity
 	WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start IS NOT NULL`
 
+// drainQuiet is how long DrainTransactions must see no open transaction
+// before it returns: a request a client sent just before it learnt of the
+// switchover may still be on its way to a backend (not yet a transaction
+// when sampled).
+const drainQuiet = 20 * time.Millisecond
+
 // DrainResult is what DrainTransactions saw.
 type DrainResult struct {
 	// Waited is how long it waited for the open transactions to end.
@@ -23,8 +29,8 @@ type DrainResult struct {
 	Terminated int
 }
 
-// DrainTransactions waits, up to within, until no client session has a
-// transaction open, then terminates the sessions whose transaction is
+// DrainTransactions waits, up to within, until no client session has had
+// a transaction open for 20 ms, then terminates the sessions whose transaction is
 // still open (pg_terminate_backend). A primary about to hand over calls it
 // before its shutdown: transactions shorter than within finish, and their
 // clients see no error. It does not stop new transactions from starting:
@@ -39,6 +45,7 @@ func (i *Instance) DrainTransactions(ctx context.Context, within time.Duration) 
 	err := i.withAdmin(ctx, "drain transactions", func(c *pgx.Conn) error {
 		tick := time.NewTicker(5 * time.Millisecond) // the poll's pace
 		defer tick.Stop()
+		var quietSince time.Time
 		for first := true; ; first = false {
 			var n int
 			if err := c.QueryRow(ctx, openTransactions).Scan(&n); err != nil {
@@ -47,10 +54,19 @@ func (i *Instance) DrainTransactions(ctx context.Context, within time.Duration) 
 			if first {
 				r.Open = n
 			}
-			if n == 0 {
+			now := time.Now()
+			switch {
+			case n > 0:
+				quietSince = time.Time{}
+			case quietSince.IsZero():
+				quietSince = now
+			case now.Sub(quietSince) >= drainQuiet:
 				return nil
 			}
-			if time.Since(start) >= within {
+			if now.Sub(start) >= within {
+				if n == 0 {
+					return nil
+				}
 				break
 			}
 			select {
@@ -59,22 +75,39 @@ func (i *Instance) DrainTransactions(ctx context.Context, within time.Duration) 
 			case <-tick.C:
 			}
 		}
-		rows, err := c.Query(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		rows, err := c.Query(ctx, `SELECT pg_terminate_backend(pid), pid, usename, application_name, state,
+				now() - xact_start, left(query, 60)
+			FROM pg_stat_activity
 			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start IS NOT NULL`)
 		if err != nil {
 			return err
 		}
-		done, err := pgx.CollectRows(rows, pgx.RowTo[bool])
-		for _, ok := range done {
+		for rows.Next() {
+			var ok bool
+			var pid int
+			var user, app, state, query *string
+			var age time.Duration
+			if err := rows.Scan(&ok, &pid, &user, &app, &state, &age, &query); err != nil {
+				return err
+			}
 			if ok {
 				r.Terminated++
 			}
+			i.log.Warn("terminated a session whose transaction outlasted the drain", "pid", pid, "user", deref(user),
+				"application_name", deref(app), "state", deref(state), "transaction_age", age.Round(time.Millisecond), "query", deref(query))
 		}
-		return err
+		return rows.Err()
 	})
 	r.Waited = time.Since(start)
 	if err == nil && (r.Open > 0 || r.Terminated > 0) {
 		i.log.Info("client transactions drained", "open", r.Open, "waited", r.Waited.Round(time.Millisecond), "terminated", r.Terminated)
 	}
 	return r, err
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
