@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/testutil"
 )
 
@@ -127,9 +128,10 @@ func (c *haCluster) checkAcked(t testing.TB, leader string, acked []int64) {
 	}
 }
 
-// TestSwitchoverWithoutErrors: 32 clients (autocommit writes and short
-// explicit transactions) through one pool see no error across a planned
-// switchover: the pool holds new work when it sees the request, the
+// TestSwitchoverWithoutErrors: 32 clients (autocommit writes and explicit
+// transactions of 300 ms) through one new pool see no error across two
+// planned switchovers: the pool holds new work (and work queued for a
+// connection, or waiting for a primary) when it sees the request, the
 // leader waits for the open transactions before it stops, and the held
 // work runs on the new primary. No acknowledged write is lost, and no
 // operation waits longer than the drain time plus the switchover.
@@ -144,20 +146,18 @@ func TestSwitchoverWithoutErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newPool(t, parse(t, connString("pgha_cluster=sw&pgha_failover_timeout=20s&pgha_etcd="+c.etcd.Endpoints()[0])))
-	l := startSwitchoverLoad(p, 32, 0)
-	testutil.Eventually(t, 30*time.Second, "writes before the switchover", func() error {
-		if l.next.Load() < 200 {
-			return errors.New("fewer than 200 operations")
-		}
-		return nil
-	})
+	// Transactions of 300 ms on the pool's 4 connections: most calls
+	// queue for a connection when the switchover starts. The first
+	// switchover comes at once, while the pool's first calls still wait
+	// for a primary.
+	l := startSwitchoverLoad(p, 32, 300*time.Millisecond)
 	var leaders []string
 	for range 2 {
 		leaders = append(leaders, c.switchover(t))
 		before := l.next.Load()
 		testutil.Eventually(t, 30*time.Second, "writes after the switchover", func() error {
-			if l.next.Load() < before+200 {
-				return errors.New("fewer than 200 more operations")
+			if l.next.Load() < before+100 {
+				return errors.New("fewer than 100 more operations")
 			}
 			return nil
 		})
@@ -216,4 +216,98 @@ func BenchmarkSwitchover(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestSwitchoverHold pins down what the pool holds while a planned
+// switchover of its primary is requested (a hand-written request to a
+// leader that never hands over, so the hold runs to its end): a call
+// made while the pool waits for its first primary, and a call queued for
+// the primary's only connection, both wait out the drain time instead of
+// running on the old primary; a scheduled request (At set) holds nothing.
+func TestSwitchoverHold(t *testing.T) {
+	inst := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "sh1"})
+	etcd := testutil.StartEtcd(t, 1)
+	ctx := testutil.Ctx(t, 2*time.Minute)
+	term, err := campaignT(ctx, etcd.Endpoints(), "sh", "sh1", inst, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+	defer term.Resign(context.Background())
+	cli := etcd.Client(t)
+	layout, _ := keyspace.NewLayout("", "sh")
+	request := func(at time.Time) {
+		t.Helper()
+		b, err := keyspace.Encode(keyspace.SwitchoverRecord{From: "sh1", To: "sh2", At: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, layout.Switchover(), string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const drain = 700 * time.Millisecond
+	dsn := connString("pgha_cluster=sh&pgha_switchover_drain=700ms&pgha_etcd=" + etcd.Endpoints()[0])
+
+	// 1. The request is there before the pool's first primary.
+	request(time.Time{})
+	start := time.Now()
+	cfg := parse(t, dsn)
+	cfg.MaxConns = 1
+	p := newPool(t, cfg)
+	if err := p.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < drain-50*time.Millisecond {
+		t.Errorf("a pool's first call with a switchover requested ran after %v; want it held for the drain time (%v)", took, drain)
+	}
+
+	// 2. A call queued for the only connection when the request comes.
+	if _, err := cli.Delete(ctx, layout.Switchover()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "calls run at once without a request", func() error {
+		s := time.Now()
+		if err := p.Ping(ctx); err != nil {
+			return err
+		}
+		if d := time.Since(s); d > 200*time.Millisecond {
+			return fmt.Errorf("ping took %v", d)
+		}
+		return nil
+	})
+	tx, err := p.Begin(ctx) // holds the only connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := make(chan time.Time, 1)
+	go func() {
+		p.Exec(ctx, "SELECT 1")
+		queued <- time.Now()
+	}()
+	testutil.Eventually(t, 5*time.Second, "the call queued for the connection", func() error {
+		if p.Stat().EmptyAcquireCount() == 0 {
+			return errors.New("no acquire waiting")
+		}
+		return nil
+	})
+	requested := time.Now()
+	request(time.Time{})
+	time.AfterFunc(100*time.Millisecond, func() { tx.Commit(context.Background()) }) // the connection comes free well before the drain time
+	if ran := (<-queued).Sub(requested); ran < drain-100*time.Millisecond {
+		t.Errorf("a call queued for the connection ran %v after the request; want it held for the drain time (%v)", ran, drain)
+	}
+
+	// 3. A scheduled request holds nothing.
+	request(time.Now().Add(time.Hour))
+	testutil.Eventually(t, 10*time.Second, "a scheduled request holds nothing", func() error {
+		s := time.Now()
+		if err := p.Ping(ctx); err != nil {
+			return err
+		}
+		if d := time.Since(s); d > 200*time.Millisecond {
+			return fmt.Errorf("ping took %v", d)
+		}
+		return nil
+	})
 }
