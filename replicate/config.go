@@ -123,6 +123,13 @@ type Config struct {
 	// Default false: Clone refuses with [ErrDataDirNotEmpty].
 	ReplaceDataDir bool
 
+	// ReplicaMethods are the ways Clone and Reclone create this node's data
+	// directory, tried in order until one succeeds (see [ReplicaMethod]):
+	// e.g. pgbackrest (restore from the backup repository, then stream)
+	// before basebackup (copy from the source). A failed method's data
+	// directory is moved aside, never deleted. Default: basebackup alone.
+	ReplicaMethods []ReplicaMethod
+
 	// TLS, when TLS.CertFile is set, makes the server require TLS and this
 	// node verify the servers it connects to. Default: off (no ssl
 	// settings written, pg_hba "host" lines, libpq's default sslmode).
@@ -396,6 +403,11 @@ func (c Config) Validate() error {
 	}
 	if c.FenceTimeout < 0 {
 		return &ConfigError{"FenceTimeout", c.FenceTimeout, "must not be negative"}
+	}
+	for n, m := range c.ReplicaMethods {
+		if err := m.validate(n); err != nil {
+			return err
+		}
 	}
 	return nil
 }
