@@ -231,7 +231,7 @@ func TestCloneFromPgBackRest(t *testing.T) {
 		t.Fatalf("Clone from the pgBackRest repository: %v", err)
 	}
 	t.Logf("Clone from pgBackRest took %v", time.Since(start))
-	if err := s.WaitStreaming(ctx); err != nil {
+	if err := s.WaitStreaming(testutil.Ctx(t, 30*time.Second)); err != nil {
 		t.Fatalf("the restored standby does not stream from the primary: %v", err)
 	}
 	auto, err := os.ReadFile(filepath.Join(cfg.DataDir, "postgresql.auto.conf"))

@@ -1,0 +1,157 @@
+package ha
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgha/pgha/internal/testutil"
+)
+
+// walSegments groups the archived WAL segment numbers (log id × 256 +
+// segment, 16 MB segments) by timeline; partial (a timeline's last,
+// incomplete segment, archived by the promoted node) counts as held.
+// dups lists names archived more than once.
+func walSegments(t *testing.T, files []string) (byTLI map[uint64][]uint64, history []string, dups []string) {
+	t.Helper()
+	byTLI = map[uint64][]uint64{}
+	seen := map[string]bool{}
+	for _, f := range files {
+		if strings.HasSuffix(f, ".history") {
+			history = append(history, f)
+			continue
+		}
+		if len(f) < 24 {
+			continue
+		}
+		name := f[:24]
+		if strings.Contains(f, ".partial") {
+			name += ".partial"
+		} else if strings.Contains(f, ".backup") {
+			continue // a backup's label file, not a segment
+		}
+		if seen[name] {
+			dups = append(dups, name)
+		}
+		seen[name] = true
+		tli, err1 := strconv.ParseUint(f[:8], 16, 32)
+		log, err2 := strconv.ParseUint(f[8:16], 16, 32)
+		seg, err3 := strconv.ParseUint(f[16:24], 16, 32)
+		if err1 != nil || err2 != nil || err3 != nil {
+			t.Fatalf("archived file %q is not a WAL segment name", f)
+		}
+		byTLI[tli] = append(byTLI[tli], log*256+seg)
+	}
+	for k := range byTLI {
+		slices.Sort(byTLI[k])
+	}
+	return byTLI, history, dups
+}
+
+// TestArchiveSurvivesFailover: WAL archiving set cluster-wide (archive_mode,
+// archive_command, restore_command in the cluster's configuration,
+// archive_mode applied by a rolling restart of the nodes it is pending
+// on) continues on the new primary after a failover: pgbackrest check
+// passes on it, the repository's archive spans both timelines with no
+// missing segment between the first archived one and the last, no
+// segment twice, and the promotion's history file.
+func TestArchiveSurvivesFailover(t *testing.T) {
+	repo := testutil.NewPgBackRest(t, "main")
+	c := startCluster(t, clusterOpts{n: 2})
+	c.sample()
+	lead := c.waitHealthy(90 * time.Second)
+	ctx := testutil.Ctx(t, 4*time.Minute)
+
+	if err := ProposeConfig(ctx, c.cli, "test", ClusterConfig{Parameters: repo.ArchiveParameters()}); err != nil {
+		t.Fatalf("ProposeConfig(archive settings): %v", err)
+	}
+	testutil.Eventually(t, 30*time.Second, "archive_mode pending restart on every node", func() error {
+		p := pendingOf(t, c)
+		for _, n := range c.nodes {
+			if !slices.Contains(p[n.name], "archive_mode") {
+				return fmt.Errorf("pending restart %v", p)
+			}
+		}
+		return nil
+	})
+	done, err := RollingRestart(ctx, c.cli, "test", RollingRestartOptions{PendingOnly: true, NoSwitchover: true})
+	if err != nil {
+		t.Fatalf("RollingRestart: %v (restarted %v)", err, done)
+	}
+	for _, n := range c.nodes {
+		if got := settingOn(t, n, "archive_mode"); got != "on" {
+			t.Fatalf("%s runs with archive_mode %s after the rolling restart; want on", n.name, got)
+		}
+		if got := settingOn(t, n, "archive_command"); got != repo.ArchiveCommand() {
+			t.Fatalf("%s runs with archive_command %q; want %q", n.name, got, repo.ArchiveCommand())
+		}
+	}
+	lead = c.waitHealthy(60 * time.Second)
+	repo.Run(ctx, lead.inst, "stanza-create")
+	repo.Run(ctx, lead.inst, "check")
+	repo.Run(ctx, lead.inst, "backup", "--type=full")
+
+	w := c.startWriter()
+	defer w.stop()
+	w.waitMore(t, 20, 30*time.Second, "writes before the failover")
+	c.stopManager(lead, true)
+	kill9(t, lead)
+	c.waitNewLeader(lead.name, 30*time.Second, "a new leader")
+	w.waitMore(t, 20, 30*time.Second, "writes on the new primary")
+	w.stop()
+	lr, err := c.leaderRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.Timeline < 2 {
+		t.Fatalf("new leader %s on timeline %d; want a new timeline", lr.Node, lr.Timeline)
+	}
+	newLead := c.node(lr.Node)
+	// check switches WAL on the new primary and waits for that segment
+	// in the archive: the new primary archives.
+	out := repo.Run(ctx, newLead.inst, "check")
+	t.Logf("pgbackrest check on the new primary %s: ok %s", newLead.name, strings.TrimSpace(out))
+
+	info := repo.Info(ctx)
+	if info.Status.Code != 0 || len(info.Archive) != 1 {
+		t.Fatalf("pgbackrest info: status %d %q, %d archives; want ok and one: %+v", info.Status.Code, info.Status.Message, len(info.Archive), info)
+	}
+	a := info.Archive[0]
+	t.Logf("archive %s: min %s max %s", a.ID, a.Min, a.Max)
+	if !strings.HasPrefix(a.Min, "00000001") || !strings.HasPrefix(a.Max, fmt.Sprintf("%08X", lr.Timeline)) {
+		t.Fatalf("archive min %s max %s; want timeline 1 to timeline %d", a.Min, a.Max, lr.Timeline)
+	}
+	byTLI, history, dups := walSegments(t, repo.ArchivedFiles())
+	t.Logf("archived segments by timeline: %v; history files %v", byTLI, history)
+	if len(dups) > 0 {
+		t.Fatalf("segments archived twice: %v", dups)
+	}
+	if want := fmt.Sprintf("%08X.history", lr.Timeline); !slices.Contains(history, want) {
+		t.Fatalf("history files %v; want %s (the promotion's)", history, want)
+	}
+	// Each timeline's segments are contiguous, and the next timeline
+	// starts at most one segment after the previous one ends (it starts
+	// in the segment of the switch point).
+	var prevEnd uint64
+	for tli := uint64(1); tli <= uint64(lr.Timeline); tli++ {
+		segs := byTLI[tli]
+		if len(segs) == 0 {
+			if tli == uint64(lr.Timeline) || tli == 1 {
+				t.Fatalf("no segment archived on timeline %d: %v", tli, byTLI)
+			}
+			continue // an intermediate timeline that wrote nothing
+		}
+		for k := 1; k < len(segs); k++ {
+			if segs[k] != segs[k-1]+1 && segs[k] != segs[k-1] { // a segment and its .partial share a number
+				t.Fatalf("gap on timeline %d: segment %X then %X: %v", tli, segs[k-1], segs[k], byTLI)
+			}
+		}
+		if tli > 1 && segs[0] > prevEnd+1 {
+			t.Fatalf("gap between timelines: the previous ends at segment %X, timeline %d starts at %X: %v", prevEnd, tli, segs[0], byTLI)
+		}
+		prevEnd = segs[len(segs)-1]
+	}
+}
