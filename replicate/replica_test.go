@@ -299,3 +299,91 @@ func TestReplicaMethodsBadConfig(t *testing.T) {
 		t.Errorf("ParseReplicaMethods(pgbackrest, basebackup) = %+v, %v", ms, err)
 	}
 }
+
+// TestStandbyCatchesUpFromArchive: a standby stopped while the primary
+// wrote, switched and recycled more WAL than it keeps (no slot,
+// wal_keep_size 0) cannot stream from where it stopped; with
+// restore_command it restores the missing segments from the pgBackRest
+// archive, catches up, and streams again, without a new clone.
+func TestStandbyCatchesUpFromArchive(t *testing.T) {
+	ctx := testutil.Ctx(t, 3*time.Minute)
+	repo := testutil.NewPgBackRest(t, "main")
+	params := repo.ArchiveParameters()
+	params["wal_keep_size"] = "0"
+	params["max_wal_size"] = "32MB"
+	params["min_wal_size"] = "32MB"
+	p := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "arprimary", Parameters: params})
+	repo.Run(ctx, p, "stanza-create")
+	s := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "arstandby", CloneFrom: p, NoSlot: true, Parameters: params})
+	if err := testutil.PostgresExec(ctx, p, "CREATE TABLE ar (i int)"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "the standby replays the table", func() error {
+		_, err := testutil.PostgresQueryInt(ctx, s, "SELECT count(*) FROM ar")
+		return err
+	})
+	conn, err := s.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stoppedAt string
+	err = conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&stoppedAt)
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(ctx, replicate.Fast); err != nil {
+		t.Fatal(err)
+	}
+	// Six segments of WAL the standby misses, archived, then recycled on
+	// the primary by checkpoints.
+	const rows = 6
+	for i := range rows {
+		if err := testutil.PostgresExec(ctx, p, "INSERT INTO ar SELECT $1::int FROM generate_series(1, 1000)", i); err != nil {
+			t.Fatal(err)
+		}
+		if err := testutil.PostgresExec(ctx, p, "SELECT pg_switch_wal()"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc, err := p.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(context.Background())
+	var need string
+	if err := pc.QueryRow(ctx, "SELECT pg_walfile_name($1::text::pg_lsn)", stoppedAt).Scan(&need); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, "the primary archived its WAL and removed the segment the standby needs", func() error {
+		if _, err := pc.Exec(ctx, "CHECKPOINT"); err != nil {
+			return err
+		}
+		var oldest, archived, current string
+		err := pc.QueryRow(ctx, `SELECT (SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'),
+			coalesce((SELECT last_archived_wal FROM pg_stat_archiver), ''), pg_walfile_name(pg_current_wal_lsn())`).Scan(&oldest, &archived, &current)
+		if err != nil {
+			return err
+		}
+		if oldest <= need || archived < need {
+			return fmt.Errorf("the standby needs %s; oldest segment on the primary %s, last archived %s, current %s", need, oldest, archived, current)
+		}
+		return nil
+	})
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, "the standby catches up", func() error {
+		n, err := testutil.PostgresQueryInt(ctx, s, "SELECT count(*) FROM ar")
+		if err == nil && n != rows*1000 {
+			err = fmt.Errorf("%d rows, want %d", n, rows*1000)
+		}
+		return err
+	})
+	if err := s.WaitStreaming(testutil.Ctx(t, 30*time.Second)); err != nil {
+		t.Fatalf("the standby does not stream again after catching up from the archive: %v", err)
+	}
+	if log := s.LogTail(64 << 10); !strings.Contains(log, "restored log file \""+need+"\" from archive") {
+		t.Fatalf("the standby did not restore %s from the archive; its log:\n%s", need, log)
+	}
+}
