@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -55,18 +54,11 @@ func (i *Instance) Init(ctx context.Context) (err error) {
 	if err := i.prepareEmptyDir(i.cfg.DataDir, false); err != nil {
 		return err
 	}
-	pwDir, err := os.MkdirTemp("", "pgha-initdb-")
+	pw, cleanup, err := i.secretFile("pgha-initdb-", "pw", i.cfg.SuperuserPassword+"\n")
 	if err != nil {
-		return fmt.Errorf("replicate: %w", err)
-	}
-	defer os.RemoveAll(pwDir)
-	if err := i.chown(pwDir); err != nil {
 		return err
 	}
-	pw := filepath.Join(pwDir, "pw")
-	if err := i.writeFile(pw, []byte(i.cfg.SuperuserPassword+"\n"), 0o600); err != nil {
-		return err
-	}
+	defer cleanup()
 	args := []string{"-D", i.cfg.DataDir, "-U", i.cfg.Superuser, "--auth=scram-sha-256", "--pwfile=" + pw,
 		"--encoding=UTF8", "--locale=C", "--data-checksums"}
 	if i.cfg.UnsafeNoSync {
@@ -162,6 +154,13 @@ func (i *Instance) clone(ctx context.Context, src Source, replace bool) (err err
 		if err == nil {
 			i.log.Info("cloned", "source", src.String(), "method", m.String(), "took", time.Since(start), "method_took", time.Since(mstart))
 			return nil
+		}
+		if p := i.running(); p != nil {
+			// createReplica could not stop the server it started: never
+			// move a running server's directory.
+			errs = append(errs, &MethodError{Method: m, Err: err})
+			return opErr(fmt.Sprintf("clone %s from %s", i.cfg.Name, src),
+				errors.Join(append(errs, fmt.Errorf("%w: the server started by the failed method still runs (pid %d): stop it, then move %s aside", ErrRunning, p.pid, i.cfg.DataDir))...))
 		}
 		aside, merr := i.moveAsideFailed(m.Kind)
 		me := &MethodError{Method: m, MovedTo: aside, Err: err}

@@ -71,7 +71,8 @@ const DefaultReplicaMethodTimeout = time.Hour
 // 0 is success. The command needs not configure the standby: pgha writes
 // standby.signal, primary_conninfo and primary_slot_name afterwards (other
 // lines of postgresql.auto.conf, e.g. a restore_command, are kept). On a
-// timeout its process group gets SIGTERM, then SIGKILL 5 s later.
+// timeout its process group gets SIGTERM, and the command SIGKILL 5 s
+// later if it has not exited.
 type ReplicaMethod struct {
 	// Kind is basebackup, pgbackrest or command. Required.
 	Kind ReplicaMethodKind
@@ -281,19 +282,12 @@ func (i *Instance) restorePgBackRest(ctx context.Context, m ReplicaMethod) error
 // runReplicaCommand runs a user's replica creation command with the
 // documented environment (see ReplicaMethod).
 func (i *Instance) runReplicaCommand(ctx context.Context, m ReplicaMethod, src Source, sysID uint64) error {
-	dir, err := os.MkdirTemp("", "pgha-replica-command-")
+	pass, cleanup, err := i.secretFile("pgha-replica-command-", "pgpass", i.passFileContent())
 	if err != nil {
-		return fmt.Errorf("replicate: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	if err := i.chown(dir); err != nil {
 		return err
 	}
-	pass := filepath.Join(dir, "pgpass")
-	if err := i.writeFile(pass, []byte(i.passFileContent()), 0o600); err != nil {
-		return err
-	}
-	work := filepath.Join(dir, "work")
+	defer cleanup()
+	work := filepath.Join(filepath.Dir(pass), "work")
 	if err := os.Mkdir(work, 0o700); err != nil {
 		return fmt.Errorf("replicate: %w", err)
 	}
@@ -319,6 +313,27 @@ func (i *Instance) runReplicaCommand(ctx context.Context, m ReplicaMethod, src S
 	}
 	_, err = i.runPath(ctx, m.Path, m.Args, runOpts{env: env, dir: work, group: true})
 	return err
+}
+
+// secretFile writes content to a new mode-0600 file called name, owned
+// by the OS user, in a new temp dir that only it can read; cleanup removes
+// both.
+func (i *Instance) secretFile(prefix, name, content string) (path string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("replicate: %w", err)
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	if err := i.chown(dir); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	path = filepath.Join(dir, name)
+	if err := i.writeFile(path, []byte(content), 0o600); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return path, cleanup, nil
 }
 
 // moveAsideFailed moves a data directory a failed method left behind to
