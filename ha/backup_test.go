@@ -2,6 +2,8 @@ package ha
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
 )
 
 // walSegments groups the archived WAL segment numbers (log id × 256 +
@@ -153,5 +156,39 @@ func TestArchiveSurvivesFailover(t *testing.T) {
 			t.Fatalf("gap between timelines: the previous ends at segment %X, timeline %d starts at %X: %v", prevEnd, tli, segs[0], byTLI)
 		}
 		prevEnd = segs[len(segs)-1]
+	}
+}
+
+// TestReplicaMethodsInCluster: the HA loop clones a new standby with the
+// node's replica methods in order: a first method that fails leaves its
+// directory moved aside, and basebackup builds the standby that streams.
+func TestReplicaMethodsInCluster(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fail := filepath.Join(dir, "fail.sh")
+	if err := os.WriteFile(fail, []byte("#!/bin/sh\necho junk > \"$PGHA_DATA_DIR/partial\"\nexit 2\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, clusterOpts{n: 2, pgConfig: func(_ string, cfg *replicate.Config) {
+		cfg.ReplicaMethods = []replicate.ReplicaMethod{{Kind: replicate.MethodCommand, Path: fail}, {Kind: replicate.MethodBasebackup}}
+	}})
+	lead := c.waitHealthy(90 * time.Second)
+	for _, n := range c.nodes {
+		aside, err := filepath.Glob(n.inst.Config().DataDir + ".failed-command-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case n == lead && len(aside) != 0:
+			t.Fatalf("the bootstrap node %s moved a directory aside: %v", n.name, aside)
+		case n != lead && len(aside) != 1:
+			t.Fatalf("standby %s: directories moved aside %v; want the failed command's one", n.name, aside)
+		case n != lead:
+			if _, err := os.Stat(filepath.Join(aside[0], "partial")); err != nil {
+				t.Fatalf("the failed command's file is not in %s: %v", aside[0], err)
+			}
+		}
 	}
 }
