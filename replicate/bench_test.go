@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"testing"
@@ -330,6 +331,27 @@ func BenchmarkReplicaMethods(b *testing.B) {
 			}
 			create.report(b, "create")
 			b.ReportMetric(float64(dbBytes)/(1<<20), "db-MB")
+			if m.method.Kind == replicate.MethodPgBackRest {
+				// The restore alone, as pgBackRest timed it (its last
+				// "restore command end" line); the rest of create is the
+				// standby's start and catch-up.
+				b.ReportMetric(lastRestoreMillis(b, repo), "restore-ms")
+			}
 		})
 	}
+}
+
+// lastRestoreMillis returns the duration of the last restore in the
+// repository's restore log, in milliseconds.
+func lastRestoreMillis(b *testing.B, repo *testutil.PgBackRest) float64 {
+	log, err := os.ReadFile(filepath.Join(repo.Dir, "log", repo.Stanza+"-restore.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := regexp.MustCompile(`restore command end: completed successfully \((\d+)ms\)`).FindAllSubmatch(log, -1)
+	if len(m) == 0 {
+		b.Fatalf("no completed restore in the pgBackRest restore log")
+	}
+	ms, _ := strconv.ParseFloat(string(m[len(m)-1][1]), 64)
+	return ms
 }
