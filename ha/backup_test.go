@@ -54,16 +54,20 @@ func walSegments(t *testing.T, files []string) (byTLI map[uint64][]uint64, histo
 	return byTLI, history, dups
 }
 
-// TestArchiveSurvivesFailover: WAL archiving set cluster-wide (archive_mode,
-// archive_command, restore_command in the cluster's configuration,
-// archive_mode applied by a rolling restart of the nodes it is pending
-// on) continues on the new primary after a failover: pgbackrest check
-// passes on it, the repository's archive spans both timelines with no
-// missing segment between the first archived one and the last, no
+// TestArchiveSurvivesFailover: WAL archiving set cluster-wide
+// (archive_mode, archive_command, restore_command in the cluster's
+// configuration, archive_mode applied by a rolling restart of the nodes it
+// is pending on) loses no segment across a failover, even when the
+// primary dies with segments it never archived: its archive_command is
+// made to fail (a node override) while it writes and switches three
+// segments, and the promoted standby, with ArchiveReceivedWAL, archives
+// the segments it received. After the failover pgbackrest check passes on
+// the new primary, and the repository's archive spans both timelines with
+// no missing segment between the first archived one and the last, no
 // segment twice, and the promotion's history file.
 func TestArchiveSurvivesFailover(t *testing.T) {
 	repo := testutil.NewPgBackRest(t, "main")
-	c := startCluster(t, clusterOpts{n: 2})
+	c := startCluster(t, clusterOpts{n: 2, pgConfig: func(_ string, cfg *replicate.Config) { cfg.ArchiveReceivedWAL = true }})
 	c.sample()
 	lead := c.waitHealthy(90 * time.Second)
 	ctx := testutil.Ctx(t, 4*time.Minute)
@@ -97,6 +101,28 @@ func TestArchiveSurvivesFailover(t *testing.T) {
 	repo.Run(ctx, lead.inst, "check")
 	repo.Run(ctx, lead.inst, "backup", "--type=full")
 
+	// The primary's archiving fails from now on, while it writes and
+	// switches three segments that its standby receives.
+	stuck := ClusterConfig{Parameters: repo.ArchiveParameters(), NodeParameters: map[string]map[string]string{lead.name: {"archive_command": "/bin/false"}}}
+	if err := ProposeConfig(ctx, c.cli, "test", stuck); err != nil {
+		t.Fatalf("ProposeConfig(a failing archive_command on %s): %v", lead.name, err)
+	}
+	testutil.Eventually(t, 30*time.Second, "the primary's archive_command fails", func() error {
+		if got := settingOn(t, lead, "archive_command"); got != "/bin/false" {
+			return fmt.Errorf("archive_command %q", got)
+		}
+		return nil
+	})
+	for i := range 3 {
+		for _, q := range []string{"CREATE TABLE IF NOT EXISTS seg (i int)", fmt.Sprintf("INSERT INTO seg VALUES (%d)", i), "SELECT pg_switch_wal()"} {
+			if err := testutil.PostgresExec(ctx, lead.inst, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if failed, err := testutil.PostgresQueryInt(ctx, lead.inst, "SELECT failed_count FROM pg_stat_archiver"); err != nil || failed == 0 {
+		t.Fatalf("the primary's failed archive attempts: %d, %v; want some", failed, err)
+	}
 	w := c.startWriter()
 	defer w.stop()
 	w.waitMore(t, 20, 30*time.Second, "writes before the failover")

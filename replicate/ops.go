@@ -370,6 +370,13 @@ func (i *Instance) Promote(ctx context.Context) (timeline uint32, err error) {
 	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
 		return 0, fmt.Errorf("replicate: promote %s: %w", i.cfg.Name, err)
 	}
+	if inRecovery && i.cfg.ArchiveReceivedWAL {
+		// Before the promotion, while no checkpoint of the new primary
+		// can remove them; again after it for the segments completed
+		// meanwhile.
+		i.archiveReceivedWAL()
+		defer i.archiveReceivedWAL()
+	}
 	if inRecovery {
 		var sent bool
 		if err := conn.QueryRow(ctx, "SELECT pg_promote(false)").Scan(&sent); err != nil {

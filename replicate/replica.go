@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -313,6 +314,41 @@ func (i *Instance) runReplicaCommand(ctx context.Context, m ReplicaMethod, src S
 	}
 	_, err = i.runPath(ctx, m.Path, m.Args, runOpts{env: env, dir: work, group: true})
 	return err
+}
+
+// walSegmentRE matches a WAL segment file name.
+var walSegmentRE = regexp.MustCompile(`^[0-9A-F]{24}$`)
+
+// archiveReceivedWAL marks the WAL segments in pg_wal whose archive
+// status is "done" (a standby's received segments; see
+// Config.ArchiveReceivedWAL) "ready", so that the archiver of the
+// promoted server pushes them. It returns how many it marked.
+func (i *Instance) archiveReceivedWAL() int {
+	dir := filepath.Join(i.cfg.DataDir, "pg_wal", "archive_status")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		i.log.Warn("archive received WAL: read archive_status", "err", err.Error())
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		seg, ok := strings.CutSuffix(e.Name(), ".done")
+		if !ok || !walSegmentRE.MatchString(seg) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(i.cfg.DataDir, "pg_wal", seg)); err != nil {
+			continue // recycled meanwhile
+		}
+		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dir, seg+".ready")); err != nil {
+			i.log.Warn("archive received WAL: mark ready", "segment", seg, "err", err.Error())
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		i.log.Info("received WAL handed to the archiver", "segments", n)
+	}
+	return n
 }
 
 // secretFile writes content to a new mode-0600 file called name, owned

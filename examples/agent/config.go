@@ -69,6 +69,7 @@ type config struct {
 	pgbackrestConfig     string
 	pgbackrestOptions    []string
 	replicaCommand       string
+	archiveReceivedWAL   bool
 	// PostgreSQL TLS (replicate.Config.TLS): on when pgSSLCertFile is set.
 	pgSSLCertFile       string
 	pgSSLKeyFile        string
@@ -218,6 +219,7 @@ func (c *config) settings() []setting {
 		{"pgbackrest-config", "pgBackRest configuration file, absolute (default: pgBackRest's own)", &c.pgbackrestConfig},
 		{"pgbackrest-options", "extra pgBackRest options for the restore, --name=value, comma-separated (e.g. --process-max=4)", &c.pgbackrestOptions},
 		{"replica-command", "executable the command replica method runs to fill PGHA_DATA_DIR (WAL-G, Barman, a snapshot); absolute path; environment documented at replicate.ReplicaMethod", &c.replicaCommand},
+		{"archive-received-wal", "on promotion, archive the WAL segments this standby received, so that what a dead primary had not archived yet is not missing from the archive; the archive then gets some segments twice with the same content, which archive_command must accept (pgbackrest archive-push does)", &c.archiveReceivedWAL},
 		{"keep-postgres-running", "leave a standby's PostgreSQL running when the agent exits (a leader's is always stopped)", &c.keepPostgresRunning},
 
 		{"lease-ttl", "leader and member lease TTL, whole seconds", &c.leaseTTL},
@@ -701,7 +703,7 @@ var fieldSettings = map[string]string{
 	"ReplicaMethods":                   "replica-methods", "ReplicaMethods.Kind": "replica-methods",
 	"ReplicaMethods.Timeout": "replica-method-timeout", "ReplicaMethods.Stanza": "pgbackrest-stanza",
 	"ReplicaMethods.ConfigFile": "pgbackrest-config", "ReplicaMethods.Args": "pgbackrest-options",
-	"ReplicaMethods.Path": "replica-command",
+	"ReplicaMethods.Path": "replica-command", "ArchiveReceivedWAL": "archive-received-wal",
 }
 
 // replicaMethodList builds replicate.Config.ReplicaMethods from the

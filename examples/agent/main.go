@@ -184,6 +184,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		SuperuserPassword:   string(cfg.pgSuperuserPassword),
 		ReplaceDataDir:      cfg.pgReplaceDataDir,
 		ReplicaMethods:      methods,
+		ArchiveReceivedWAL:  cfg.archiveReceivedWAL,
 		ReplicationUser:     cfg.pgReplicationUser,
 		ReplicationPassword: string(cfg.pgReplicationPassword),
 		ReplicationNetworks: cfg.pgReplicationNetworks,
