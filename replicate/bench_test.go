@@ -3,7 +3,11 @@ package replicate_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -250,4 +254,104 @@ func BenchmarkFollowNewPrimary(b *testing.B) {
 		}
 	}
 	follow.report(b, "follow-new-primary")
+}
+
+// BenchmarkReplicaMethods times the creation of a standby of the same
+// database by each replica method, from an empty directory until the
+// standby streams from the primary: pg_basebackup from the primary, and a
+// pgBackRest restore from a posix repository on this machine (one
+// process, and four) followed by streaming. The database holds about
+// PGHA_BENCH_REPLICA_MB MB of table data (default 128) on top of an empty
+// cluster's 30-odd MB; its size is reported as db-MB. The full backup is
+// taken once, untimed, with archiving on.
+func BenchmarkReplicaMethods(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	b.Cleanup(cancel)
+	mb := 128
+	if v := os.Getenv("PGHA_BENCH_REPLICA_MB"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			b.Fatalf("PGHA_BENCH_REPLICA_MB=%q: want a positive number of megabytes", v)
+		}
+		mb = n
+	}
+	repo := testutil.NewPgBackRest(b, "bench")
+	params := repo.ArchiveParameters()
+	params["max_wal_size"] = "4GB"
+	p := testutil.StartPostgres(b, testutil.PostgresOptions{Name: "brm", Parameters: params})
+	repo.Run(ctx, p, "stanza-create")
+	// Rows of about 330 bytes on disk (a 256-character pad, tuple header
+	// and alignment).
+	rows := mb << 20 / 330
+	if err := testutil.PostgresExec(ctx, p, "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, $1::int) g", rows); err != nil {
+		b.Fatal(err)
+	}
+	dbBytes, err := testutil.PostgresQueryInt(ctx, p, "SELECT sum(pg_database_size(datname))::bigint FROM pg_database")
+	if err != nil {
+		b.Fatal(err)
+	}
+	repo.Run(ctx, p, "backup", "--type=full")
+	for _, m := range []struct {
+		name   string
+		method replicate.ReplicaMethod
+	}{
+		{"basebackup", replicate.ReplicaMethod{Kind: replicate.MethodBasebackup}},
+		{"pgbackrest-1proc", repo.Method()},
+		{"pgbackrest-4proc", func() replicate.ReplicaMethod { m := repo.Method(); m.Args = []string{"--process-max=4"}; return m }()},
+	} {
+		b.Run(m.name, func(b *testing.B) {
+			var create timings
+			b.StopTimer()
+			b.ResetTimer()
+			for n := 0; n < b.N; n++ {
+				cfg := testutil.PostgresConfig(b, fmt.Sprintf("brm-%s-%d", m.name, n))
+				cfg.ReplicaMethods = []replicate.ReplicaMethod{m.method}
+				inst, err := replicate.New(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				testutil.StopPostgresAtCleanup(b, inst)
+				create.measure(b, func() {
+					if err := inst.Clone(ctx, testutil.SourceOf(p, replicate.SlotName(cfg.Name))); err != nil {
+						b.Fatal(err)
+					}
+					if err := inst.WaitStreaming(ctx); err != nil {
+						b.Fatal(err)
+					}
+				})
+				if err := testutil.StopPostgres(inst); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.DropSlot(ctx, replicate.SlotName(cfg.Name)); err != nil {
+					b.Fatal(err)
+				}
+				if err := os.RemoveAll(filepath.Dir(cfg.DataDir)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			create.report(b, "create")
+			b.ReportMetric(float64(dbBytes)/(1<<20), "db-MB")
+			if m.method.Kind == replicate.MethodPgBackRest {
+				// The restore alone, as pgBackRest timed it (its last
+				// "restore command end" line); the rest of create is the
+				// standby's start and catch-up.
+				b.ReportMetric(lastRestoreMillis(b, repo), "restore-ms")
+			}
+		})
+	}
+}
+
+// lastRestoreMillis returns the duration of the last restore in the
+// repository's restore log, in milliseconds.
+func lastRestoreMillis(b *testing.B, repo *testutil.PgBackRest) float64 {
+	log, err := os.ReadFile(filepath.Join(repo.Dir, "log", repo.Stanza+"-restore.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := regexp.MustCompile(`restore command end: completed successfully \((\d+)ms\)`).FindAllSubmatch(log, -1)
+	if len(m) == 0 {
+		b.Fatalf("no completed restore in the pgBackRest restore log")
+	}
+	ms, _ := strconv.ParseFloat(string(m[len(m)-1][1]), 64)
+	return ms
 }

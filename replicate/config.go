@@ -123,6 +123,24 @@ type Config struct {
 	// Default false: Clone refuses with [ErrDataDirNotEmpty].
 	ReplaceDataDir bool
 
+	// ReplicaMethods are the ways Clone and Reclone create this node's data
+	// directory, tried in order until one succeeds (see [ReplicaMethod]):
+	// e.g. pgbackrest (restore from the backup repository, then stream)
+	// before basebackup (copy from the source). A failed method's data
+	// directory is moved aside, never deleted. Default: basebackup alone.
+	ReplicaMethods []ReplicaMethod
+
+	// ArchiveReceivedWAL makes Promote hand to the archiver the WAL
+	// segments this standby received (streamed or restored) and holds in
+	// pg_wal: with archive_mode=on a standby never archives them, so the
+	// segments a primary that died had not archived yet (its archiver
+	// behind, or failing) would be missing from the archive for good.
+	// The archive then receives some segments a second time, with the
+	// same content: archive_command must accept that (pgbackrest
+	// archive-push does; `test ! -f` commands do not, and would stop
+	// archiving). Default false.
+	ArchiveReceivedWAL bool
+
 	// TLS, when TLS.CertFile is set, makes the server require TLS and this
 	// node verify the servers it connects to. Default: off (no ssl
 	// settings written, pg_hba "host" lines, libpq's default sslmode).
@@ -396,6 +414,11 @@ func (c Config) Validate() error {
 	}
 	if c.FenceTimeout < 0 {
 		return &ConfigError{"FenceTimeout", c.FenceTimeout, "must not be negative"}
+	}
+	for n, m := range c.ReplicaMethods {
+		if err := m.validate(n); err != nil {
+			return err
+		}
 	}
 	return nil
 }

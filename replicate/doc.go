@@ -9,7 +9,8 @@
 //	err = inst.Rewind(ctx, newPrimary) // rejoin as a standby of the new primary
 //
 // It is the only pgha package that runs PostgreSQL programs (postgres,
-// initdb, pg_basebackup, pg_rewind, pg_controldata) and touches data
+// initdb, pg_basebackup, pg_rewind, pg_controldata, and pgbackrest or a
+// user's command to create a replica) and touches data
 // directories. The HA manager (package ha) decides; an [Instance] acts.
 // PostgreSQL 13 or newer is required.
 //
@@ -18,7 +19,11 @@
 // [New] validates a [Config] and finds the binaries; it starts nothing.
 // A node's data directory then comes from [Instance.Init] (a new cluster,
 // left stopped) or [Instance.Clone] (a standby of a running server, left
-// running). [Instance.Start] runs `postgres -D DataDir` as a child process of
+// running). Clone tries Config.ReplicaMethods in order, each with its
+// timeout: pg_basebackup from the source (the default), a pgBackRest
+// restore from the backup repository then streaming, or a user's command
+// (see [ReplicaMethod]); a failed method's directory is moved aside
+// (DataDir.failed-<method>-<time>, never deleted) and the next one runs. [Instance.Start] runs `postgres -D DataDir` as a child process of
 // this process, whose output is appended to Config.LogFile, and supervises
 // it: the channel from [Instance.Exited] is closed the moment the
 // postmaster exits and [Instance.ExitErr] says whether it crashed, so a crash is seen at once and the dead
@@ -71,7 +76,9 @@
 // [*ConfigError] names a bad field, a [*CommandError] a failed program with
 // its output's tail, a [*ServerError] an operation on the server with the
 // server log's tail, an [*ExitError] a postmaster that died, a
-// [*RewindError] a rewind that failed (Impossible: clone afresh). No error
+// [*RewindError] a rewind that failed (Impossible: clone afresh), a
+// [*MethodError] a replica method that failed (and where its directory
+// went). No error
 // or log line contains a password.
 //
 // # Concurrency
@@ -82,7 +89,9 @@
 // that raced with it fails with [ErrFenced]. Status, slots and synchronous
 // standby calls open their own connection and run alongside. Every
 // operation honours its context: when it ends, the operation returns, and
-// a started postmaster stays supervised. The Instance runs one goroutine per
+// a started postmaster stays supervised. The postmaster's environment
+// holds PGDATA (the data directory), so that archive_command and
+// restore_command can name the node's own directory. The Instance runs one goroutine per
 // postmaster it started or adopted; it ends when that postmaster exits.
 //
 // # Failure behaviour

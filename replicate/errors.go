@@ -100,7 +100,7 @@ type CommandError struct {
 // Error describes the failure.
 func (e *CommandError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "replicate: %s %s: %v", e.Path, strings.Join(e.Args, " "), e.Err)
+	fmt.Fprintf(&b, "replicate: %s: %v", strings.Join(append([]string{e.Path}, e.Args...), " "), e.Err)
 	if s := strings.TrimSpace(e.Stderr); s != "" {
 		b.WriteString(": ")
 		b.WriteString(s)

@@ -39,6 +39,8 @@ func exitCode(err error) int {
 type runOpts struct {
 	env   []string // added to the base environment, e.g. PGPASSWORD=...
 	stdin io.Reader
+	dir   string // working directory; "" for this process's
+	group bool   // on cancellation, signal the whole process group (a user's script and its children)
 }
 
 // baseEnv is the environment every PostgreSQL program gets: a fixed locale,
@@ -50,18 +52,26 @@ func baseEnv() []string {
 // run runs one PostgreSQL program to completion, as the OS user, and returns
 // its combined output. A failure is a *CommandError with the output's tail.
 func (i *Instance) run(ctx context.Context, name string, args []string, o runOpts) (string, error) {
-	path := i.bins.path(name)
+	return i.runPath(ctx, i.bins.path(name), args, o)
+}
+
+// runPath is run for a program given by its path.
+func (i *Instance) runPath(ctx context.Context, path string, args []string, o runOpts) (string, error) {
 	cmd := exec.CommandContext(ctx, path, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	cmd.Stdin = o.stdin
+	cmd.Dir = o.dir
 	cmd.Env = append(baseEnv(), o.env...)
 	cmd.SysProcAttr = i.sysProcAttr()
 	cmd.WaitDelay = 5 * time.Second
 	// Send SIGTERM first on cancellation: pg_basebackup and pg_rewind clean
 	// up after it; WaitDelay then kills.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	if o.group {
+		cmd.Cancel = killGroup(cmd)
+	}
 	err := cmd.Run()
 	if err != nil {
 		if ctx.Err() != nil {

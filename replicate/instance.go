@@ -127,6 +127,7 @@ func New(cfg Config) (*Instance, error) {
 	cfg.setDefaults()
 	cfg.DataDir = filepath.Clean(cfg.DataDir)
 	cfg.Parameters = cloneMap(cfg.Parameters)
+	cfg.ReplicaMethods = cloneMethods(cfg.ReplicaMethods)
 	cfg.ReplicationNetworks = append([]string(nil), cfg.ReplicationNetworks...)
 	cfg.ClientNetworks = append([]string(nil), cfg.ClientNetworks...)
 	bins, err := resolveBinaries(cfg.BinDir)
@@ -177,10 +178,23 @@ func cloneMap(m map[string]string) map[string]string {
 	return c
 }
 
+func cloneMethods(ms []ReplicaMethod) []ReplicaMethod {
+	if ms == nil {
+		return nil
+	}
+	c := make([]ReplicaMethod, len(ms))
+	for n, m := range ms {
+		m.Args = append([]string(nil), m.Args...)
+		c[n] = m
+	}
+	return c
+}
+
 // Config returns the instance's configuration with defaults filled in.
 func (i *Instance) Config() Config {
 	c := i.cfg
 	c.Parameters = cloneMap(c.Parameters)
+	c.ReplicaMethods = cloneMethods(c.ReplicaMethods)
 	return c
 }
 
@@ -559,7 +573,9 @@ func (i *Instance) spawn() (*process, error) {
 	cmd := exec.Command(path, args...)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
-	cmd.Env = baseEnv()
+	// PGDATA lets archive_command and restore_command name the data
+	// directory of whichever node runs them (pgbackrest --pg1-path="$PGDATA").
+	cmd.Env = append(baseEnv(), "PGDATA="+i.cfg.DataDir)
 	cmd.Dir = i.cfg.DataDir
 	cmd.SysProcAttr = i.sysProcAttr()
 	cmd.WaitDelay = 5 * time.Second

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -56,18 +54,11 @@ func (i *Instance) Init(ctx context.Context) (err error) {
 	if err := i.prepareEmptyDir(i.cfg.DataDir, false); err != nil {
 		return err
 	}
-	pwDir, err := os.MkdirTemp("", "pgha-initdb-")
+	pw, cleanup, err := i.secretFile("pgha-initdb-", "pw", i.cfg.SuperuserPassword+"\n")
 	if err != nil {
-		return fmt.Errorf("replicate: %w", err)
-	}
-	defer os.RemoveAll(pwDir)
-	if err := i.chown(pwDir); err != nil {
 		return err
 	}
-	pw := filepath.Join(pwDir, "pw")
-	if err := i.writeFile(pw, []byte(i.cfg.SuperuserPassword+"\n"), 0o600); err != nil {
-		return err
-	}
+	defer cleanup()
 	args := []string{"-D", i.cfg.DataDir, "-U", i.cfg.Superuser, "--auth=scram-sha-256", "--pwfile=" + pw,
 		"--encoding=UTF8", "--locale=C", "--data-checksums"}
 	if i.cfg.UnsafeNoSync {
@@ -98,16 +89,22 @@ func (i *Instance) Init(ctx context.Context) (err error) {
 	return nil
 }
 
-// Clone makes DataDir a copy of the running server src with pg_basebackup
-// (WAL streamed through src.Slot, which is created on src if missing),
-// configures it as a standby streaming from src with application_name
-// Config.Name, and starts it. It returns once the standby accepts
-// connections. The server must not be running ([ErrRunning]). DataDir must
-// be empty or absent ([ErrDataDirNotEmpty]) unless Config.ReplaceDataDir is
-// set, which moves the old directory aside (it is never deleted). A source
-// of another cluster than Config.SystemID gives [ErrSystemIDMismatch]; a
-// rejected replication password [ErrAuthentication]; a failed
-// pg_basebackup a [*CommandError] (pg_basebackup removes what it wrote).
+// Clone makes DataDir a standby of the running server src, with the
+// methods of Config.ReplicaMethods tried in order (default: pg_basebackup
+// alone, WAL streamed through src.Slot): each gets an empty data
+// directory and its timeout; a failed method's directory is moved aside
+// to DataDir.failed-<kind>-<time> (never deleted) before the next runs.
+// The standby is configured to stream from src with application_name
+// Config.Name (src.Slot is created on src if missing) and started; Clone
+// returns once it accepts connections. The server must not be running
+// ([ErrRunning]). DataDir must be empty or absent ([ErrDataDirNotEmpty])
+// unless Config.ReplaceDataDir is set, which moves the old directory aside
+// (it is never deleted). A source of another cluster than Config.SystemID
+// gives [ErrSystemIDMismatch], and so does a method that restored another
+// system than src's; a rejected replication password [ErrAuthentication];
+// a failed pg_basebackup a [*CommandError] (pg_basebackup removes what it
+// wrote). When every method failed, the error joins a [*MethodError] per
+// method.
 func (i *Instance) Clone(ctx context.Context, src Source) (err error) {
 	return i.clone(ctx, src, i.cfg.ReplaceDataDir)
 }
@@ -144,32 +141,41 @@ func (i *Instance) clone(ctx context.Context, src Source, replace bool) (err err
 	if err := i.prepareEmptyDir(i.cfg.DataDir, replace); err != nil {
 		return err
 	}
-	args := []string{"-D", i.cfg.DataDir, "-h", src.Host, "-p", strconv.Itoa(src.Port), "-U", i.cfg.ReplicationUser,
-		"--no-password", "--wal-method=stream", "--checkpoint=fast"}
-	if src.Slot != "" {
-		args = append(args, "--slot="+src.Slot)
-	}
-	if i.cfg.UnsafeNoSync {
-		args = append(args, "--no-sync")
-	}
-	env := []string{"PGPASSWORD=" + i.cfg.ReplicationPassword, "PGAPPNAME=" + i.cfg.Name, "PGCONNECT_TIMEOUT=5"}
-	env = append(env, i.sslEnv()...)
-	if _, err := i.run(ctx, "pg_basebackup", args, runOpts{env: env}); err != nil {
-		var ce *CommandError
-		if errors.As(err, &ce) && strings.Contains(ce.Stderr, "password authentication failed") {
-			err = fmt.Errorf("%w: %w", ErrAuthentication, err)
+	methods := i.replicaMethods()
+	var errs []error
+	for n, m := range methods {
+		if n > 0 {
+			if err := i.prepareEmptyDir(i.cfg.DataDir, false); err != nil {
+				return errors.Join(append(errs, err)...)
+			}
 		}
-		return opErr(fmt.Sprintf("clone %s from %s", i.cfg.Name, src), err)
+		mstart := time.Now()
+		err := i.createReplica(ctx, m, src, sysID, srcTLI)
+		if err == nil {
+			i.log.Info("cloned", "source", src.String(), "method", m.String(), "took", time.Since(start), "method_took", time.Since(mstart))
+			return nil
+		}
+		if p := i.running(); p != nil {
+			// createReplica could not stop the server it started: never
+			// move a running server's directory.
+			errs = append(errs, &MethodError{Method: m, Err: err})
+			return opErr(fmt.Sprintf("clone %s from %s", i.cfg.Name, src),
+				errors.Join(append(errs, fmt.Errorf("%w: the server started by the failed method still runs (pid %d): stop it, then move %s aside", ErrRunning, p.pid, i.cfg.DataDir))...))
+		}
+		aside, merr := i.moveAsideFailed(m.Kind)
+		me := &MethodError{Method: m, MovedTo: aside, Err: err}
+		errs = append(errs, me)
+		i.log.Warn("replica method failed", "method", m.String(), "moved_to", aside, "took", time.Since(mstart), "err", err.Error(), "next", n+1 < len(methods))
+		if merr != nil {
+			// The directory could not be moved aside: the next method
+			// would find it non-empty. Stop here.
+			return opErr(fmt.Sprintf("clone %s from %s", i.cfg.Name, src), errors.Join(append(errs, merr)...))
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	if err := i.writeStandbyConfig(src); err != nil {
-		return err
-	}
-	i.setSource(src, srcTLI)
-	if err := i.start(ctx); err != nil {
-		return opErr(fmt.Sprintf("clone %s", i.cfg.Name), err)
-	}
-	i.log.Info("cloned", "source", src.String(), "took", time.Since(start))
-	return nil
+	return opErr(fmt.Sprintf("clone %s from %s", i.cfg.Name, src), errors.Join(errs...))
 }
 
 func (i *Instance) setSource(src Source, tli uint32) {
@@ -363,6 +369,13 @@ func (i *Instance) Promote(ctx context.Context) (timeline uint32, err error) {
 	var inRecovery bool
 	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
 		return 0, fmt.Errorf("replicate: promote %s: %w", i.cfg.Name, err)
+	}
+	if inRecovery && i.cfg.ArchiveReceivedWAL {
+		// Before the promotion, while no checkpoint of the new primary
+		// can remove them; again after it for the segments completed
+		// meanwhile.
+		i.archiveReceivedWAL()
+		defer i.archiveReceivedWAL()
 	}
 	if inRecovery {
 		var sent bool

@@ -21,6 +21,7 @@ import (
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/keyspace"
 	"github.com/pgha/pgha/internal/secrets"
+	"github.com/pgha/pgha/replicate"
 	"sigs.k8s.io/yaml"
 )
 
@@ -59,6 +60,16 @@ type config struct {
 	pgOSUser                  string
 	keepPostgresRunning       bool
 	pgReplaceDataDir          bool
+	// Replica creation (replicate.Config.ReplicaMethods): the kinds in
+	// order, one timeout for each, and the settings of the pgbackrest
+	// and command methods.
+	replicaMethods       []string
+	replicaMethodTimeout time.Duration
+	pgbackrestStanza     string
+	pgbackrestConfig     string
+	pgbackrestOptions    []string
+	replicaCommand       string
+	archiveReceivedWAL   bool
 	// PostgreSQL TLS (replicate.Config.TLS): on when pgSSLCertFile is set.
 	pgSSLCertFile       string
 	pgSSLKeyFile        string
@@ -137,29 +148,31 @@ func (s setting) where() string {
 
 func defaultConfig() *config {
 	return &config{
-		keyRoot:             keyspace.DefaultRoot,
-		listen:              ":8008",
-		etcdEndpoints:       []string{"http://127.0.0.1:2379"},
-		etcdDialTimeout:     5 * time.Second,
-		pgListenAddresses:   "127.0.0.1",
-		pgPort:              5432,
-		pgSuperuser:         "postgres",
-		pgReplicationUser:   "replicator",
-		pgOSUser:            "postgres",
-		leaseTTL:            ha.DefaultLeaseTTL,
-		loopInterval:        ha.DefaultLoopInterval,
-		maxLagOnFailover:    ha.DefaultMaxLagOnFailover,
-		syncMode:            string(ha.SyncOff),
-		syncStandbys:        1,
-		primaryStartTimeout: ha.DefaultPrimaryStartTimeout,
-		departedSlotTTL:     ha.DefaultDepartedSlotTTL,
-		watchdog:            string(ha.WatchdogOff),
-		watchdogDevice:      ha.DefaultWatchdogDevice,
-		fenceGuard:          true,
-		onRoleChangeTimeout: 30 * time.Second,
-		logLevel:            "info",
-		logFormat:           "text",
-		shutdownTimeout:     15 * time.Second,
+		keyRoot:              keyspace.DefaultRoot,
+		listen:               ":8008",
+		etcdEndpoints:        []string{"http://127.0.0.1:2379"},
+		etcdDialTimeout:      5 * time.Second,
+		pgListenAddresses:    "127.0.0.1",
+		pgPort:               5432,
+		pgSuperuser:          "postgres",
+		pgReplicationUser:    "replicator",
+		pgOSUser:             "postgres",
+		leaseTTL:             ha.DefaultLeaseTTL,
+		loopInterval:         ha.DefaultLoopInterval,
+		maxLagOnFailover:     ha.DefaultMaxLagOnFailover,
+		syncMode:             string(ha.SyncOff),
+		syncStandbys:         1,
+		primaryStartTimeout:  ha.DefaultPrimaryStartTimeout,
+		departedSlotTTL:      ha.DefaultDepartedSlotTTL,
+		watchdog:             string(ha.WatchdogOff),
+		watchdogDevice:       ha.DefaultWatchdogDevice,
+		fenceGuard:           true,
+		onRoleChangeTimeout:  30 * time.Second,
+		replicaMethods:       []string{string(replicate.MethodBasebackup)},
+		replicaMethodTimeout: replicate.DefaultReplicaMethodTimeout,
+		logLevel:             "info",
+		logFormat:            "text",
+		shutdownTimeout:      15 * time.Second,
 	}
 }
 
@@ -200,6 +213,13 @@ func (c *config) settings() []setting {
 		{"pg-ssl-client-cert-file", "client certificate this node presents to other nodes (optional, with pg-ssl-client-key-file)", &c.pgSSLClientCertFile},
 		{"pg-ssl-client-key-file", "client certificate's key (owned by pg-os-user, mode 0600)", &c.pgSSLClientKeyFile},
 		{"pg-replace-data-dir", "when the data directory cannot be reused (an interrupted rewind), move it aside (never deleted) and clone afresh from the leader", &c.pgReplaceDataDir},
+		{"replica-methods", "how a standby's data directory is created, tried in order until one succeeds: basebackup (pg_basebackup from the leader), pgbackrest (restore from the pgBackRest repository, then stream) and command (replica-command); a failed method's directory is moved aside (never deleted), comma-separated", &c.replicaMethods},
+		{"replica-method-timeout", "how long each replica method may take, the standby's start included", &c.replicaMethodTimeout},
+		{"pgbackrest-stanza", "pgBackRest stanza the pgbackrest replica method restores from (required with it)", &c.pgbackrestStanza},
+		{"pgbackrest-config", "pgBackRest configuration file, absolute (default: pgBackRest's own)", &c.pgbackrestConfig},
+		{"pgbackrest-options", "extra pgBackRest options for the restore, --name=value, comma-separated (e.g. --process-max=4)", &c.pgbackrestOptions},
+		{"replica-command", "executable the command replica method runs to fill PGHA_DATA_DIR (WAL-G, Barman, a snapshot); absolute path; environment documented at replicate.ReplicaMethod", &c.replicaCommand},
+		{"archive-received-wal", "on promotion, archive the WAL segments this standby received, so that what a dead primary had not archived yet is not missing from the archive; the archive then gets some segments twice with the same content, which archive_command must accept (pgbackrest archive-push does)", &c.archiveReceivedWAL},
 		{"keep-postgres-running", "leave a standby's PostgreSQL running when the agent exits (a leader's is always stopped)", &c.keepPostgresRunning},
 
 		{"lease-ttl", "leader and member lease TTL, whole seconds", &c.leaseTTL},
@@ -613,6 +633,9 @@ func (c *config) validate() error {
 			return configErrorf("on-role-change %q is not an executable file (mode %v): chmod +x it, or set %s", c.onRoleChange, fi.Mode(), s["on-role-change"].where())
 		}
 	}
+	if _, err := c.replicaMethodList(); err != nil {
+		return err
+	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return configErrorf("listen %q: want host:port or :port (e.g. :8008): %v", c.listen, err)
 	}
@@ -677,10 +700,43 @@ var fieldSettings = map[string]string{
 	"TLS.CertFile": "pg-ssl-cert-file", "TLS.KeyFile": "pg-ssl-key-file", "TLS.CAFile": "pg-ssl-ca-file",
 	"TLS.ClientCertFile": "pg-ssl-client-cert-file", "TLS.ClientKeyFile": "pg-ssl-client-key-file",
 	"TLS.ClientCertFile/ClientKeyFile": "pg-ssl-client-cert-file",
+	"ReplicaMethods":                   "replica-methods", "ReplicaMethods.Kind": "replica-methods",
+	"ReplicaMethods.Timeout": "replica-method-timeout", "ReplicaMethods.Stanza": "pgbackrest-stanza",
+	"ReplicaMethods.ConfigFile": "pgbackrest-config", "ReplicaMethods.Args": "pgbackrest-options",
+	"ReplicaMethods.Path": "replica-command", "ArchiveReceivedWAL": "archive-received-wal",
+}
+
+// replicaMethodList builds replicate.Config.ReplicaMethods from the
+// replica settings, or says which setting to fix.
+func (c *config) replicaMethodList() ([]replicate.ReplicaMethod, error) {
+	ms, err := replicate.ParseReplicaMethods(strings.Join(c.replicaMethods, ","))
+	if err != nil {
+		return nil, settingError("ReplicaMethods", err)
+	}
+	for n := range ms {
+		m := &ms[n]
+		m.Timeout = c.replicaMethodTimeout
+		switch m.Kind {
+		case replicate.MethodPgBackRest:
+			if c.pgbackrestStanza == "" {
+				return nil, configErrorf("replica-methods includes pgbackrest but pgbackrest-stanza is empty: set --pgbackrest-stanza (PGHA_PGBACKREST_STANZA, \"pgbackrest_stanza\" in the config file) to the stanza to restore from")
+			}
+			m.Stanza, m.ConfigFile, m.Args = c.pgbackrestStanza, c.pgbackrestConfig, c.pgbackrestOptions
+		case replicate.MethodCommand:
+			if c.replicaCommand == "" {
+				return nil, configErrorf("replica-methods includes command but replica-command is empty: set --replica-command (PGHA_REPLICA_COMMAND, \"replica_command\" in the config file) to the executable's absolute path")
+			}
+			m.Path = c.replicaCommand
+		}
+	}
+	return ms, nil
 }
 
 // settingError names the agent setting behind a library's config error.
 func settingError(field string, err error) error {
+	if i := strings.Index(field, "]."); strings.HasPrefix(field, "ReplicaMethods[") && i > 0 {
+		field = "ReplicaMethods." + field[i+2:] // every method is built from the same settings
+	}
 	if name, ok := fieldSettings[field]; ok {
 		return configErrorf("--%s (%s, %q in the config file): %v", name,
 			"PGHA_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")), strings.ReplaceAll(name, "-", "_"), err)

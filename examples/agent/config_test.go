@@ -120,6 +120,9 @@ func TestConfigErrors(t *testing.T) {
 		{"advertise port", append(good, "--pg-advertise-port", "70000"), nil, `pg-advertise-port 70000 is outside 1..65535`},
 		{"log level", append(good, "--log-level", "loud"), nil, `log-level "loud": use debug, info, warn or error`},
 		{"listen", append(good, "--listen", "8008"), nil, `listen "8008": want host:port or :port`},
+		{"unknown replica method", append(good, "--replica-methods", "pgbackrest,wal-g"), nil, `--replica-methods (PGHA_REPLICA_METHODS, "replica_methods" in the config file): replicate: ReplicaMethods "wal-g" is not a replica method`},
+		{"pgbackrest without stanza", append(good, "--replica-methods", "pgbackrest,basebackup"), nil, `replica-methods includes pgbackrest but pgbackrest-stanza is empty: set --pgbackrest-stanza`},
+		{"command without path", append(good, "--replica-methods", "command"), nil, `replica-methods includes command but replica-command is empty: set --replica-command`},
 		{"failsafe without token", append(good, "--failsafe"), nil, "failsafe needs the token nodes authenticate their failsafe calls with, the same on every node: set PGHA_HTTP_TOKEN or --http-token-file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,6 +178,8 @@ func TestLibraryConfigErrors(t *testing.T) {
 		{"relative data dir", []string{"--pg-data-dir", "data"}, "--pg-data-dir (PGHA_PG_DATA_DIR"},
 		{"lease ttl", []string{"--pg-data-dir", "/tmp/pgha-agent-test-none/data", "--lease-ttl", "1500ms"}, "--lease-ttl (PGHA_LEASE_TTL"},
 		{"watchdog mode", []string{"--pg-data-dir", "/tmp/pgha-agent-test-none/data", "--watchdog", "sometimes"}, "--watchdog (PGHA_WATCHDOG"},
+		{"pgbackrest options", []string{"--pg-data-dir", "/tmp/pgha-agent-test-none/data", "--replica-methods", "pgbackrest", "--pgbackrest-stanza", "main", "--pgbackrest-options", "--type=time"}, "--pgbackrest-options (PGHA_PGBACKREST_OPTIONS"},
+		{"relative replica command", []string{"--pg-data-dir", "/tmp/pgha-agent-test-none/data", "--replica-methods", "command", "--replica-command", "bin/restore"}, "--replica-command (PGHA_REPLICA_COMMAND"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--cluster", "c", "--node", "n", "--etcd-endpoints", "http://127.0.0.1:1", "--listen", "127.0.0.1:0"}, tc.args...)

@@ -168,6 +168,10 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		mp.Shutdown(sctx)
 	}()
 
+	methods, err := cfg.replicaMethodList()
+	if err != nil {
+		return err
+	}
 	inst, err := replicate.New(replicate.Config{
 		Name:                cfg.node,
 		DataDir:             cfg.pgDataDir,
@@ -179,6 +183,8 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		Superuser:           cfg.pgSuperuser,
 		SuperuserPassword:   string(cfg.pgSuperuserPassword),
 		ReplaceDataDir:      cfg.pgReplaceDataDir,
+		ReplicaMethods:      methods,
+		ArchiveReceivedWAL:  cfg.archiveReceivedWAL,
 		ReplicationUser:     cfg.pgReplicationUser,
 		ReplicationPassword: string(cfg.pgReplicationPassword),
 		ReplicationNetworks: cfg.pgReplicationNetworks,
