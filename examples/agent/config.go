@@ -85,6 +85,7 @@ type config struct {
 	noFailover          bool
 	priority            int
 	primaryStartTimeout time.Duration
+	switchoverDrain     time.Duration
 	departedSlotTTL     time.Duration
 	watchdog            string
 	watchdogDevice      string
@@ -163,6 +164,7 @@ func defaultConfig() *config {
 		syncMode:             string(ha.SyncOff),
 		syncStandbys:         1,
 		primaryStartTimeout:  ha.DefaultPrimaryStartTimeout,
+		switchoverDrain:      ha.DefaultSwitchoverDrain,
 		departedSlotTTL:      ha.DefaultDepartedSlotTTL,
 		watchdog:             string(ha.WatchdogOff),
 		watchdogDevice:       ha.DefaultWatchdogDevice,
@@ -230,6 +232,7 @@ func (c *config) settings() []setting {
 		{"nofailover", "never promote this node automatically", &c.noFailover},
 		{"priority", "tie-breaker between equally advanced candidates: higher wins", &c.priority},
 		{"primary-start-timeout", "how long a leader restarts its crashed PostgreSQL in place (asynchronous mode)", &c.primaryStartTimeout},
+		{"switchover-drain", "in a planned switchover, how long the leader waits for open client transactions to end before it stops (those still open are terminated; negative: no wait)", &c.switchoverDrain},
 		{"departed-slot-ttl", "how long the leader keeps the replication slot of a member that is gone (negative: forever)", &c.departedSlotTTL},
 		{"watchdog", "arm a Linux watchdog device while leading, so that a frozen agent's machine is reset before its lease expires: off, automatic or required", &c.watchdog},
 		{"watchdog-device", "the watchdog device", &c.watchdogDevice},
@@ -687,7 +690,7 @@ var fieldSettings = map[string]string{
 	// ha.Config
 	"Cluster": "cluster", "Node": "node", "KeyRoot": "key-root", "Host": "pg-advertise-host",
 	"LeaseTTL": "lease-ttl", "LoopInterval": "loop-interval", "MaxLagOnFailover": "max-lag-on-failover",
-	"SyncMode": "sync-mode", "SyncStandbys": "sync-standbys", "PrimaryStartTimeout": "primary-start-timeout",
+	"SyncMode": "sync-mode", "SyncStandbys": "sync-standbys", "PrimaryStartTimeout": "primary-start-timeout", "SwitchoverDrain": "switchover-drain",
 	"DepartedSlotTTL": "departed-slot-ttl", "Watchdog": "watchdog", "WatchdogDevice": "watchdog-device",
 	"FenceGuard": "fence-guard", "Failsafe": "failsafe", "APIURL": "api-url", "PeerToken": "http-token-file",
 	"FenceBudget": "lease-ttl",

@@ -220,6 +220,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		NoFailover:             cfg.noFailover,
 		Priority:               cfg.priority,
 		PrimaryStartTimeout:    cfg.primaryStartTimeout,
+		SwitchoverDrain:        cfg.switchoverDrain,
 		DepartedSlotTTL:        cfg.departedSlotTTL,
 		Watchdog:               ha.WatchdogMode(cfg.watchdog),
 		WatchdogDevice:         cfg.watchdogDevice,
