@@ -147,10 +147,15 @@ func TestSwitchoverWithoutErrors(t *testing.T) {
 	}
 	p := newPool(t, parse(t, connString("pgha_cluster=sw&pgha_failover_timeout=20s&pgha_etcd="+c.etcd.Endpoints()[0])))
 	// Transactions of 300 ms on the pool's 4 connections: most calls
-	// queue for a connection when the switchover starts. The first
-	// switchover comes at once, while the pool's first calls still wait
-	// for a primary.
+	// queue for a connection when the switchover starts (a pool's very
+	// first calls, still waiting for a primary: TestSwitchoverHold).
 	l := startSwitchoverLoad(p, 32, 300*time.Millisecond)
+	testutil.Eventually(t, 30*time.Second, "writes before the switchover", func() error {
+		if l.next.Load() < 100 {
+			return errors.New("fewer than 100 operations")
+		}
+		return nil
+	})
 	var leaders []string
 	for range 2 {
 		leaders = append(leaders, c.switchover(t))

@@ -18,6 +18,12 @@ const openTransactions = `SELECT count(*) FROM pg_stat_activity
 // when sampled).
 const drainQuiet = 20 * time.Millisecond
 
+// drainNotice is the least DrainTransactions waits: the time for every
+// client to learn of the switchover (its etcd watch) before an empty
+// server counts as drained. A client that has not learnt of it yet may be
+// opening a connection, not yet in a transaction.
+const drainNotice = 100 * time.Millisecond
+
 // DrainResult is what DrainTransactions saw.
 type DrainResult struct {
 	// Waited is how long it waited for the open transactions to end.
@@ -30,7 +36,7 @@ type DrainResult struct {
 }
 
 // DrainTransactions waits, up to within, until no client session has had
-// a transaction open for 20 ms, then terminates the sessions whose transaction is
+// a transaction open for 20 ms (and at least 100 ms in all), then terminates the sessions whose transaction is
 // still open (pg_terminate_backend). A primary about to hand over calls it
 // before its shutdown: transactions shorter than within finish, and their
 // clients see no error. It does not stop new transactions from starting:
@@ -60,7 +66,7 @@ func (i *Instance) DrainTransactions(ctx context.Context, within time.Duration) 
 				quietSince = time.Time{}
 			case quietSince.IsZero():
 				quietSince = now
-			case now.Sub(quietSince) >= drainQuiet:
+			case now.Sub(quietSince) >= drainQuiet && now.Sub(start) >= drainNotice:
 				return nil
 			}
 			if now.Sub(start) >= within {
