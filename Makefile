@@ -10,7 +10,7 @@ GO        ?= go
 PKGS      ?= ./...
 TESTFLAGS ?= -race -count=1 -p 1 -timeout 25m
 
-.PHONY: demo test test-clock lint vet fmt bench chaos fuzz tools-postgres
+.PHONY: demo test test-clock lint vet fmt bench chaos fuzz tools tools-postgres tools-iptables
 
 # demo runs the local-cluster demo: embedded etcd, three PostgreSQL servers
 # with an HA manager each, a writer through driver.Pool, then four failures
@@ -21,8 +21,9 @@ demo: tools-postgres
 	$(GO) run ./examples/localcluster -pgbin "$$(scripts/ensure-postgres.sh)" $(DEMOFLAGS)
 
 # test runs every test against real etcd (embedded) and real PostgreSQL
-# servers. It finds or installs the PostgreSQL server binaries first.
-test: lint tools-postgres
+# servers. It finds or installs the PostgreSQL server binaries and
+# iptables (the network-namespace tests drop packets with it) first.
+test: lint tools
 	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test $(TESTFLAGS) $(PKGS)
 
 # test-clock runs the test that steps this machine's wall clock (root
@@ -30,8 +31,14 @@ test: lint tools-postgres
 test-clock: tools-postgres
 	PGHA_TEST_CLOCK=on PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test -race -count=1 -run TestWallClockSteps ./ha/
 
+# tools finds or installs what the tests need from the OS packages.
+tools: tools-postgres tools-iptables
+
 tools-postgres:
 	@scripts/ensure-postgres.sh >/dev/null
+
+tools-iptables:
+	@scripts/ensure-iptables.sh >/dev/null
 
 # lint fails on unformatted files and on go vet findings.
 lint: vet
