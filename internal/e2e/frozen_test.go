@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,9 +26,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemoveBinaries()
 	if code == 0 {
 		if err := testutil.CheckLeaks(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -39,30 +36,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	agentBin  string
-	buildErr  error
-)
-
 // agentBinary builds examples/agent once per test binary.
 func agentBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "pgha-e2e-"); buildErr != nil {
-			return
-		}
-		agentBin = filepath.Join(buildDir, "pgha-agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/pgha/pgha/examples/agent").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build examples/agent: %v", buildErr)
-	}
-	return agentBin
+	return testutil.GoBinary(t, "github.com/pgha/pgha/examples/agent")
 }
 
 // agent is one pgha-agent process and its PostgreSQL.

@@ -1,0 +1,553 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgha/pgha/driver"
+	"github.com/pgha/pgha/ha"
+	"github.com/pgha/pgha/internal/etcdclient"
+	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+)
+
+// The partition tests run a three-node cluster as it is deployed: each
+// node in a network namespace of its own (testutil.Netbed) with its own
+// address, running an etcd member, a PostgreSQL and a pgha-agent, and the
+// clients in a fourth namespace. Faults drop packets (no resets), as a real
+// partition does. Run them with -run 'TestPartition'.
+
+const (
+	partCluster = "netns"
+	partTTL     = 2 * time.Second
+	etcdClient  = 2379
+	etcdPeer    = 2380
+	agentPort   = 8008
+)
+
+// nsProc is a server process running in a namespace.
+type nsProc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
+}
+
+// startNSProc starts bin in ns with its output appended to logPath, and
+// registers its stop (SIGTERM, SIGKILL after 30 s) with t.Cleanup.
+func startNSProc(t *testing.T, ns *testutil.Netns, name, logPath string, env []string, bin string, args ...string) *nsProc {
+	t.Helper()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &nsProc{name: name, cmd: ns.Command(bin, args...), done: make(chan struct{}), log: logPath}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start %s in %s: %v", name, ns.Name, err)
+	}
+	go func() { p.cmd.Wait(); logf.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s did not stop within 30 s of SIGTERM; killing it", name)
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			tail(t, name, logPath, 80)
+		}
+	})
+	return p
+}
+
+func tail(t *testing.T, what, path string, n int) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("--- %s: %v", what, err)
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	t.Logf("--- %s (%s, last %d lines) ---\n%s", what, path, len(lines), strings.Join(lines, "\n"))
+}
+
+// nsNode is one node of the bed: its namespace and what runs in it.
+type nsNode struct {
+	name string
+	ns   *testutil.Netns
+	pg   replicate.Config
+}
+
+// connect opens a superuser connection over the node's unix socket: the
+// test observes every node whatever the network faults.
+func (n *nsNode) connect(ctx context.Context) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cc.Host, cc.Port, cc.Database, cc.Fallbacks = n.pg.SocketDir, uint16(n.pg.Port), "postgres", nil
+	cc.User, cc.Password = "postgres", testutil.PostgresSuperuserPassword
+	cc.ConnectTimeout = time.Second
+	return pgx.ConnectConfig(ctx, cc)
+}
+
+// nsCluster is three nodes, each running an etcd member, a PostgreSQL and
+// a pgha-agent in its namespace, and an etcd client in the client
+// namespace.
+type nsCluster struct {
+	t     *testing.T
+	bed   *testutil.Netbed
+	nodes []*nsNode
+	eps   []string
+	cli   *clientv3.Client // from the client namespace
+}
+
+func startNSCluster(t *testing.T, syncMode string) *nsCluster {
+	t.Helper()
+	testutil.PostgresBinDir(t)
+	etcdBin := testutil.GoBinary(t, "github.com/pgha/pgha/internal/testutil/cmd/etcdmember")
+	agentBin := agentBinary(t)
+	bed := testutil.StartNetbed(t, 3)
+	c := &nsCluster{t: t, bed: bed}
+	dir := t.TempDir()
+	var initial []string
+	for i, ns := range bed.Nodes {
+		name := fmt.Sprintf("n%d", i+1)
+		c.nodes = append(c.nodes, &nsNode{name: name, ns: ns, pg: testutil.PostgresConfig(t, name)})
+		initial = append(initial, fmt.Sprintf("%s=http://%s:%d", name, ns.Addr, etcdPeer))
+		c.eps = append(c.eps, fmt.Sprintf("http://%s:%d", ns.Addr, etcdClient))
+	}
+	for _, n := range c.nodes {
+		startNSProc(t, n.ns, "etcd "+n.name, filepath.Join(dir, "etcd-"+n.name+".log"), nil, etcdBin,
+			"--name", n.name, "--data-dir", filepath.Join(dir, "etcd-"+n.name),
+			"--client-url", fmt.Sprintf("http://%s:%d", n.ns.Addr, etcdClient),
+			"--peer-url", fmt.Sprintf("http://%s:%d", n.ns.Addr, etcdPeer),
+			"--initial-cluster", strings.Join(initial, ","))
+	}
+	cli, err := etcdclient.New(clientv3.Config{
+		Endpoints: c.eps, DialTimeout: 2 * time.Second,
+		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(bed.Client.GRPCDialer)},
+	})
+	if err != nil {
+		t.Fatalf("etcd client from %s: %v", bed.Client.Name, err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	c.cli = cli
+	for _, n := range c.nodes {
+		// Registered before the agent's stop, so it runs after it.
+		t.Cleanup(func() {
+			if procs, _ := testutil.PostgresProcesses(n.pg.DataDir); len(procs) > 0 {
+				t.Errorf("agent %s left PostgreSQL running: %v", n.name, procs)
+			}
+			if t.Failed() {
+				tail(t, "PostgreSQL "+n.name, n.pg.DataDir+".log", 40)
+			}
+		})
+		startNSProc(t, n.ns, "agent "+n.name, filepath.Join(dir, "agent-"+n.name+".log"),
+			[]string{"PGHA_PG_SUPERUSER_PASSWORD=" + testutil.PostgresSuperuserPassword,
+				"PGHA_PG_REPLICATION_PASSWORD=" + testutil.PostgresReplicationPassword},
+			agentBin,
+			"--cluster", partCluster, "--node", n.name, "--etcd-endpoints", strings.Join(c.eps, ","),
+			"--listen", fmt.Sprintf("%s:%d", n.ns.Addr, agentPort),
+			"--lease-ttl", partTTL.String(), "--loop-interval", "200ms", "--sync-mode", syncMode,
+			"--pg-data-dir", n.pg.DataDir, "--pg-bin-dir", n.pg.BinDir, "--pg-port", strconv.Itoa(n.pg.Port),
+			"--pg-socket-dir", n.pg.SocketDir, "--pg-listen-addresses", n.ns.Addr, "--pg-advertise-host", n.ns.Addr,
+			"--pg-replication-networks", "198.18.0.0/15", "--pg-client-networks", "198.18.0.0/15",
+			"--etcd-dial-timeout", "2s", "--pg-replace-data-dir")
+	}
+	// Faults end before the processes are stopped, so that the agents
+	// can stop cleanly (cleanups run last-registered first).
+	t.Cleanup(bed.Heal)
+	return c
+}
+
+func (c *nsCluster) node(name string) *nsNode {
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// etcdLeader is the node whose etcd member leads, "" if none answers.
+func (c *nsCluster) etcdLeader(ctx context.Context) string {
+	for i, ep := range c.eps {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := c.cli.Status(sctx, ep)
+		cancel()
+		if err == nil && resp.Leader != 0 && resp.Header.MemberId == resp.Leader {
+			return c.nodes[i].name
+		}
+	}
+	return ""
+}
+
+func (c *nsCluster) status(ctx context.Context) (ha.ClusterState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return ha.ClusterStatus(ctx, c.cli, partCluster)
+}
+
+// converged returns the leader when its record is writable, its PostgreSQL
+// is out of recovery and every other node streams from it, with a
+// streaming standby in the sync set in synchronous mode.
+func (c *nsCluster) converged(ctx context.Context) (*nsNode, error) {
+	st, err := c.status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Leader == nil || !st.Leader.Writable {
+		return nil, errors.New("no writable leader record")
+	}
+	lead := c.node(st.Leader.Node)
+	if lead == nil {
+		return nil, fmt.Errorf("leader record names unknown node %q", st.Leader.Node)
+	}
+	streaming, inSync := 0, false
+	for _, m := range st.Members {
+		if m.Node != lead.name && m.Role == "replica" && m.Streaming {
+			streaming++
+			inSync = inSync || m.Sync
+		}
+	}
+	if streaming != len(c.nodes)-1 || !inSync {
+		return nil, fmt.Errorf("%d of %d standbys streaming from %s, sync set %v", streaming, len(c.nodes)-1, lead.name, st.SyncSet)
+	}
+	return lead, nil
+}
+
+// sampler asks every node, every 50 ms over its unix socket, whether it
+// can acknowledge writes: out of recovery and, in synchronous mode, with no
+// synchronous_standby_names or a synchronous standby connected.
+type sampler struct {
+	mu        sync.Mutex
+	rounds    int
+	multi     int // rounds with more than one node able to acknowledge writes
+	primaries int // rounds with more than one node out of recovery
+	first     string
+	stop      func()
+}
+
+func startSampler(c *nsCluster) *sampler {
+	s := &sampler{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	conns := make([]*pgx.Conn, len(c.nodes))
+	go func() {
+		defer close(done)
+		defer func() {
+			for _, conn := range conns {
+				if conn != nil {
+					conn.Close(context.Background())
+				}
+			}
+		}()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			prim := make([]bool, len(c.nodes))
+			acks := make([]bool, len(c.nodes))
+			var wg sync.WaitGroup
+			for i, n := range c.nodes {
+				wg.Go(func() {
+					qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+					defer qcancel()
+					if conns[i] == nil {
+						conn, err := n.connect(qctx)
+						if err != nil {
+							return
+						}
+						conns[i] = conn
+					}
+					var rec, noSync, syncConnected bool
+					err := conns[i].QueryRow(qctx, `SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names') = '',
+						EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`).Scan(&rec, &noSync, &syncConnected)
+					if err != nil {
+						conns[i].Close(context.Background())
+						conns[i] = nil
+						return
+					}
+					prim[i] = !rec
+					acks[i] = !rec && (noSync || syncConnected)
+				})
+			}
+			wg.Wait()
+			if ctx.Err() != nil {
+				return
+			}
+			var p, a []string
+			for i, n := range c.nodes {
+				if prim[i] {
+					p = append(p, n.name)
+				}
+				if acks[i] {
+					a = append(a, n.name)
+				}
+			}
+			s.mu.Lock()
+			s.rounds++
+			if len(p) > 1 {
+				s.primaries++
+			}
+			if len(a) > 1 {
+				s.multi++
+				if s.first == "" {
+					s.first = fmt.Sprintf("%s at %s", strings.Join(a, " and "), time.Now().Format("15:04:05.000"))
+				}
+			}
+			s.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	s.stop = func() { cancel(); <-done }
+	return s
+}
+
+// writers insert unique ids through one driver.Pool: half of them with a
+// per-call deadline, half without one (the pool's own bounds only).
+type writers struct {
+	next    atomic.Int64
+	mu      sync.Mutex
+	acked   map[int64]time.Time // id -> when acknowledged
+	sent    map[int64]time.Time
+	longest time.Duration
+	longID  int64
+	errs    int
+	stop    func()
+}
+
+func startWriters(pool *driver.Pool, n int, deadline time.Duration) *writers {
+	w := &writers{acked: map[int64]time.Time{}, sent: map[int64]time.Time{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range n {
+		withDeadline := i%2 == 0
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				id := w.next.Add(1)
+				cctx, ccancel := ctx, context.CancelFunc(func() {})
+				if withDeadline {
+					cctx, ccancel = context.WithTimeout(ctx, deadline)
+				}
+				start := time.Now()
+				w.mu.Lock()
+				w.sent[id] = start
+				w.mu.Unlock()
+				_, err := pool.Exec(cctx, "INSERT INTO w VALUES ($1)", id)
+				ccancel()
+				end := time.Now()
+				w.mu.Lock()
+				if d := end.Sub(start); d > w.longest && ctx.Err() == nil {
+					w.longest, w.longID = d, id
+				}
+				if err == nil {
+					w.acked[id] = end
+				} else if ctx.Err() == nil {
+					w.errs++
+				}
+				w.mu.Unlock()
+			}
+		})
+	}
+	w.stop = func() { cancel(); wg.Wait() }
+	return w
+}
+
+func (w *writers) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+// firstAckAfter is the first acknowledgement of a call sent after t.
+func (w *writers) firstAckAfter(t time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var first time.Time
+	for id, at := range w.acked {
+		if w.sent[id].After(t) && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// openPool opens a driver.Pool whose sockets are made in the client
+// namespace; bound is the longest a call may take by the driver's
+// documented rule (driver/doc.go, "How long a call can wait").
+func (c *nsCluster) openPool(ctx context.Context) (pool *driver.Pool, bound time.Duration) {
+	c.t.Helper()
+	pcfg, err := pgxpool.ParseConfig(fmt.Sprintf("postgres://postgres:%s@%s:%d/postgres?sslmode=disable",
+		url.QueryEscape(testutil.PostgresSuperuserPassword), c.nodes[0].ns.Addr, c.nodes[0].pg.Port))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pcfg.ConnConfig.DialFunc = c.bed.Client.DialContext
+	pcfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	dcfg := driver.LocalConfig()
+	dcfg.Config, dcfg.Etcd, dcfg.Cluster = pcfg, c.cli, partCluster
+	dcfg.WriteKeepAlive, dcfg.WriteTCPUserTimeout = 500*time.Millisecond, 2*time.Second
+	dcfg.Logger = slog.New(slog.NewTextHandler(c.t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	pool, err = driver.NewWithConfig(ctx, dcfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(pool.Close)
+	return pool, dcfg.FailoverTimeout + 2*(max(dcfg.WriteTCPUserTimeout, 4*dcfg.WriteKeepAlive)+dcfg.ProbeTimeout)
+}
+
+// ids are the ids in table w on n's PostgreSQL.
+func (n *nsNode) ids(ctx context.Context) (map[int64]bool, error) {
+	conn, err := n.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, "SELECT id FROM w")
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	m := map[int64]bool{}
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m, err
+}
+
+// TestPartitionPrimaryNode: the primary's whole node is partitioned (every
+// packet to and from it dropped: its etcd member, its PostgreSQL and its
+// agent are cut off from the other nodes and from the clients). A standby
+// must take over, no two nodes may ever be able to acknowledge writes, no
+// acknowledged write may be lost (synchronous mode), no pool call may take
+// longer than the driver's documented bound, and after the heal the old
+// primary rejoins as a streaming standby.
+func TestPartitionPrimaryNode(t *testing.T) {
+	c := startNSCluster(t, "on")
+	ctx := testutil.Ctx(t, 4*time.Minute)
+	var old *nsNode
+	testutil.Eventually(t, 120*time.Second, "a writable leader and two streaming standbys", func() error {
+		lead, err := c.converged(ctx)
+		old = lead
+		return err
+	})
+	pool, bound := c.openPool(ctx)
+	if _, err := pool.Exec(ctx, "CREATE TABLE w (id bigint PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	s := startSampler(c)
+	defer s.stop()
+	w := startWriters(pool, 4, 5*time.Second)
+	defer w.stop()
+	testutil.Eventually(t, 30*time.Second, "writes before the partition", func() error {
+		if n := w.count(); n < 50 {
+			return fmt.Errorf("%d acknowledged", n)
+		}
+		return nil
+	})
+
+	etcdLead := c.etcdLeader(ctx)
+	cut := time.Now()
+	c.bed.Isolate(old.ns)
+	t.Logf("partitioned %s (the primary, %s; etcd leader on %s) in %v", old.name, old.ns.Addr, etcdLead, time.Since(cut).Round(time.Millisecond))
+	var newLead string
+	testutil.Eventually(t, 60*time.Second, "a new leader record", func() error {
+		st, err := c.status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Leader == nil || st.Leader.Node == old.name || !st.Leader.Writable {
+			return fmt.Errorf("leader %+v", st.Leader)
+		}
+		newLead = st.Leader.Node
+		return nil
+	})
+	var firstAck time.Time
+	testutil.Eventually(t, 60*time.Second, "a write acknowledged after the partition", func() error {
+		var ok bool
+		if firstAck, ok = w.firstAckAfter(cut); !ok {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	t.Logf("node partitioned at TTL %v: first write acknowledged by the new primary %s %v after the cut", partTTL, newLead, firstAck.Sub(cut).Round(time.Millisecond))
+	before := w.count()
+	testutil.Eventually(t, 30*time.Second, "writes on the new primary", func() error {
+		if n := w.count() - before; n < 50 {
+			return fmt.Errorf("%d new writes acknowledged", n)
+		}
+		return nil
+	})
+
+	healed := time.Now()
+	c.bed.Heal()
+	var final *nsNode
+	testutil.Eventually(t, 90*time.Second, "the old primary rejoins as a streaming standby", func() error {
+		lead, err := c.converged(ctx)
+		final = lead
+		return err
+	})
+	t.Logf("converged %v after the heal, leader %s", time.Since(healed).Round(time.Millisecond), final.name)
+	w.stop()
+	s.stop()
+
+	have, err := final.ids(ctx)
+	if err != nil {
+		t.Fatalf("read the final primary %s: %v", final.name, err)
+	}
+	w.mu.Lock()
+	var lost []int64
+	for id := range w.acked {
+		if !have[id] {
+			lost = append(lost, id)
+		}
+	}
+	slices.Sort(lost)
+	t.Logf("%d writes acknowledged, %d failed; longest call %v (bound %v); sampler: %d rounds, %d with two nodes out of recovery",
+		len(w.acked), w.errs, w.longest.Round(time.Millisecond), bound, s.rounds, s.primaries)
+	if len(lost) > 0 {
+		t.Errorf("synchronous mode lost %d acknowledged writes: %v", len(lost), lost)
+	}
+	if w.longest > bound {
+		t.Errorf("a pool call (id %d) took %v, past the driver's documented bound %v", w.longID, w.longest, bound)
+	}
+	w.mu.Unlock()
+	if s.multi > 0 {
+		t.Errorf("%d of %d sampler rounds saw two nodes able to acknowledge writes, first: %s", s.multi, s.rounds, s.first)
+	}
+	if s.rounds < 100 {
+		t.Errorf("the sampler ran only %d rounds", s.rounds)
+	}
+}
