@@ -557,8 +557,25 @@ func runPartition(t *testing.T, ctx context.Context, c *nsCluster, w *writers, b
 		return nil
 	})
 	s := startSampler(c)
-	defer s.stop()
 	w.resetLongest()
+	// Checked also when a later step fails the test: a second writer
+	// may be why the cluster did not converge.
+	defer func() {
+		s.stop()
+		longest, id := w.longestCall()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t.Logf("%s: longest call %v (bound %v); sampler: %d rounds, %d with two nodes out of recovery", tc.name, longest.Round(time.Millisecond), bound, s.rounds, s.primaries)
+		if longest > bound {
+			t.Errorf("%s: a pool call (id %d) took %v, past the driver's documented bound %v", tc.name, id, longest, bound)
+		}
+		if s.multi > 0 {
+			t.Errorf("%s: %d of %d sampler rounds saw two nodes able to acknowledge writes, first: %s", tc.name, s.multi, s.rounds, s.first)
+		}
+		if s.rounds < 50 {
+			t.Errorf("%s: the sampler ran only %d rounds", tc.name, s.rounds)
+		}
+	}()
 	etcdLead := c.etcdLeader(ctx)
 	cut := time.Now()
 	tc.cut(c, old)
@@ -628,20 +645,6 @@ func runPartition(t *testing.T, ctx context.Context, c *nsCluster, w *writers, b
 	t.Logf("%s: converged %v after the heal, leader %s", tc.name, time.Since(healed).Round(time.Millisecond), final.name)
 	if tc.failover && final.name != newLead {
 		t.Logf("%s: a second failover followed the heal (%s -> %s)", tc.name, newLead, final.name)
-	}
-	s.stop()
-	longest, id := w.longestCall()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t.Logf("%s: longest call %v (bound %v); sampler: %d rounds, %d with two nodes out of recovery", tc.name, longest.Round(time.Millisecond), bound, s.rounds, s.primaries)
-	if longest > bound {
-		t.Errorf("%s: a pool call (id %d) took %v, past the driver's documented bound %v", tc.name, id, longest, bound)
-	}
-	if s.multi > 0 {
-		t.Errorf("%s: %d of %d sampler rounds saw two nodes able to acknowledge writes, first: %s", tc.name, s.multi, s.rounds, s.first)
-	}
-	if s.rounds < 50 {
-		t.Errorf("%s: the sampler ran only %d rounds", tc.name, s.rounds)
 	}
 }
 
