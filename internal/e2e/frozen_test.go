@@ -21,6 +21,7 @@ import (
 	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -106,13 +107,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 }
 
 func (a *agent) connect(ctx context.Context) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	cc.Host, cc.Port, cc.Database, cc.Fallbacks = a.sock, uint16(a.port), "postgres", nil
-	cc.User, cc.Password = "postgres", testutil.PostgresSuperuserPassword
-	return pgx.ConnectConfig(ctx, cc)
+	return testutil.ConnectSuperuser(ctx, replicate.Config{SocketDir: a.sock, Port: a.port})
 }
 
 // ids returns the ids in table w on a's PostgreSQL.

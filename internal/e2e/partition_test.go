@@ -78,23 +78,10 @@ func startNSProc(t *testing.T, ns *testutil.Netns, name, logPath string, env []s
 			<-p.done
 		}
 		if t.Failed() {
-			tail(t, name, logPath, 80)
+			testutil.DumpTail(t, name, logPath, 80)
 		}
 	})
 	return p
-}
-
-func tail(t *testing.T, what, path string, n int) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Logf("--- %s: %v", what, err)
-		return
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	t.Logf("--- %s (%s, last %d lines) ---\n%s", what, path, len(lines), strings.Join(lines, "\n"))
 }
 
 // nsNode is one node of the bed: its namespace and what runs in it.
@@ -107,14 +94,7 @@ type nsNode struct {
 // connect opens a superuser connection over the node's unix socket: the
 // test observes every node whatever the network faults.
 func (n *nsNode) connect(ctx context.Context) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	cc.Host, cc.Port, cc.Database, cc.Fallbacks = n.pg.SocketDir, uint16(n.pg.Port), "postgres", nil
-	cc.User, cc.Password = "postgres", testutil.PostgresSuperuserPassword
-	cc.ConnectTimeout = time.Second
-	return pgx.ConnectConfig(ctx, cc)
+	return testutil.ConnectSuperuser(ctx, n.pg)
 }
 
 // nsCluster is three nodes, each running an etcd member, a PostgreSQL and
@@ -167,7 +147,7 @@ func startNSCluster(t *testing.T, syncMode string) *nsCluster {
 				t.Errorf("agent %s left PostgreSQL running: %v", n.name, procs)
 			}
 			if t.Failed() {
-				tail(t, "PostgreSQL "+n.name, n.pg.DataDir+".log", 40)
+				testutil.DumpTail(t, "PostgreSQL "+n.name, n.pg.DataDir+".log", 40)
 			}
 		})
 		startNSProc(t, n.ns, "agent "+n.name, filepath.Join(dir, "agent-"+n.name+".log"),
@@ -250,95 +230,14 @@ func (c *nsCluster) converged(ctx context.Context) (*nsNode, error) {
 	return lead, nil
 }
 
-// sampler asks every node, every 50 ms over its unix socket, whether it
-// can acknowledge writes: out of recovery and, in synchronous mode, with no
-// synchronous_standby_names or a synchronous standby connected.
-type sampler struct {
-	mu        sync.Mutex
-	rounds    int
-	multi     int // rounds with more than one node able to acknowledge writes
-	primaries int // rounds with more than one node out of recovery
-	first     string
-	stop      func()
-}
-
-func startSampler(c *nsCluster) *sampler {
-	s := &sampler{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	conns := make([]*pgx.Conn, len(c.nodes))
-	go func() {
-		defer close(done)
-		defer func() {
-			for _, conn := range conns {
-				if conn != nil {
-					conn.Close(context.Background())
-				}
-			}
-		}()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			prim := make([]bool, len(c.nodes))
-			acks := make([]bool, len(c.nodes))
-			var wg sync.WaitGroup
-			for i, n := range c.nodes {
-				wg.Go(func() {
-					qctx, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
-					defer qcancel()
-					if conns[i] == nil {
-						conn, err := n.connect(qctx)
-						if err != nil {
-							return
-						}
-						conns[i] = conn
-					}
-					var rec, noSync, syncConnected bool
-					err := conns[i].QueryRow(qctx, `SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names') = '',
-						EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`).Scan(&rec, &noSync, &syncConnected)
-					if err != nil {
-						conns[i].Close(context.Background())
-						conns[i] = nil
-						return
-					}
-					prim[i] = !rec
-					acks[i] = !rec && (noSync || syncConnected)
-				})
-			}
-			wg.Wait()
-			if ctx.Err() != nil {
-				return
-			}
-			var p, a []string
-			for i, n := range c.nodes {
-				if prim[i] {
-					p = append(p, n.name)
-				}
-				if acks[i] {
-					a = append(a, n.name)
-				}
-			}
-			s.mu.Lock()
-			s.rounds++
-			if len(p) > 1 {
-				s.primaries++
-			}
-			if len(a) > 1 {
-				s.multi++
-				if s.first == "" {
-					s.first = fmt.Sprintf("%s at %s", strings.Join(a, " and "), time.Now().Format("15:04:05.000"))
-				}
-			}
-			s.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	s.stop = func() { cancel(); <-done }
-	return s
+// startSampler starts the one-writer sampler on every node, over its
+// unix socket.
+func startSampler(c *nsCluster) *testutil.WriterSampler {
+	var nodes []testutil.SampledNode
+	for _, n := range c.nodes {
+		nodes = append(nodes, testutil.SampledNode{Name: n.name, Connect: n.connect})
+	}
+	return testutil.StartWriterSampler(nodes, true, nil)
 }
 
 // writers insert unique ids through one driver.Pool: half of them with a
@@ -561,19 +460,18 @@ func runPartition(t *testing.T, ctx context.Context, c *nsCluster, w *writers, b
 	// Checked also when a later step fails the test: a second writer
 	// may be why the cluster did not converge.
 	defer func() {
-		s.stop()
+		s.Stop()
 		longest, id := w.longestCall()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		t.Logf("%s: longest call %v (bound %v); sampler: %d rounds, %d with two nodes out of recovery", tc.name, longest.Round(time.Millisecond), bound, s.rounds, s.primaries)
+		rounds, multi, primaries := s.Counts()
+		t.Logf("%s: longest call %v (bound %v); sampler: %d rounds, %d with two nodes out of recovery", tc.name, longest.Round(time.Millisecond), bound, rounds, primaries)
 		if longest > bound {
 			t.Errorf("%s: a pool call (id %d) took %v, past the driver's documented bound %v", tc.name, id, longest, bound)
 		}
-		if s.multi > 0 {
-			t.Errorf("%s: %d of %d sampler rounds saw two nodes able to acknowledge writes, first: %s", tc.name, s.multi, s.rounds, s.first)
+		if multi > 0 {
+			t.Errorf("%s: %d of %d sampler rounds saw two nodes able to acknowledge writes, first: %s", tc.name, multi, rounds, s.FirstMulti())
 		}
-		if s.rounds < 50 {
-			t.Errorf("%s: the sampler ran only %d rounds", tc.name, s.rounds)
+		if rounds < 50 {
+			t.Errorf("%s: the sampler ran only %d rounds", tc.name, rounds)
 		}
 	}()
 	etcdLead := c.etcdLeader(ctx)
