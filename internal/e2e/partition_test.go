@@ -394,8 +394,9 @@ type partitionCase struct {
 //     to and from it dropped: its etcd member, PostgreSQL and agent are cut
 //     off from the other nodes and from the clients). A standby takes over.
 //   - clients-primary: only the clients' link to the primary's node is
-//     black-holed. No failover: the primary holds its lease; pool calls
-//     fail within the driver's bound and writes resume after the heal.
+//     black-holed, for longer than the driver's bound. No failover: the
+//     primary holds its lease; pool calls fail within the bound and writes
+//     resume after the heal.
 //   - primary-etcd: only etcd traffic (2379-2380) between the primary's
 //     node and the others is dropped: its etcd member is in the minority,
 //     its agent cannot renew, replication and clients still reach it. A
@@ -421,7 +422,8 @@ func TestPartition(t *testing.T) {
 	defer w.stop()
 	cases := []partitionCase{
 		{name: "primary-node", failover: true, cut: func(c *nsCluster, p *nsNode) { c.bed.Isolate(p.ns) }},
-		{name: "clients-primary", hold: 6 * time.Second, cut: func(c *nsCluster, p *nsNode) { c.bed.Cut(c.bed.Client, p.ns) }},
+		// Longer than the bound: a call that hangs until the heal fails.
+		{name: "clients-primary", hold: bound + 3*time.Second, cut: func(c *nsCluster, p *nsNode) { c.bed.Cut(c.bed.Client, p.ns) }},
 		{name: "primary-etcd", failover: true, cut: func(c *nsCluster, p *nsNode) {
 			for _, o := range c.nodes {
 				if o != p {
