@@ -161,11 +161,11 @@ func startNSCluster(t *testing.T, syncMode string) *nsCluster {
 			"--pg-socket-dir", n.pg.SocketDir, "--pg-listen-addresses", n.ns.Addr, "--pg-advertise-host", n.ns.Addr,
 			"--pg-replication-networks", "198.18.0.0/15", "--pg-client-networks", "198.18.0.0/15",
 			"--etcd-dial-timeout", "2s", "--pg-replace-data-dir",
-			// A heal can cost the new primary its lease too (a second
-			// failover); the rewinds of the other nodes then fail while
-			// their source restarts, and three failed rewinds in a row
-			// wait for an operator's reinit (seen once in five runs):
-			// clone afresh instead, so that the cluster converges.
+			// After a second failover (which the test reports) the
+			// other nodes' rewinds fail while their source restarts,
+			// and three failed rewinds in a row wait for an operator's
+			// reinit (seen once): clone afresh instead, so that such a
+			// run still converges and shows its logs quickly.
 			"--reclone-on-rewind-failure")
 	}
 	// Faults end before the processes are stopped, so that the agents
