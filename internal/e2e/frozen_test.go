@@ -113,23 +113,10 @@ func (a *agent) connect(ctx context.Context) (*pgx.Conn, error) {
 // ids returns the ids in table w on a's PostgreSQL.
 func (a *agent) ids(t *testing.T) map[int64]bool {
 	t.Helper()
-	ctx := testutil.Ctx(t, 10*time.Second)
-	conn, err := a.connect(ctx)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", a.name, err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "SELECT id FROM w")
+	ids, err := tableIDs(testutil.Ctx(t, 10*time.Second), replicate.Config{SocketDir: a.sock, Port: a.port})
 	if err != nil {
 		t.Fatalf("read %s: %v", a.name, err)
 	}
-	ids := map[int64]bool{}
-	for rows.Next() {
-		var id int64
-		rows.Scan(&id)
-		ids[id] = true
-	}
-	rows.Close()
 	return ids
 }
 

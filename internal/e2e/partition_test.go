@@ -358,7 +358,12 @@ func (c *nsCluster) openPool(ctx context.Context) (*driver.Pool, time.Duration) 
 
 // ids are the ids in table w on n's PostgreSQL.
 func (n *nsNode) ids(ctx context.Context) (map[int64]bool, error) {
-	conn, err := n.connect(ctx)
+	return tableIDs(ctx, n.pg)
+}
+
+// tableIDs reads the ids in table w on pg's server, over its unix socket.
+func tableIDs(ctx context.Context, pg replicate.Config) (map[int64]bool, error) {
+	conn, err := testutil.ConnectSuperuser(ctx, pg)
 	if err != nil {
 		return nil, err
 	}
