@@ -402,6 +402,9 @@ type partitionCase struct {
 //     black-holed, for longer than the driver's bound. No failover: the
 //     primary holds its lease; pool calls fail within the bound and writes
 //     resume after the heal.
+//   - replication: only the primary's PostgreSQL port between its node
+//     and the standbys' is black-holed, for 6 s. No failover; writes
+//     resume after the heal.
 //   - primary-etcd: only etcd traffic (2379-2380) between the primary's
 //     node and the others is dropped: its etcd member is in the minority,
 //     its agent cannot renew, replication and clients still reach it. A
@@ -429,6 +432,16 @@ func TestPartition(t *testing.T) {
 		{name: "primary-node", failover: true, cut: func(c *nsCluster, p *nsNode) { c.bed.Isolate(p.ns) }},
 		// Longer than the bound: a call that hangs until the heal fails.
 		{name: "clients-primary", hold: bound + 3*time.Second, cut: func(c *nsCluster, p *nsNode) { c.bed.Cut(c.bed.Client, p.ns) }},
+		// Synchronous mode: commits wait for the cut standby, so writes
+		// stall for the whole cut (server time, outside the driver's
+		// bound); a short cut keeps the longest call inside the bound.
+		{name: "replication", hold: 6 * time.Second, cut: func(c *nsCluster, p *nsNode) {
+			for _, o := range c.nodes {
+				if o != p {
+					c.bed.CutPorts(p.ns, o.ns, p.pg.Port, p.pg.Port)
+				}
+			}
+		}},
 		{name: "primary-etcd", failover: true, cut: func(c *nsCluster, p *nsNode) {
 			for _, o := range c.nodes {
 				if o != p {
