@@ -10,7 +10,7 @@ GO        ?= go
 PKGS      ?= ./...
 TESTFLAGS ?= -race -count=1 -p 1 -timeout 25m
 
-.PHONY: demo test test-clock lint vet fmt bench chaos fuzz tools tools-postgres tools-pgbackrest
+.PHONY: demo test test-clock lint vet fmt bench chaos fuzz tools tools-postgres tools-pgbackrest tools-iptables
 
 # demo runs the local-cluster demo: embedded etcd, three PostgreSQL servers
 # with an HA manager each, a writer through driver.Pool, then four failures
@@ -21,8 +21,9 @@ demo: tools-postgres
 	$(GO) run ./examples/localcluster -pgbin "$$(scripts/ensure-postgres.sh)" $(DEMOFLAGS)
 
 # test runs every test against real etcd (embedded) and real PostgreSQL
-# servers (and pgBackRest for the backup tests). It finds or installs the
-# tools first.
+# servers (and pgBackRest for the backup tests; iptables for the
+# network-namespace tests, which drop packets with it). It finds or
+# installs the tools first.
 test: lint tools
 	PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test $(TESTFLAGS) $(PKGS)
 
@@ -31,14 +32,18 @@ test: lint tools
 test-clock: tools-postgres
 	PGHA_TEST_CLOCK=on PGHA_TEST_PGBIN="$$(scripts/ensure-postgres.sh)" $(GO) test -race -count=1 -run TestWallClockSteps ./ha/
 
-# tools finds or installs every external program the tests run.
-tools: tools-postgres tools-pgbackrest
+# tools finds or installs every external program the tests run, from the
+# OS packages.
+tools: tools-postgres tools-pgbackrest tools-iptables
 
 tools-postgres:
 	@scripts/ensure-postgres.sh >/dev/null
 
 tools-pgbackrest:
 	@scripts/ensure-pgbackrest.sh >/dev/null
+
+tools-iptables:
+	@scripts/ensure-iptables.sh >/dev/null
 
 # lint fails on unformatted files and on go vet findings.
 lint: vet

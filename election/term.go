@@ -370,7 +370,12 @@ func (t *Term) run() {
 			go func() {
 				defer inflight.Done()
 				defer rcancel()
-				resp, err := t.e.cli.KeepAliveOnce(rctx, t.lease)
+				// WithRequireLeader: a member that has no leader (one that
+				// just rejoined after a partition) refuses at once instead
+				// of holding the renewal until it finds one (about 1 s seen
+				// at TTL 2 s, which ended the term); the retry goes to
+				// another endpoint.
+				resp, err := t.e.cli.KeepAliveOnce(clientv3.WithRequireLeader(rctx), t.lease)
 				r := renewal{sent: sent, err: err}
 				if err == nil {
 					r.ttl = resp.TTL

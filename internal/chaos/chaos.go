@@ -240,7 +240,7 @@ func Run(t testing.TB, opts Options) *Report {
 	}
 	defer stopWorkload()
 	smp := startSampler(c, tl)
-	defer smp.stop()
+	defer smp.Stop()
 	stopWatch := watchLeader(c, tl)
 	defer stopWatch()
 
@@ -336,9 +336,9 @@ func Run(t testing.TB, opts Options) *Report {
 	}
 	waitFor(time.Second)
 	stopWorkload()
-	smp.stop()
+	smp.Stop()
 	stopWatch()
-	rep.SamplerRounds, rep.MultiWriter, rep.MultiPrimary = smp.counts()
+	rep.SamplerRounds, rep.MultiWriter, rep.MultiPrimary = smp.Counts()
 	if rep.MultiWriter > 0 {
 		fail("one-writer invariant: %d sampler rounds saw more than one node able to acknowledge writes", rep.MultiWriter)
 	}

@@ -293,14 +293,7 @@ func (n *node) walReceiverPID() int {
 // connect opens a superuser connection to n's PostgreSQL over its unix
 // socket (no proxy).
 func (n *node) connect(ctx context.Context) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	cc.Host, cc.Port, cc.Database, cc.Fallbacks = n.pg.SocketDir, uint16(n.pg.Port), "postgres", nil
-	cc.User, cc.Password = "postgres", testutil.PostgresSuperuserPassword
-	cc.ConnectTimeout = 2 * time.Second
-	return pgx.ConnectConfig(ctx, cc)
+	return testutil.ConnectSuperuser(ctx, n.pg)
 }
 
 func (c *cluster) node(name string) *node {
@@ -492,22 +485,8 @@ func (c *cluster) stop() {
 	}
 	if c.t.Failed() {
 		for _, n := range c.nodes {
-			tailFile(c.t, "agent "+n.name+" log", n.logPath, 150)
-			tailFile(c.t, "PostgreSQL "+n.name+" log", n.pg.DataDir+".log", 60)
+			testutil.DumpTail(c.t, "agent "+n.name+" log", n.logPath, 150)
+			testutil.DumpTail(c.t, "PostgreSQL "+n.name+" log", n.pg.DataDir+".log", 60)
 		}
 	}
-}
-
-// tailFile logs the last n lines of path.
-func tailFile(t testing.TB, what, path string, n int) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Logf("--- %s: %v", what, err)
-		return
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	t.Logf("--- %s (%s, last %d lines) ---\n%s", what, path, len(lines), strings.Join(lines, "\n"))
 }

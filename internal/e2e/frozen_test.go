@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -22,14 +21,13 @@ import (
 	"github.com/pgha/pgha/driver"
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/testutil"
+	"github.com/pgha/pgha/replicate"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemoveBinaries()
 	if code == 0 {
 		if err := testutil.CheckLeaks(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -39,30 +37,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	agentBin  string
-	buildErr  error
-)
-
 // agentBinary builds examples/agent once per test binary.
 func agentBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "pgha-e2e-"); buildErr != nil {
-			return
-		}
-		agentBin = filepath.Join(buildDir, "pgha-agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/pgha/pgha/examples/agent").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build examples/agent: %v", buildErr)
-	}
-	return agentBin
+	return testutil.GoBinary(t, "github.com/pgha/pgha/examples/agent")
 }
 
 // agent is one pgha-agent process and its PostgreSQL.
@@ -129,35 +107,16 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 }
 
 func (a *agent) connect(ctx context.Context) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	cc.Host, cc.Port, cc.Database, cc.Fallbacks = a.sock, uint16(a.port), "postgres", nil
-	cc.User, cc.Password = "postgres", testutil.PostgresSuperuserPassword
-	return pgx.ConnectConfig(ctx, cc)
+	return testutil.ConnectSuperuser(ctx, replicate.Config{SocketDir: a.sock, Port: a.port})
 }
 
 // ids returns the ids in table w on a's PostgreSQL.
 func (a *agent) ids(t *testing.T) map[int64]bool {
 	t.Helper()
-	ctx := testutil.Ctx(t, 10*time.Second)
-	conn, err := a.connect(ctx)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", a.name, err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "SELECT id FROM w")
+	ids, err := tableIDs(testutil.Ctx(t, 10*time.Second), replicate.Config{SocketDir: a.sock, Port: a.port})
 	if err != nil {
 		t.Fatalf("read %s: %v", a.name, err)
 	}
-	ids := map[int64]bool{}
-	for rows.Next() {
-		var id int64
-		rows.Scan(&id)
-		ids[id] = true
-	}
-	rows.Close()
 	return ids
 }
 

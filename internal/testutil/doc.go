@@ -1,6 +1,7 @@
 // Package testutil starts real servers for pgha's tests: embedded etcd (one
 // member or a three-member cluster with per-member stop and restart), a TCP
-// fault proxy (pass, blackhole, reset, latency) and PostgreSQL servers, plus
+// fault proxy (pass, blackhole, reset, latency), a network-namespace test
+// bed whose links drop packets ([StartNetbed]) and PostgreSQL servers, plus
 // polling helpers.
 //
 // Every helper takes a [TB], calls t.Helper and registers its cleanup with
@@ -13,8 +14,9 @@
 //   - PGHA_TEST_PGBIN: directory holding the PostgreSQL server binaries
 //     (initdb, postgres, pg_ctl, pg_basebackup, pg_rewind). Default: found
 //     by the replicate package's search.
-//   - CI: when "true", a missing PostgreSQL is a test failure; otherwise the
-//     test is skipped with the command that installs it.
+//   - CI: when "true", a missing PostgreSQL, or a [Netbed] that cannot be
+//     built (no root, CAP_NET_ADMIN, ip or iptables), is a test failure;
+//     otherwise the test is skipped with the command that installs it.
 //
 // # Waiting
 //

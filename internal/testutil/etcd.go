@@ -87,7 +87,7 @@ func StartEtcdWith(t TB, opts EtcdOptions) *EtcdCluster {
 			c.Close()
 			if t.Failed() {
 				for _, m := range c.members {
-					dumpTail(t, "etcd member "+m.Name+" log", m.logPath, 60)
+					DumpTail(t, "etcd member "+m.Name+" log", m.logPath, 60)
 				}
 			}
 		})
@@ -424,8 +424,9 @@ func freeAddr() (string, error) {
 	return fmt.Sprintf("127.0.0.1:%d", p), nil
 }
 
-// dumpTail prints the last n lines of a log file to the test log.
-func dumpTail(t TB, what, path string, n int) {
+// DumpTail logs the last n lines of the file at path, headed by what:
+// what a failed test prints of a server's log.
+func DumpTail(t TB, what, path string, n int) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Logf("%s: %v", what, err)

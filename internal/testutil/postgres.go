@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgha/pgha/replicate"
 )
 
@@ -374,4 +375,18 @@ func ProcessAlive(pid int) bool {
 	}
 	j := strings.LastIndexByte(string(b), ')')
 	return j >= 0 && j+2 < len(b) && b[j+2] != 'Z' && b[j+2] != 'X'
+}
+
+// ConnectSuperuser opens a connection to pg's server as the superuser over
+// its unix socket (SocketDir and Port): the test's way to look at a node
+// whatever network faults are injected. The connect is bounded by 2 s.
+func ConnectSuperuser(ctx context.Context, pg replicate.Config) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cc.Host, cc.Port, cc.Database, cc.Fallbacks = pg.SocketDir, uint16(pg.Port), "postgres", nil
+	cc.User, cc.Password = "postgres", PostgresSuperuserPassword
+	cc.ConnectTimeout = 2 * time.Second
+	return pgx.ConnectConfig(ctx, cc)
 }
