@@ -147,6 +147,10 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		return err
 	}
 	defer cli.Close()
+	// In the background: an unreachable member must not delay the start.
+	checked := make(chan struct{})
+	go func() { defer close(checked); checkEtcdMembers(ctx, cli, log) }()
+	defer func() { <-checked }()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
