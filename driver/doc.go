@@ -294,6 +294,7 @@
 //	pgha_max_replica_lag   bytes, e.g. 16MB (default), 65536, or -1 for no limit
 //	pgha_write_keepalive   TCP keepalive of connections to the primary (default 3s, or off)
 //	pgha_write_tcp_user_timeout  TCP_USER_TIMEOUT of connections to the primary, Linux (default 10s, or off)
+//	pgha_resolve_outcome   on or off (default): resolve commits whose connection failed (see Outcome resolution)
 //
 // Without pgha_etcd, the hosts of a multi-host string are the host list:
 //

@@ -24,14 +24,22 @@ import (
 // the primary is killed, and a table w(v int primary key).
 func pair(t *testing.T, prefix string) (primary, standby *replicate.Instance) {
 	t.Helper()
+	return pairMode(t, prefix, true)
+}
+
+// pairMode is pair with synchronous replication (sync) or without.
+func pairMode(t *testing.T, prefix string, sync bool) (primary, standby *replicate.Instance) {
+	t.Helper()
 	primary = testutil.StartPostgres(t, testutil.PostgresOptions{Name: prefix + "1"})
 	standby = testutil.StartPostgres(t, testutil.PostgresOptions{Name: prefix + "2", CloneFrom: primary})
 	ctx := testutil.Ctx(t, time.Minute)
 	if err := standby.WaitStreaming(ctx); err != nil {
 		t.Fatalf("standby streaming: %v", err)
 	}
-	if _, err := primary.SetSynchronousStandbys(ctx, replicate.SyncSpec{Method: replicate.SyncAny, Num: 1, Names: []string{prefix + "2"}}); err != nil {
-		t.Fatalf("synchronous standby: %v", err)
+	if sync {
+		if _, err := primary.SetSynchronousStandbys(ctx, replicate.SyncSpec{Method: replicate.SyncAny, Num: 1, Names: []string{prefix + "2"}}); err != nil {
+			t.Fatalf("synchronous standby: %v", err)
+		}
 	}
 	if err := testutil.PostgresExec(ctx, primary, "create table w(v int primary key)"); err != nil {
 		t.Fatalf("create table: %v", err)

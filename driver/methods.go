@@ -81,6 +81,9 @@ func (p *Pool) Stat() *pgxpool.Stat {
 // Exec runs sql on the primary. See the package documentation for retries
 // and errors.
 func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.CommandTag, error) {
+	if on, o := p.resolving(ctx); on {
+		return p.execResolving(ctx, o, sql, arguments)
+	}
 	var tag pgconn.CommandTag
 	var rep error
 	err := p.run(ctx, "exec", retryIfUnapplied, func(n *node) (err error) {
@@ -186,7 +189,8 @@ func (p *Pool) beginTx(ctx context.Context, n *node, opts pgx.TxOptions) (*tx, e
 		c.Release()
 		return nil, err
 	}
-	return &tx{p: p, n: n, t: t, c: c}, nil
+	resolve, o := p.resolving(ctx)
+	return &tx{p: p, n: n, t: t, c: c, resolve: resolve, outcome: o}, nil
 }
 
 // CopyFrom copies rows into tableName on the primary. Only a failure

@@ -26,6 +26,7 @@ const (
 	keyProbeTimeout    = "pgha_probe_timeout"
 	keyWriteKeepAlive  = "pgha_write_keepalive"
 	keyWriteUserTO     = "pgha_write_tcp_user_timeout"
+	keyResolveOutcome  = "pgha_resolve_outcome"
 )
 
 // ParseConfig builds a Config from a connection string: everything
@@ -130,8 +131,17 @@ func ParseConfig(connString string) (*Config, error) {
 			} else {
 				c.WriteTCPUserTimeout = d
 			}
+		case keyResolveOutcome:
+			switch v {
+			case "on":
+				c.ResolveOutcome = true
+			case "off":
+				c.ResolveOutcome = false
+			default:
+				return nil, perr(k, "invalid value", fmt.Errorf("%q is not on or off", v))
+			}
 		default:
-			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout)", nil)
+			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout, pgha_resolve_outcome)", nil)
 		}
 	}
 	if len(c.EtcdEndpoints) > 0 && c.Cluster == "" {
