@@ -345,3 +345,72 @@ func failoverOnce(b *testing.B, name string) failoverTimes {
 		pgx:              ms(theirsAt.Load(), t0),
 	}
 }
+
+// BenchmarkResolveOverhead measures what outcome resolution costs a call
+// that does not fail: on one driver.Pool (etcd mode, the shared primary),
+// each iteration runs the operation with resolution off (the default) and
+// on (WithResolveOutcome), in alternating order, and reports the median of
+// each and the overhead in % (resolve-overhead-%). Operations: an
+// autocommit insert (Exec with one argument) and a transaction (BEGIN,
+// insert, COMMIT).
+func BenchmarkResolveOverhead(b *testing.B) {
+	if shared == nil {
+		b.Skip("no shared cluster")
+	}
+	ctx := context.Background()
+	_, p := benchPools(b)
+	if _, err := p.Exec(ctx, "create table if not exists bench_resolve(v int)"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Exec(context.Background(), "drop table if exists bench_resolve") })
+	ops := []struct {
+		name string
+		op   func(ctx context.Context, i int) error
+	}{
+		{"exec", func(ctx context.Context, i int) error {
+			_, err := p.Exec(ctx, "insert into bench_resolve values ($1)", i)
+			return err
+		}},
+		{"tx", func(ctx context.Context, i int) error {
+			tx, err := p.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "insert into bench_resolve values ($1)", i); err != nil {
+				tx.Rollback(ctx)
+				return err
+			}
+			return tx.Commit(ctx)
+		}},
+	}
+	resolving := driver.WithResolveOutcome(ctx)
+	for _, o := range ops {
+		b.Run(o.name, func(b *testing.B) {
+			var tOff, tOn []float64
+			i := 0
+			for b.Loop() {
+				i++
+				ctxs := [2]context.Context{ctx, resolving}
+				if i%2 == 1 {
+					ctxs[0], ctxs[1] = resolving, ctx
+				}
+				for _, c := range ctxs {
+					start := time.Now()
+					if err := o.op(c, i); err != nil {
+						b.Fatal(err)
+					}
+					d := float64(time.Since(start).Nanoseconds())
+					if c == ctx {
+						tOff = append(tOff, d)
+					} else {
+						tOn = append(tOn, d)
+					}
+				}
+			}
+			mOff, mOn := median(tOff), median(tOn)
+			b.ReportMetric(mOff, "off-ns/op")
+			b.ReportMetric(mOn, "resolve-ns/op")
+			b.ReportMetric(100*mOn/mOff-100, "resolve-overhead-%")
+		})
+	}
+}

@@ -106,13 +106,15 @@ func (e *ConfigError) Error() string {
 // SafeToRetry reports whether err is guaranteed to have happened before
 // anything was sent to the server (so running the operation again cannot
 // apply it twice). It extends [pgconn.SafeToRetry] with failed connection
-// attempts, a node that turned out not to be the primary, and an acquire
-// from a node pool that was closed (pgxpool's "closed pool").
+// attempts, a node that turned out not to be the primary, an acquire
+// from a node pool that was closed (pgxpool's "closed pool"), and a
+// connection that a resolving call (see "Outcome resolution") found
+// closed by its server before sending anything.
 func SafeToRetry(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, errNotPrimary) || errors.Is(err, puddle.ErrClosedPool) {
+	if errors.Is(err, errNotPrimary) || errors.Is(err, puddle.ErrClosedPool) || errors.Is(err, errClosedBeforeSend) {
 		return true
 	}
 	var ce *pgconn.ConnectError

@@ -78,7 +78,14 @@ func (p *Pool) resolving(ctx context.Context) (bool, *Outcome) {
 // of the WAL file being written) and the start of its postmaster, which
 // tell a resolver whether the server it asks later is the same server
 // life, or a new timeline whose history entry applies.
-const markSQL = "SELECT pg_current_xact_id_if_assigned()::text, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), extract(epoch from pg_postmaster_start_time())::text"
+const markSQL = "SELECT pg_current_xact_id_if_assigned()::text, " + markServerSQL
+
+// markFirstSQL is markSQL for an autocommit statement, sent before it: it
+// assigns the transaction its id at once, so that the mark leaves the
+// server before the statement runs, not after.
+const markFirstSQL = "SELECT pg_current_xact_id()::text, " + markServerSQL
+
+const markServerSQL = "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), extract(epoch from pg_postmaster_start_time())::text"
 
 // serverMark identifies a server life: its timeline and postmaster start.
 type serverMark struct {
@@ -113,6 +120,35 @@ func parseMark(row [][]byte) (commitMark, error) {
 	m.server = serverMark{timeline: uint32(tl), started: string(row[2])}
 	m.learned = true
 	return m, nil
+}
+
+// errClosedBeforeSend: the server had closed the connection (or sent an
+// error that closes it, such as a FATAL at shutdown) before a resolving
+// call sent anything: nothing ran.
+var errClosedBeforeSend = errors.New("driver: the server closed the connection before the statement was sent")
+
+// checkWait bounds checkBeforeSend's wait on a healthy connection.
+const checkWait = 50 * time.Microsecond
+
+// checkBeforeSend returns errClosedBeforeSend (wrapping what was read)
+// when pc's server has already closed it, as pgconn's CheckConn does but
+// waiting checkWait instead of 1 ms. Without it, a call sent on a pooled
+// connection whose server just died gets no answer, its transaction id
+// is never learned, and its outcome would stay unknown although the
+// server never saw it.
+func checkBeforeSend(ctx context.Context, pc *pgconn.PgConn) error {
+	cctx, cancel := context.WithTimeout(ctx, checkWait)
+	defer cancel()
+	_, err := pc.ReceiveMessage(cctx)
+	if err == nil || ctx.Err() != nil || pgconn.Timeout(err) && !pc.IsClosed() {
+		return nil // healthy (or an unsolicited message, handled); or the caller's ctx ended: the call reports it
+	}
+	if !pc.IsClosed() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 100*time.Millisecond)
+		defer cancel()
+		pc.Close(cctx)
+	}
+	return fmt.Errorf("%w: %w", errClosedBeforeSend, err)
 }
 
 // pipelined sends queries (sql and encoded arguments) in one pipeline on
@@ -165,9 +201,10 @@ type pipeQuery struct {
 	formats, results []int16
 }
 
-// execMarked is exec for a resolving call: sql runs in one pipeline with
-// markSQL and a Flush before the Sync that commits, so the mark arrives
-// before the commit happens. Arguments are encoded as pgx's
+// execMarked is exec for a resolving call: sql runs in one pipeline after
+// markFirstSQL and a Flush, then the Sync that commits, so the mark
+// leaves the server before the statement runs (the statement's id is
+// assigned by the mark, even for a statement that writes nothing). Arguments are encoded as pgx's
 // QueryExecModeExec does (types from the Go values, no prepare).
 func (p *Pool) execMarked(ctx context.Context, n *node, sql string, args []any) (tag pgconn.CommandTag, rep error, mk commitMark, err error) {
 	c, err := p.acquireWrite(ctx, n)
@@ -193,19 +230,22 @@ func (p *Pool) execMarked(ctx context.Context, n *node, sql string, args []any) 
 		return tag, nil, mk, err
 	}
 	pc := conn.PgConn()
+	if err := checkBeforeSend(ctx, pc); err != nil {
+		return tag, nil, mk, err
+	}
 	clearSyncWait(pc)
 	res, err := pipelined(ctx, pc, []pipeQuery{
+		{sql: markFirstSQL},
 		{sql: sql, params: eqb.ParamValues, formats: eqb.ParamFormats, results: eqb.ResultFormats},
-		{sql: markSQL},
-	}, 2)
-	if len(res) == 2 && len(res[1].Rows) == 1 {
+	}, 1)
+	if len(res) > 0 && len(res[0].Rows) == 1 {
 		var perr error
-		if mk, perr = parseMark(res[1].Rows[0]); perr != nil && err == nil {
+		if mk, perr = parseMark(res[0].Rows[0]); perr != nil && err == nil {
 			err = perr
 		}
 	}
-	if len(res) > 0 {
-		tag = res[0].CommandTag
+	if len(res) > 1 {
+		tag = res[1].CommandTag
 	}
 	if err == nil {
 		rep = takeSyncWait(pc, "exec", n.key)
@@ -241,6 +281,9 @@ func (p *Pool) execResolving(ctx context.Context, o *Outcome, sql string, args [
 // transaction had failed) or the failure.
 func (t *tx) commitMarked(ctx context.Context, pc *pgconn.PgConn) (commitMark, error) {
 	var mk commitMark
+	if err := checkBeforeSend(ctx, pc); err != nil {
+		return mk, err
+	}
 	res, err := pipelined(ctx, pc, []pipeQuery{{sql: markSQL}, {sql: "commit"}}, 1)
 	if len(res) > 0 && len(res[0].Rows) == 1 {
 		var perr error
