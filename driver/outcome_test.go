@@ -397,6 +397,7 @@ func (a outcomeTally) String() string {
 // Every commit resolved as committed must be on the new primary, every
 // one resolved as not committed (and every ErrFailover) absent; unknowns
 // are counted, and may only be calls whose transaction id never arrived.
+// 3 rounds per mode; PGHA_TEST_ROUNDS=n for more (a measurement).
 func TestResolveOutcomeRandomKill(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("PGHA_TEST_SEED"); s != "" {
@@ -405,6 +406,13 @@ func TestResolveOutcomeRandomKill(t *testing.T) {
 	t.Logf("seed %d (PGHA_TEST_SEED to repeat)", seed)
 	rng := rand.New(rand.NewPCG(seed, 19))
 	rounds := 3
+	if s := os.Getenv("PGHA_TEST_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("PGHA_TEST_ROUNDS=%q: want a positive number of rounds per mode", s)
+		}
+		rounds = n
+	}
 	for _, mode := range []struct {
 		name string
 		sync bool
