@@ -222,13 +222,20 @@
 //     assigns those ids again, to other transactions (see docs/design.md,
 //     "Outcome resolution"). Below it, pg_xact_status is the answer.
 //
+// When the id never arrived but the server ended the stream in order (end
+// of file, or a FATAL message) before it, the server never sent it and so
+// never ran what follows it in the pipeline: not committed, without
+// asking (TCP delivers every byte the server wrote before its FIN or its
+// last message; a reset or a connection this side closed proves nothing).
+//
 // The call then returns nil (committed: the Exec's command tag is empty,
 // its rows-affected count went with the connection; [Outcome.Resolved]
 // tells such a success from an ordinary one), an [*Error] of kind
 // [ErrNotCommitted] (nothing was kept: run it again), or still
 // [ErrOutcomeUnknown] with the reason in the error and in
-// [Outcome.Reason]: the id never arrived (the connection failed before
-// the server sent it), the primary restarted on the same timeline (a
+// [Outcome.Reason]: the id never arrived and the connection was reset
+// or cut by the pool (a deposed primary's connections are closed), the
+// primary restarted on the same timeline (a
 // crash restart in place reuses ids that were never flushed), host mode
 // after a failover (no history), a history entry without first_xid
 // (written before pgha had it), or no primary within FailoverTimeout.

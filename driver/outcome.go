@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"time"
@@ -96,9 +97,36 @@ type serverMark struct {
 
 // commitMark is what the pool learned before a COMMIT was sent.
 type commitMark struct {
-	learned bool   // the mark's row arrived
-	xid     uint64 // 0: the transaction had no id (wrote nothing)
-	server  serverMark
+	learned bool // the mark's row arrived
+	// neverRan: the mark did not arrive, and the server ended the
+	// stream in order (see endedInOrder) before it: the server never
+	// sent the mark, so it never ran what comes after it (the statement
+	// and its commit, or the COMMIT).
+	neverRan bool
+	xid      uint64 // 0: the transaction had no id (wrote nothing)
+	server   serverMark
+}
+
+// endedInOrder reports whether err is the server ending the stream in
+// order: end of file (its FIN, which TCP delivers after every byte the
+// server wrote before it) or an error message it sent (a FATAL as its
+// session ends). Then every message the server wrote before has arrived.
+// A reset (RST may discard bytes in flight), a socket this process closed,
+// or a timeout says nothing of the kind.
+func endedInOrder(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Severity == "FATAL" || pe.Severity == "PANIC" || pe.SeverityUnlocalized == "FATAL" || pe.SeverityUnlocalized == "PANIC")
+}
+
+// noMark fills in mk after a pipeline that failed with err before the
+// mark arrived.
+func noMark(mk *commitMark, err error) {
+	if !mk.learned && err != nil && endedInOrder(err) {
+		mk.neverRan = true
+	}
 }
 
 // parseMark reads markSQL's row.
@@ -248,6 +276,7 @@ func (p *Pool) execMarked(ctx context.Context, n *node, sql string, args []any) 
 	if len(res) > 1 {
 		tag = res[1].CommandTag
 	}
+	noMark(&mk, err)
 	if err == nil {
 		rep = takeSyncWait(pc, "exec", n.key)
 	}
@@ -292,6 +321,7 @@ func (t *tx) commitMarked(ctx context.Context, pc *pgconn.PgConn) (commitMark, e
 			err = perr
 		}
 	}
+	noMark(&mk, err)
 	if err == nil && len(res) == 2 && res[1].CommandTag.String() == "ROLLBACK" {
 		err = pgx.ErrTxCommitRollback
 	}
@@ -324,6 +354,8 @@ const (
 // primary has the id's final status.
 func judgeFork(mk commitMark, cur serverMark, hist *keyspace.HistoryRecord) (verdict, string) {
 	switch {
+	case mk.neverRan:
+		return vNotCommitted, ""
 	case !mk.learned:
 		return vUnknown, "the transaction id was not received before the connection failed"
 	case mk.xid == 0:

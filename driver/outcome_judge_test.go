@@ -1,8 +1,15 @@
 package driver
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgha/pgha/internal/keyspace"
 )
@@ -26,6 +33,7 @@ func TestJudgeFork(t *testing.T) {
 		reason string // substring of the reason, for vUnknown
 	}{
 		{"id never received", commitMark{}, life1, nil, vUnknown, "not received"},
+		{"server ended the stream before the id", commitMark{neverRan: true}, serverMark{timeline: 2}, nil, vNotCommitted, ""},
 		{"no id: wrote nothing", commitMark{learned: true, server: life1}, serverMark{timeline: 2}, nil, vCommitted, ""},
 		{"same server life", marked(900), life1, nil, vAsk, ""},
 		{"restart on the same timeline", marked(900), serverMark{timeline: 1, started: "200"}, hist(boot), vUnknown, "restarted on timeline 1"},
@@ -52,6 +60,27 @@ func TestJudgeFork(t *testing.T) {
 				t.Fatalf("reason %q; want it to mention %q", reason, tc.reason)
 			}
 		})
+	}
+}
+
+// TestEndedInOrder: only an end of file or a message from the server
+// proves that everything it wrote before has arrived.
+func TestEndedInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{io.ErrUnexpectedEOF, true},
+		{fmt.Errorf("receive: %w", io.EOF), true},
+		{&pgconn.PgError{Severity: "FATAL", Code: "57P01"}, true},
+		{&pgconn.PgError{Severity: "ERROR", Code: "23505"}, false},
+		{syscall.ECONNRESET, false},
+		{net.ErrClosed, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := endedInOrder(tc.err); got != tc.want {
+			t.Errorf("endedInOrder(%v) = %v; want %v", tc.err, got, tc.want)
+		}
 	}
 }
 
