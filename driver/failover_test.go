@@ -492,37 +492,9 @@ func TestTransactionErrors(t *testing.T) {
 func TestCommitOutcomeUnknown(t *testing.T) {
 	primary := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "cu1"})
 	ctx := testutil.Ctx(t, time.Minute)
-	for _, sql := range []string{
-		"create table w(v int primary key)",
-		"create function slow() returns trigger language plpgsql as $$ begin perform pg_sleep(30); return null; end $$",
-		"create constraint trigger slow after insert on w deferrable initially deferred for each row execute function slow()",
-	} {
-		if err := testutil.PostgresExec(ctx, primary, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	slowCommits(t, ctx, primary)
 	p := newPool(t, parse(t, connString("pgha_failover_timeout=2s", primary)))
-	tx, err := p.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "insert into w values (1)"); err != nil {
-		t.Fatal(err)
-	}
-	pid := tx.Conn().PgConn().PID()
-	commitErr := make(chan error, 1)
-	go func() { commitErr <- tx.Commit(ctx) }()
-	testutil.Eventually(t, 10*time.Second, "COMMIT running", func() error {
-		n, err := testutil.PostgresQueryInt(ctx, primary, "select count(*) from pg_stat_activity where pid = $1 and query = 'commit' and state = 'active'", pid)
-		if err == nil && n == 0 {
-			err = errors.New("not yet")
-		}
-		return err
-	})
-	if err := testutil.PostgresExec(ctx, primary, "select pg_terminate_backend($1)", pid); err != nil {
-		t.Fatal(err)
-	}
-	err = <-commitErr
+	err := terminatedCommit(t, ctx, p, primary, ctx)
 	if !errors.Is(err, driver.ErrOutcomeUnknown) {
 		t.Fatalf("commit whose session was ended while committing: %v; want ErrOutcomeUnknown", err)
 	}

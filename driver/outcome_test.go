@@ -95,21 +95,7 @@ func TestResolveOutcomeSameServer(t *testing.T) {
 	slowCommits(t, ctx, inst)
 	p := newPool(t, parse(t, connString("pgha_failover_timeout=5s", inst)))
 	var o driver.Outcome
-	tx, err := p.Begin(driver.WithOutcome(ctx, &o))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "insert into w values (-1)"); err != nil {
-		t.Fatal(err)
-	}
-	pid := tx.Conn().PgConn().PID()
-	commitErr := make(chan error, 1)
-	go func() { commitErr <- tx.Commit(ctx) }()
-	waitCommitting(t, ctx, inst, pid)
-	if err := testutil.PostgresExec(ctx, inst, "select pg_terminate_backend($1)", pid); err != nil {
-		t.Fatal(err)
-	}
-	err = <-commitErr
+	err := terminatedCommit(t, ctx, p, inst, driver.WithOutcome(ctx, &o))
 	if !errors.Is(err, driver.ErrNotCommitted) || errors.Is(err, driver.ErrOutcomeUnknown) {
 		t.Fatalf("commit whose session was ended while committing: %v; want ErrNotCommitted alone", err)
 	}
@@ -135,6 +121,37 @@ func slowCommits(t *testing.T, ctx context.Context, inst *replicate.Instance) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
+}
+
+// terminatedCommit begins a transaction on p with beginCtx, inserts -1
+// into w (made slow to commit by slowCommits), and returns what its Commit
+// returns once inst's backend was terminated while running the COMMIT.
+func terminatedCommit(t *testing.T, ctx context.Context, p *driver.Pool, inst *replicate.Instance, beginCtx context.Context) error {
+	t.Helper()
+	_, pid, commitErr := slowCommit(t, ctx, p, beginCtx)
+	waitCommitting(t, ctx, inst, pid)
+	if err := testutil.PostgresExec(ctx, inst, "select pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	return <-commitErr
+}
+
+// slowCommit begins a transaction on p with beginCtx, inserts -1 into w
+// (made slow to commit by slowCommits) and starts its Commit, whose
+// result arrives on the channel; pid is its backend.
+func slowCommit(t *testing.T, ctx context.Context, p *driver.Pool, beginCtx context.Context) (pgx.Tx, uint32, <-chan error) {
+	t.Helper()
+	tx, err := p.Begin(beginCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "insert into w values (-1)"); err != nil {
+		t.Fatal(err)
+	}
+	pid := tx.Conn().PgConn().PID()
+	commitErr := make(chan error, 1)
+	go func() { commitErr <- tx.Commit(ctx) }()
+	return tx, pid, commitErr
 }
 
 // waitCommitting waits until backend pid runs its COMMIT.
@@ -227,22 +244,9 @@ func (c *forkCluster) failover(ctx context.Context, before func()) uint64 {
 // present returns the values of w on inst.
 func present(t *testing.T, ctx context.Context, inst *replicate.Instance) map[int]bool {
 	t.Helper()
-	conn, err := inst.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "select v from w")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vs, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil {
-		t.Fatal(err)
-	}
 	m := map[int]bool{}
-	for _, v := range vs {
-		m[int(v)] = true
+	for _, v := range queryInts(t, ctx, inst, "select v from w") {
+		m[v] = true
 	}
 	return m
 }
@@ -250,22 +254,32 @@ func present(t *testing.T, ctx context.Context, inst *replicate.Instance) map[in
 // walsenderPIDs returns the PIDs of inst's walsenders.
 func walsenderPIDs(t *testing.T, ctx context.Context, inst *replicate.Instance) []int {
 	t.Helper()
+	pids := queryInts(t, ctx, inst, "select pid from pg_stat_replication")
+	if len(pids) == 0 {
+		t.Fatalf("no walsender on %s", inst.Config().Name)
+	}
+	return pids
+}
+
+// queryInts runs sql, one int4 column, on inst.
+func queryInts(t *testing.T, ctx context.Context, inst *replicate.Instance, sql string) []int {
+	t.Helper()
 	conn, err := inst.Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "select pid from pg_stat_replication")
+	rows, err := conn.Query(ctx, sql)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil || len(pids) == 0 {
-		t.Fatalf("walsenders of %s: %v, %v", inst.Config().Name, pids, err)
+	vs, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
 	}
-	out := make([]int, len(pids))
-	for i, p := range pids {
-		out[i] = int(p)
+	out := make([]int, len(vs))
+	for i, v := range vs {
+		out[i] = int(v)
 	}
 	return out
 }
@@ -306,16 +320,7 @@ func TestResolveOutcomeForkReusesXIDs(t *testing.T) {
 		}
 	}
 	var o driver.Outcome
-	tx, err := c.p.Begin(driver.WithOutcome(ctx, &o))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "insert into w values (-1)"); err != nil {
-		t.Fatal(err)
-	}
-	pid := tx.Conn().PgConn().PID()
-	commitErr := make(chan error, 1)
-	go func() { commitErr <- tx.Commit(ctx) }()
+	_, pid, commitErr := slowCommit(t, ctx, c.p, driver.WithOutcome(ctx, &o))
 	waitCommitting(t, ctx, c.primary, pid)
 	kill(t, c.primary)
 	for _, pid := range senders {
@@ -328,7 +333,7 @@ func TestResolveOutcomeForkReusesXIDs(t *testing.T) {
 			t.Fatalf("advance transaction ids: %v", err)
 		}
 	})
-	err = <-commitErr
+	err := <-commitErr
 	t.Logf("first transaction id of the new timeline %d; broken commit's id %d; outcome %+v; Commit: %v", first, o.XID, o, err)
 	if o.XID < first {
 		t.Fatalf("the broken commit's id %d is below the new timeline's first %d: the test did not make ids diverge", o.XID, first)
