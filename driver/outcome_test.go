@@ -424,12 +424,15 @@ func TestResolveOutcomeRandomKill(t *testing.T) {
 	}{{"sync", true}, {"async", false}} {
 		t.Run(mode.name, func(t *testing.T) {
 			var total outcomeTally
-			for r := range rounds {
+			// A crash can fall between commits: run up to 5 more rounds
+			// until at least 3 broken commits were resolved.
+			r := 0
+			for ; r < rounds || total.resolvedCommitted+total.notCommitted < 3 && r < rounds+5; r++ {
 				total.add(randomKillRound(t, fmt.Sprintf("rk%s%d", mode.name[:1], r), mode.sync, rng))
 			}
-			t.Logf("%s mode, %d rounds: %v", mode.name, rounds, total)
-			if total.resolvedCommitted+total.notCommitted == 0 {
-				t.Fatalf("no broken commit was resolved in %d rounds: the test proves nothing", rounds)
+			t.Logf("%s mode, %d rounds: %v", mode.name, r, total)
+			if total.resolvedCommitted+total.notCommitted < 3 {
+				t.Fatalf("%d broken commits resolved in %d rounds, want at least 3: the test proves too little", total.resolvedCommitted+total.notCommitted, r)
 			}
 			// With the history in etcd, every broken commit whose id
 			// arrived is resolved: the only unknowns left are calls
