@@ -79,7 +79,8 @@ func (p *Pool) Stat() *pgxpool.Stat {
 }
 
 // Exec runs sql on the primary. See the package documentation for retries
-// and errors.
+// and errors, and its "Outcome resolution" for what [WithResolveOutcome]
+// (or [Config.ResolveOutcome]) changes.
 func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.CommandTag, error) {
 	if on, o := p.resolving(ctx); on {
 		return p.execResolving(ctx, o, sql, arguments)
@@ -161,7 +162,9 @@ func (p *Pool) Begin(ctx context.Context) (pgx.Tx, error) {
 // FailoverTimeout for one; a BEGIN that fails on a failover is retried
 // once. Statements of a transaction broken by a failover fail with
 // [ErrFailover]; a COMMIT whose outcome is unknown fails with
-// [ErrOutcomeUnknown].
+// [ErrOutcomeUnknown]. With outcome resolution on for ctx (or for the
+// Commit's own context), the COMMIT is resolved instead when it can be
+// (see "Outcome resolution" in the package documentation).
 func (p *Pool) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, error) {
 	var t *tx
 	// BEGIN has no effect of its own: repeat it after any failover error.
