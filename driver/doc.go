@@ -241,10 +241,14 @@
 // (written before pgha had it), or no primary within FailoverTimeout.
 //
 // Costs and limits. Resolution off, nothing changes. On: each Exec and
-// COMMIT carries one more small query in the same round trip and a 50 µs
-// check that the pooled connection is still open before it is sent (a
-// connection its server closed is then retried on the primary instead of
-// ending unknown); an Exec always gets a transaction id (even one that
+// COMMIT carries one more small query in the same round trip, answered
+// in a packet of its own, and a non-blocking peek at the socket (Linux)
+// before it is sent (a connection its server already closed, or one with
+// an unsolicited error pending, is then retried on the primary instead of
+// ending unknown). BenchmarkResolveOverhead measured, on a loaded 2-core
+// test machine, an autocommit insert at 730 µs instead of 465 µs and a
+// transaction (insert, COMMIT) at 761 µs instead of 583 µs (medians).
+// An Exec always gets a transaction id (even one that
 // writes nothing, which then writes a commit record); an Exec's arguments
 // are encoded as pgx's QueryExecModeExec does (types from the Go values,
 // no prepared statement), and its SQL must be a single statement. Query,
