@@ -251,7 +251,9 @@
 // An Exec always gets a transaction id (even one that
 // writes nothing, which then writes a commit record); an Exec's arguments
 // are encoded as pgx's QueryExecModeExec does (types from the Go values,
-// no prepared statement), and its SQL must be a single statement. Query,
+// no prepared statement), and its SQL must be a single statement (one
+// that refuses to run in a transaction block, such as VACUUM, is run
+// alone, unresolved). Query,
 // QueryRow, SendBatch, CopyFrom, nested transactions (savepoints) and
 // connections from Acquire are not resolved. [WithIdempotent] retries
 // take precedence over resolution for an Exec.

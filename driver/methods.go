@@ -85,6 +85,11 @@ func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.C
 	if on, o := p.resolving(ctx); on {
 		return p.execResolving(ctx, o, sql, arguments)
 	}
+	return p.execPlain(ctx, sql, arguments)
+}
+
+// execPlain is Exec without outcome resolution.
+func (p *Pool) execPlain(ctx context.Context, sql string, arguments []any) (pgconn.CommandTag, error) {
 	var tag pgconn.CommandTag
 	var rep error
 	err := p.run(ctx, "exec", retryIfUnapplied, func(n *node) (err error) {

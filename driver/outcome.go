@@ -294,6 +294,14 @@ func (p *Pool) execResolving(ctx context.Context, o *Outcome, sql string, args [
 		tag, rep, mk, err = p.execMarked(ctx, n, sql, args)
 		return err
 	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "25001" && !errors.As(err, new(*Error)) {
+		// active_sql_transaction: the statement refuses to run in a
+		// transaction block (VACUUM, CREATE DATABASE, ...), as the
+		// pipeline with the mark is one; nothing ran. Run it alone:
+		// it commits nothing a resolution could look up.
+		return p.execPlain(ctx, sql, args)
+	}
 	var e *Error
 	if errors.As(err, &e) && e.Kind == ErrOutcomeUnknown && last != nil {
 		// The command tag (rows affected) went with the connection.

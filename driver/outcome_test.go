@@ -49,6 +49,10 @@ func TestResolveOutcomeNormalPath(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "23505") || errors.Is(err, driver.ErrOutcomeUnknown) {
 		t.Fatalf("duplicate key through Exec: %v; want the server's 23505 as is", err)
 	}
+	// A statement that refuses a transaction block runs alone.
+	if _, err := p.Exec(ctx, "vacuum w"); err != nil {
+		t.Fatalf("vacuum through a resolving Exec: %v", err)
+	}
 	// A connection used by the resolving path stays usable.
 	var n int
 	if err := p.QueryRow(ctx, "select count(*) from w").Scan(&n); err != nil || n != 1 {
