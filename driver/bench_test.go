@@ -114,33 +114,39 @@ func BenchmarkQueryPaired(b *testing.B) {
 	}
 	for _, o := range ops {
 		b.Run(o.name, func(b *testing.B) {
-			var tRaw, tOurs []float64
-			i := 0
-			for b.Loop() {
-				i++
-				pools := [2]poolAPI{raw, ours}
-				if i%2 == 1 {
-					pools[0], pools[1] = ours, raw
-				}
-				for _, p := range pools {
-					start := time.Now()
-					if err := o.op(p, i); err != nil {
-						b.Fatal(err)
-					}
-					d := float64(time.Since(start).Nanoseconds())
-					if p == poolAPI(raw) {
-						tRaw = append(tRaw, d)
-					} else {
-						tOurs = append(tOurs, d)
-					}
-				}
-			}
-			mr, mo := median(tRaw), median(tOurs)
+			mr, mo := pairedMedians(b,
+				func(i int) error { return o.op(raw, i) },
+				func(i int) error { return o.op(ours, i) })
 			b.ReportMetric(mr, "pgxpool-ns/op")
 			b.ReportMetric(mo, "driver-ns/op")
 			b.ReportMetric(100*mo/mr-100, "driver-overhead-%")
 		})
 	}
+}
+
+// pairedMedians runs x and y once per benchmark iteration, in alternating
+// order so that a stall of the machine hits both alike, and returns the
+// median time of each call, in ns.
+func pairedMedians(b *testing.B, x, y func(i int) error) (mx, my float64) {
+	var tx, ty []float64
+	i := 0
+	for b.Loop() {
+		i++
+		fs := [2]func(int) error{x, y}
+		ts := [2]*[]float64{&tx, &ty}
+		if i%2 == 1 {
+			fs[0], fs[1] = y, x
+			ts[0], ts[1] = &ty, &tx
+		}
+		for k, f := range fs {
+			start := time.Now()
+			if err := f(i); err != nil {
+				b.Fatal(err)
+			}
+			*ts[k] = append(*ts[k], float64(time.Since(start).Nanoseconds()))
+		}
+	}
+	return median(tx), median(ty)
 }
 
 // benchPools returns a pgxpool.Pool and a driver.Pool (etcd mode) on the
@@ -343,5 +349,55 @@ func failoverOnce(b *testing.B, name string) failoverTimes {
 		driver:           ms(oursAt.Load(), t0),
 		driverFromRecord: ms(oursAt.Load(), time.Unix(0, recordAt.Load())),
 		pgx:              ms(theirsAt.Load(), t0),
+	}
+}
+
+// BenchmarkResolveOverhead measures what outcome resolution costs a call
+// that does not fail: on one driver.Pool (etcd mode, the shared primary),
+// each iteration runs the operation with resolution off (the default) and
+// on (WithResolveOutcome), in alternating order, and reports the median of
+// each and the overhead in % (resolve-overhead-%). Operations: an
+// autocommit insert (Exec with one argument) and a transaction (BEGIN,
+// insert, COMMIT).
+func BenchmarkResolveOverhead(b *testing.B) {
+	if shared == nil {
+		b.Skip("no shared cluster")
+	}
+	ctx := context.Background()
+	_, p := benchPools(b)
+	if _, err := p.Exec(ctx, "create table if not exists bench_resolve(v int)"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Exec(context.Background(), "drop table if exists bench_resolve") })
+	ops := []struct {
+		name string
+		op   func(ctx context.Context, i int) error
+	}{
+		{"exec", func(ctx context.Context, i int) error {
+			_, err := p.Exec(ctx, "insert into bench_resolve values ($1)", i)
+			return err
+		}},
+		{"tx", func(ctx context.Context, i int) error {
+			tx, err := p.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "insert into bench_resolve values ($1)", i); err != nil {
+				tx.Rollback(ctx)
+				return err
+			}
+			return tx.Commit(ctx)
+		}},
+	}
+	resolving := driver.WithResolveOutcome(ctx)
+	for _, o := range ops {
+		b.Run(o.name, func(b *testing.B) {
+			mOff, mOn := pairedMedians(b,
+				func(i int) error { return o.op(ctx, i) },
+				func(i int) error { return o.op(resolving, i) })
+			b.ReportMetric(mOff, "off-ns/op")
+			b.ReportMetric(mOn, "resolve-ns/op")
+			b.ReportMetric(100*mOn/mOff-100, "resolve-overhead-%")
+		})
 	}
 }

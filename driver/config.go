@@ -200,6 +200,16 @@ type Config struct {
 	// (a duration, or off).
 	WriteTCPUserTimeout time.Duration
 
+	// ResolveOutcome turns on outcome resolution for every [Pool.Exec] and
+	// transaction COMMIT: the pool learns the transaction's id before
+	// its COMMIT runs (in the same round trip) and, when the connection
+	// fails after the COMMIT was sent, asks the primary found afterwards
+	// whether it committed, instead of returning [ErrOutcomeUnknown] at
+	// once (see "Outcome resolution" in the package documentation).
+	// [WithResolveOutcome] turns it on per call. Default false.
+	// Connection string: pgha_resolve_outcome (on or off).
+	ResolveOutcome bool
+
 	// ReadMode is where [Pool.Reader] sends reads. Default [ReadPrimary].
 	ReadMode ReadMode
 	// ReadBalance picks among eligible replicas. Default [RoundRobin].

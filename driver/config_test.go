@@ -20,7 +20,7 @@ func TestParseConfigOptions(t *testing.T) {
 	cfg, err := driver.ParseConfig("postgres://u:secret@h1:5432,h2:5433/db?sslmode=disable" +
 		"&pgha_read_mode=prefer-replicas&pgha_read_balance=least-busy&pgha_max_replica_lag=1MB" +
 		"&pgha_failover_timeout=3s&pgha_probe_interval=250ms&pgha_probe_timeout=1s&application_name=app&pool_max_conns=7" +
-		"&pgha_write_keepalive=5s&pgha_write_tcp_user_timeout=off")
+		"&pgha_write_keepalive=5s&pgha_write_tcp_user_timeout=off&pgha_resolve_outcome=on")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +38,9 @@ func TestParseConfigOptions(t *testing.T) {
 	}
 	if cfg.MaxConns != 7 {
 		t.Errorf("MaxConns = %d, want 7", cfg.MaxConns)
+	}
+	if !cfg.ResolveOutcome {
+		t.Errorf("ResolveOutcome = false, want true (pgha_resolve_outcome=on)")
 	}
 	rp := cfg.ConnConfig.RuntimeParams
 	for k := range rp {
@@ -103,6 +106,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"pgha_write_keepalive=0s", "pgha_write_keepalive"},
 		{"pgha_write_keepalive=often", "pgha_write_keepalive"},
 		{"pgha_write_tcp_user_timeout=-1s", "pgha_write_tcp_user_timeout"},
+		{"pgha_resolve_outcome=yes", "pgha_resolve_outcome"},
 	} {
 		s := "postgres://u:hunter2@h1/db?" + tc.opts
 		_, err := driver.ParseConfig(s)

@@ -26,7 +26,9 @@ var (
 	// statement outside a transaction, which commits on its own) was sent
 	// and before its result came back. It may or may not have been
 	// committed; only the application can tell (for example by reading
-	// back what it wrote).
+	// back what it wrote). With outcome resolution on (see
+	// [Config.ResolveOutcome]) the pool asks the primary first, and
+	// returns this only when it could not tell.
 	ErrOutcomeUnknown = errors.New("driver: commit outcome unknown")
 
 	// ErrNoPrimary: no writable primary was found within
@@ -43,11 +45,12 @@ var (
 )
 
 // Error is the error the pool returns for a failed operation that it
-// classified: it matches [ErrFailover], [ErrOutcomeUnknown] or
-// [ErrNoPrimary] through Kind, and unwraps to the pgx error (or the last
-// error seen while waiting for a primary).
+// classified: it matches [ErrFailover], [ErrOutcomeUnknown],
+// [ErrNotCommitted] or [ErrNoPrimary] through Kind, and unwraps to the pgx
+// error (or the last error seen while waiting for a primary).
 type Error struct {
-	// Kind is ErrFailover, ErrOutcomeUnknown or ErrNoPrimary.
+	// Kind is ErrFailover, ErrOutcomeUnknown, ErrNotCommitted or
+	// ErrNoPrimary.
 	Kind error
 	// Op is the operation: "exec", "query", "commit", ...
 	Op string
@@ -106,13 +109,15 @@ func (e *ConfigError) Error() string {
 // SafeToRetry reports whether err is guaranteed to have happened before
 // anything was sent to the server (so running the operation again cannot
 // apply it twice). It extends [pgconn.SafeToRetry] with failed connection
-// attempts, a node that turned out not to be the primary, and an acquire
-// from a node pool that was closed (pgxpool's "closed pool").
+// attempts, a node that turned out not to be the primary, an acquire
+// from a node pool that was closed (pgxpool's "closed pool"), and a
+// connection that a resolving call (see "Outcome resolution") found
+// closed by its server before sending anything.
 func SafeToRetry(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, errNotPrimary) || errors.Is(err, puddle.ErrClosedPool) {
+	if errors.Is(err, errNotPrimary) || errors.Is(err, puddle.ErrClosedPool) || errors.Is(err, errClosedBeforeSend) {
 		return true
 	}
 	var ce *pgconn.ConnectError

@@ -24,14 +24,22 @@ import (
 // the primary is killed, and a table w(v int primary key).
 func pair(t *testing.T, prefix string) (primary, standby *replicate.Instance) {
 	t.Helper()
+	return pairMode(t, prefix, true)
+}
+
+// pairMode is pair with synchronous replication (sync) or without.
+func pairMode(t *testing.T, prefix string, sync bool) (primary, standby *replicate.Instance) {
+	t.Helper()
 	primary = testutil.StartPostgres(t, testutil.PostgresOptions{Name: prefix + "1"})
 	standby = testutil.StartPostgres(t, testutil.PostgresOptions{Name: prefix + "2", CloneFrom: primary})
 	ctx := testutil.Ctx(t, time.Minute)
 	if err := standby.WaitStreaming(ctx); err != nil {
 		t.Fatalf("standby streaming: %v", err)
 	}
-	if _, err := primary.SetSynchronousStandbys(ctx, replicate.SyncSpec{Method: replicate.SyncAny, Num: 1, Names: []string{prefix + "2"}}); err != nil {
-		t.Fatalf("synchronous standby: %v", err)
+	if sync {
+		if _, err := primary.SetSynchronousStandbys(ctx, replicate.SyncSpec{Method: replicate.SyncAny, Num: 1, Names: []string{prefix + "2"}}); err != nil {
+			t.Fatalf("synchronous standby: %v", err)
+		}
 	}
 	if err := testutil.PostgresExec(ctx, primary, "create table w(v int primary key)"); err != nil {
 		t.Fatalf("create table: %v", err)
@@ -484,37 +492,9 @@ func TestTransactionErrors(t *testing.T) {
 func TestCommitOutcomeUnknown(t *testing.T) {
 	primary := testutil.StartPostgres(t, testutil.PostgresOptions{Name: "cu1"})
 	ctx := testutil.Ctx(t, time.Minute)
-	for _, sql := range []string{
-		"create table w(v int primary key)",
-		"create function slow() returns trigger language plpgsql as $$ begin perform pg_sleep(30); return null; end $$",
-		"create constraint trigger slow after insert on w deferrable initially deferred for each row execute function slow()",
-	} {
-		if err := testutil.PostgresExec(ctx, primary, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	slowCommits(t, ctx, primary)
 	p := newPool(t, parse(t, connString("pgha_failover_timeout=2s", primary)))
-	tx, err := p.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "insert into w values (1)"); err != nil {
-		t.Fatal(err)
-	}
-	pid := tx.Conn().PgConn().PID()
-	commitErr := make(chan error, 1)
-	go func() { commitErr <- tx.Commit(ctx) }()
-	testutil.Eventually(t, 10*time.Second, "COMMIT running", func() error {
-		n, err := testutil.PostgresQueryInt(ctx, primary, "select count(*) from pg_stat_activity where pid = $1 and query = 'commit' and state = 'active'", pid)
-		if err == nil && n == 0 {
-			err = errors.New("not yet")
-		}
-		return err
-	})
-	if err := testutil.PostgresExec(ctx, primary, "select pg_terminate_backend($1)", pid); err != nil {
-		t.Fatal(err)
-	}
-	err = <-commitErr
+	err := terminatedCommit(t, ctx, p, primary, ctx)
 	if !errors.Is(err, driver.ErrOutcomeUnknown) {
 		t.Fatalf("commit whose session was ended while committing: %v; want ErrOutcomeUnknown", err)
 	}

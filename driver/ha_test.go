@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/pgha/pgha/election"
 	"github.com/pgha/pgha/ha"
 	"github.com/pgha/pgha/internal/keyspace"
@@ -140,4 +142,37 @@ func TestHAFailover(t *testing.T) {
 		t.Fatalf("leader after the failover = %q, %v; want the other node", now, err)
 	}
 	w.check(t, insts[now])
+	checkFirstXID(t, ctx, cli, layout, insts[now], before)
+}
+
+// checkFirstXID checks the history entry the manager wrote at the
+// promotion: its first_xid is set, above the id of every row written
+// before the failover (v ≤ before) and at most the id of the last row
+// written after it.
+func checkFirstXID(t *testing.T, ctx context.Context, cli *clientv3.Client, layout keyspace.Layout, inst *replicate.Instance, before int) {
+	t.Helper()
+	resp, err := cli.Get(ctx, layout.History())
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("history key: %v", err)
+	}
+	h, err := keyspace.Decode[keyspace.HistoryRecord](resp.Kvs[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := h.Entries[len(h.Entries)-1]
+	if e.FirstXID < keyspace.FirstNormalXID {
+		t.Fatalf("history entry of the promotion %+v has no first_xid", e)
+	}
+	oldMax, err := testutil.PostgresQueryInt(ctx, inst, "select coalesce(max(xmin::text::bigint), 0) from w where v <= $1", before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := testutil.PostgresQueryInt(ctx, inst, "select xmin::text::bigint from w order by v desc limit 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(oldMax) >= e.FirstXID || uint64(last) < e.FirstXID {
+		t.Fatalf("first_xid %d of timeline %d: want above %d (the last id written before the failover) and at most %d (the last row's)", e.FirstXID, e.Timeline, oldMax, last)
+	}
+	t.Logf("first_xid %d of timeline %d: old rows up to id %d, last row id %d", e.FirstXID, e.Timeline, oldMax, last)
 }

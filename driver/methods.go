@@ -79,8 +79,17 @@ func (p *Pool) Stat() *pgxpool.Stat {
 }
 
 // Exec runs sql on the primary. See the package documentation for retries
-// and errors.
+// and errors, and its "Outcome resolution" for what [WithResolveOutcome]
+// (or [Config.ResolveOutcome]) changes.
 func (p *Pool) Exec(ctx context.Context, sql string, arguments ...any) (pgconn.CommandTag, error) {
+	if on, o := p.resolving(ctx); on {
+		return p.execResolving(ctx, o, sql, arguments)
+	}
+	return p.execPlain(ctx, sql, arguments)
+}
+
+// execPlain is Exec without outcome resolution.
+func (p *Pool) execPlain(ctx context.Context, sql string, arguments []any) (pgconn.CommandTag, error) {
 	var tag pgconn.CommandTag
 	var rep error
 	err := p.run(ctx, "exec", retryIfUnapplied, func(n *node) (err error) {
@@ -158,7 +167,9 @@ func (p *Pool) Begin(ctx context.Context) (pgx.Tx, error) {
 // FailoverTimeout for one; a BEGIN that fails on a failover is retried
 // once. Statements of a transaction broken by a failover fail with
 // [ErrFailover]; a COMMIT whose outcome is unknown fails with
-// [ErrOutcomeUnknown].
+// [ErrOutcomeUnknown]. With outcome resolution on for ctx (or for the
+// Commit's own context), the COMMIT is resolved instead when it can be
+// (see "Outcome resolution" in the package documentation).
 func (p *Pool) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, error) {
 	var t *tx
 	// BEGIN has no effect of its own: repeat it after any failover error.
@@ -186,7 +197,8 @@ func (p *Pool) beginTx(ctx context.Context, n *node, opts pgx.TxOptions) (*tx, e
 		c.Release()
 		return nil, err
 	}
-	return &tx{p: p, n: n, t: t, c: c}, nil
+	resolve, o := p.resolving(ctx)
+	return &tx{p: p, n: n, t: t, c: c, resolve: resolve, outcome: o}, nil
 }
 
 // CopyFrom copies rows into tableName on the primary. Only a failure

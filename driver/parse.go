@@ -28,6 +28,7 @@ const (
 	keyWriteUserTO     = "pgha_write_tcp_user_timeout"
 	keySwitchoverDrain = "pgha_switchover_drain"
 	keyCausalWait      = "pgha_causal_wait"
+	keyResolveOutcome  = "pgha_resolve_outcome"
 )
 
 // ParseConfig builds a Config from a connection string: everything
@@ -145,8 +146,17 @@ func ParseConfig(connString string) (*Config, error) {
 			} else {
 				c.WriteTCPUserTimeout = d
 			}
+		case keyResolveOutcome:
+			switch v {
+			case "on":
+				c.ResolveOutcome = true
+			case "off":
+				c.ResolveOutcome = false
+			default:
+				return nil, perr(k, "invalid value", fmt.Errorf("%q is not on or off", v))
+			}
 		default:
-			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout, pgha_switchover_drain, pgha_causal_wait)", nil)
+			return nil, perr(k, "unknown pgha option (known: pgha_cluster, pgha_etcd, pgha_root, pgha_read_mode, pgha_read_balance, pgha_max_replica_lag, pgha_failover_timeout, pgha_probe_interval, pgha_probe_timeout, pgha_write_keepalive, pgha_write_tcp_user_timeout, pgha_switchover_drain, pgha_causal_wait, pgha_resolve_outcome)", nil)
 		}
 	}
 	if len(c.EtcdEndpoints) > 0 && c.Cluster == "" {

@@ -76,6 +76,7 @@ type Pool struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	ownsEtcd *clientv3.Client
+	etcd     *clientv3.Client // the client watching the cluster; nil in host mode
 	layout   keyspace.Layout
 }
 
@@ -175,6 +176,7 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Pool, error) {
 	// Set before the etcd watch starts: it reads p.single (CI's race
 	// detector caught the write after).
 	p.single = !p.etcdMode && len(p.hostNodes) == 1
+	p.etcd = cli
 	if p.etcdMode {
 		p.lastErr = fmt.Errorf("etcd has not answered yet (cluster %q)", cfg.Cluster)
 		if err := p.startEtcd(cli); err != nil {

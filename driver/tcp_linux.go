@@ -26,3 +26,32 @@ func setTCPUserTimeout(c *net.TCPConn, d time.Duration) error {
 	}
 	return serr
 }
+
+// peekSocket looks, without blocking or consuming anything, at what the
+// server of c sent and nobody read yet: closed reports that it closed the
+// connection (or reset it); first is the first byte pending (0: none).
+// It runs beside any read in progress (rc.Control takes no read lock:
+// pgconn may have a background read pending). A connection that is not
+// a socket reports nothing.
+func peekSocket(c net.Conn) (closed bool, first byte) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false, 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false, 0
+	}
+	var buf [1]byte
+	rc.Control(func(fd uintptr) {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EAGAIN || err == syscall.EINTR:
+		case err != nil || n == 0:
+			closed = true
+		default:
+			first = buf[0]
+		}
+	})
+	return closed, first
+}

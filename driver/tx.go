@@ -22,6 +22,10 @@ type tx struct {
 	nested bool // a savepoint: its "commit" is RELEASE, not a real commit
 	// broken is the failover error that broke the transaction, if any.
 	broken error
+	// resolve: the transaction was begun with outcome resolution on,
+	// reporting to outcome (may be nil).
+	resolve bool
+	outcome *Outcome
 }
 
 // stmtErr maps a statement's error.
@@ -70,7 +74,22 @@ func (t *tx) Commit(ctx context.Context) error {
 		pc = t.c.Conn().PgConn()
 		clearSyncWait(pc)
 	}
-	err := t.t.Commit(ctx)
+	resolve, o := t.p.resolving(ctx)
+	resolve = resolve || t.resolve
+	if o == nil && t.outcome != nil {
+		o = t.outcome // reported where Begin's ctx asked
+		*o = Outcome{}
+	}
+	var mk commitMark
+	var err error
+	if resolve && pc != nil && t.broken == nil && pc.TxStatus() == 'T' {
+		// Learn the transaction id in the COMMIT's round trip; pgx's Tx
+		// is ended by hand, as its Commit would.
+		mk, err = t.commitMarked(ctx, pc)
+		t.t = endedTx{}
+	} else {
+		err = t.t.Commit(ctx)
+	}
 	var rep error
 	if err == nil && pc != nil {
 		rep = takeSyncWait(pc, "commit", t.n.key)
@@ -100,7 +119,11 @@ func (t *tx) Commit(ctx context.Context) error {
 		return &Error{Kind: ErrFailover, Op: "commit", Node: t.n.key, Err: err}
 	}
 	t.p.connFailed(t.n, err)
-	return &Error{Kind: ErrOutcomeUnknown, Op: "commit", Node: t.n.key, Err: err}
+	e := &Error{Kind: ErrOutcomeUnknown, Op: "commit", Node: t.n.key, Err: err}
+	if resolve && pc != nil {
+		return t.p.resolve(ctx, o, t.n, mk, e)
+	}
+	return e
 }
 
 func (t *tx) Rollback(ctx context.Context) error {
@@ -147,6 +170,32 @@ func (t *tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 }
 
 func (t *tx) Conn() *pgx.Conn { return t.t.Conn() }
+
+// endedTx is the pgx.Tx of a transaction that [tx.commitMarked] ended:
+// like pgx's after Commit, every method fails with pgx.ErrTxClosed.
+type endedTx struct{}
+
+func (endedTx) Begin(context.Context) (pgx.Tx, error) { return nil, pgx.ErrTxClosed }
+func (endedTx) Commit(context.Context) error          { return pgx.ErrTxClosed }
+func (endedTx) Rollback(context.Context) error        { return pgx.ErrTxClosed }
+func (endedTx) CopyFrom(context.Context, pgx.Identifier, []string, pgx.CopyFromSource) (int64, error) {
+	return 0, pgx.ErrTxClosed
+}
+func (endedTx) SendBatch(_ context.Context, b *pgx.Batch) pgx.BatchResults {
+	return pgx.FailedBatchResults(b, pgx.ErrTxClosed)
+}
+func (endedTx) LargeObjects() pgx.LargeObjects { return pgx.LargeObjects{} }
+func (endedTx) Prepare(context.Context, string, string) (*pgconn.StatementDescription, error) {
+	return nil, pgx.ErrTxClosed
+}
+func (endedTx) Exec(context.Context, string, ...any) (pgconn.CommandTag, error) {
+	return pgconn.CommandTag{}, pgx.ErrTxClosed
+}
+func (endedTx) Query(context.Context, string, ...any) (pgx.Rows, error) {
+	return errRows{pgx.ErrTxClosed}, pgx.ErrTxClosed
+}
+func (endedTx) QueryRow(context.Context, string, ...any) pgx.Row { return errRows{pgx.ErrTxClosed} }
+func (endedTx) Conn() *pgx.Conn                                  { return nil }
 
 type txRow struct {
 	t   *tx

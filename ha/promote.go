@@ -37,6 +37,12 @@ func (m *Manager) promote(ctx context.Context, o observation) error {
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
 	}
+	// Read at once: the value must be below every id the new timeline
+	// assigns, and pools do not write here before proclaim (below).
+	firstXID, xerr := m.firstXID(ctx)
+	if xerr != nil {
+		m.log.Warn("read the new timeline's first transaction id; the history entry will not have it, and pools will report unresolved commits as unknown", "err", xerr.Error())
+	}
 	m.wasPrimary, m.following, m.crashedAt = true, "", time.Time{}
 	reason := "failover"
 	if sw := o.Switchover; sw != nil && sw.To == m.cfg.Node {
@@ -44,13 +50,32 @@ func (m *Manager) promote(ctx context.Context, o observation) error {
 	} else if sw != nil && sw.From != "" && sw.To == "" {
 		reason = "switchover"
 	}
-	if err := m.appendHistory(ctx, term, keyspace.HistoryEntry{Timeline: tl, SwitchLSN: o.Local.position(), Leader: m.cfg.Node, Reason: reason, Token: term.Token(), Time: time.Now().UTC()}); err != nil {
+	if err := m.appendHistory(ctx, term, keyspace.HistoryEntry{Timeline: tl, SwitchLSN: o.Local.position(), Leader: m.cfg.Node, Reason: reason, Token: term.Token(), Time: time.Now().UTC(), FirstXID: firstXID}); err != nil {
 		m.log.Warn("append timeline history", "err", err.Error())
 	}
 	m.changeReason = "promote (" + reason + ")"
 	m.tel.promotions.Add(ctx, 1)
 	m.log.Info("promoted", "timeline", tl, "token", term.Token())
 	return m.proclaim(ctx, term, tl, true)
+}
+
+// firstXID returns the first transaction id the just-promoted server can
+// assign on its new timeline: the xmax of a fresh snapshot, which is the
+// next id to assign (at the end of recovery PostgreSQL sets the last
+// completed id to just below it) until a transaction of the new timeline
+// ends; reading it assigns no id. Transaction ids of the old timeline at
+// or above it were never replayed here (see keyspace.HistoryEntry).
+func (m *Manager) firstXID(ctx context.Context) (uint64, error) {
+	conn, err := m.inst.Connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var x uint64
+	if err := conn.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").Scan(&x); err != nil {
+		return 0, fmt.Errorf("read snapshot xmax: %w", err)
+	}
+	return x, nil
 }
 
 // appendHistory appends e to the history key, guarded by the term.

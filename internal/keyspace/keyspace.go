@@ -346,7 +346,23 @@ type HistoryEntry struct {
 	Token int64 `json:"token"`
 	// Time is for humans only.
 	Time time.Time `json:"time"`
+	// FirstXID is the first transaction id (64-bit, with epoch, as
+	// pg_current_xact_id returns) that the new timeline could assign: the
+	// xmax of a snapshot taken on the promoted server right after its
+	// promotion. Transaction ids at or above it that the previous
+	// timeline assigned were not replayed before the fork: none of them
+	// committed in the surviving history, and the new timeline assigns
+	// the same ids again to other transactions. 0 means unknown (an
+	// entry written before the field existed, the bootstrap entry, or a
+	// promotion whose read failed). driver.Pool uses it to resolve a
+	// commit whose connection broke (see driver's "Outcome resolution").
+	FirstXID uint64 `json:"first_xid,omitempty"`
 }
+
+// FirstNormalXID is the lowest id PostgreSQL assigns to a transaction
+// (ids 0-2 are reserved): a HistoryEntry.FirstXID, when set, is at least
+// this.
+const FirstNormalXID = 3
 
 // HistoryRecord is the cluster's timeline history, oldest first.
 type HistoryRecord struct {
@@ -362,6 +378,9 @@ func (r HistoryRecord) Validate() error {
 		}
 		if i > 0 && e.Timeline <= r.Entries[i-1].Timeline {
 			return fieldErr("history", fmt.Sprintf("entries[%d].timeline", i), fmt.Errorf("%d does not increase", e.Timeline))
+		}
+		if e.FirstXID != 0 && e.FirstXID < FirstNormalXID {
+			return fieldErr("history", fmt.Sprintf("entries[%d].first_xid", i), fmt.Errorf("%d is below %d, the first normal transaction id (omit the field when unknown)", e.FirstXID, FirstNormalXID))
 		}
 	}
 	return nil

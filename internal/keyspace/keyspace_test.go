@@ -99,6 +99,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"member no role", `{"v":1,"node":"a","host":"h","port":1}`, "role", decodeAs[keyspace.MemberRecord]},
 		{"sync bad standby", `{"v":1,"leader":"a","standbys":["ok","bad name"]}`, "standbys[1]", decodeAs[keyspace.SyncRecord]},
 		{"history not increasing", `{"v":1,"entries":[{"timeline":2},{"timeline":2}]}`, "entries[1].timeline", decodeAs[keyspace.HistoryRecord]},
+		{"history first_xid reserved", `{"v":1,"entries":[{"timeline":1},{"timeline":2,"first_xid":2}]}`, "entries[1].first_xid", decodeAs[keyspace.HistoryRecord]},
+		{"history first_xid negative", `{"v":1,"entries":[{"timeline":2,"first_xid":-1}]}`, "entries.first_xid", decodeAs[keyspace.HistoryRecord]},
 		{"config bad mode", `{"v":1,"synchronous_mode":"maybe"}`, "synchronous_mode", decodeAs[keyspace.ConfigRecord]},
 		{"initialize empty", `{"v":1}`, "system_id", decodeAs[keyspace.InitializeRecord]},
 		{"switchover bad from", `{"v":1,"from":"a b","to":"b"}`, "from", decodeAs[keyspace.SwitchoverRecord]},
@@ -120,6 +122,30 @@ func TestDecodeRejects(t *testing.T) {
 				t.Fatalf("Decode(%q) field %q; want %q (err %v)", tc.in, re.Field, tc.field, err)
 			}
 		})
+	}
+}
+
+// TestHistoryFirstXID: an entry written before first_xid existed parses,
+// with FirstXID 0 ("unknown"); a set one round-trips.
+func TestHistoryFirstXID(t *testing.T) {
+	old, err := keyspace.Decode[keyspace.HistoryRecord]([]byte(`{"v":1,"entries":[{"timeline":1,"leader":"a"},{"timeline":2,"switch_lsn":100,"leader":"b"}]}`))
+	if err != nil {
+		t.Fatalf("record without first_xid: %v", err)
+	}
+	if got := old.Entries[1].FirstXID; got != 0 {
+		t.Fatalf("FirstXID of an entry without first_xid = %d; want 0 (unknown)", got)
+	}
+	old.Entries[1].FirstXID = 1<<32 + 7 // with an epoch
+	b, err := keyspace.Encode(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"first_xid":4294967303`) || strings.Count(string(b), "first_xid") != 1 {
+		t.Fatalf("encoded %s; want first_xid on the second entry only", b)
+	}
+	back, err := keyspace.Decode[keyspace.HistoryRecord](b)
+	if err != nil || back.Entries[1].FirstXID != 1<<32+7 {
+		t.Fatalf("round trip: %+v, %v", back, err)
 	}
 }
 
