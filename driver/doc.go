@@ -329,6 +329,26 @@
 // operation): the primary is an atomic pointer. QueryRow and Begin
 // allocate one more small object each, to retry or classify errors.
 //
+// # Failover semantics
+//
+// What a caller sees, by kind of call (every wait within FailoverTimeout):
+//
+//	call              crash failover                      planned switchover       etcd unreachable
+//	Exec, QueryRow    unsent: runs on the new primary;    held up to the drain     last known primary kept;
+//	(autocommit)      sent: ErrOutcomeUnknown (resolved   time, then runs on the   failsafe off: it fences,
+//	                  with pgha_resolve_outcome: nil or   new primary: no error    calls wait, ErrNoPrimary;
+//	                  ErrNotCommitted)                                             failsafe on: calls go on
+//	Query             as Exec until the first row;        as Exec                  as Exec
+//	                  then rows.Err() (pgx's error)
+//	statement in Tx   ErrFailover (run it again           runs if the Tx ends      as Exec; after the
+//	                  from Begin)                         within the drain time,   fence, ErrFailover
+//	                                                      else ErrFailover
+//	Commit            unsent: ErrFailover; sent:          as a statement           as a statement
+//	                  ErrOutcomeUnknown (or resolved)
+//	SendBatch         not retried: the results' errors    held like Exec           as Exec
+//	CopyFrom          retried if nothing was sent, else   held like Exec           as Exec
+//	                  ErrOutcomeUnknown
+//
 // # Failure behaviour
 //
 //   - Primary dies, a standby is promoted: operations wait (up to
