@@ -196,6 +196,51 @@ func (c *nsCluster) etcdLeader(ctx context.Context) string {
 	return ""
 }
 
+// etcdLeaderOff moves the etcd leadership to a standby's member other
+// than the current leader (so that the move is exercised on every run),
+// off primary's node.
+func (c *nsCluster) etcdLeaderOff(t *testing.T, ctx context.Context, primary *nsNode) {
+	t.Helper()
+	lead := c.etcdLeader(ctx)
+	if lead == "" {
+		t.Fatal("no etcd leader answers")
+	}
+	var leaderEP, targetName string
+	var target uint64
+	for i, n := range c.nodes {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := c.cli.Status(sctx, c.eps[i])
+		cancel()
+		if err != nil {
+			t.Fatalf("etcd member %s: %v", n.name, err)
+		}
+		switch {
+		case n.name == lead:
+			leaderEP = c.eps[i]
+		case n != primary && target == 0:
+			target, targetName = st.Header.MemberId, n.name
+		}
+	}
+	// MoveLeader must reach the leader: a client of its endpoint alone.
+	cli, err := etcdclient.New(clientv3.Config{Endpoints: []string{leaderEP}, DialTimeout: 2 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(c.bed.Client.GRPCDialer)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.MoveLeader(mctx, target); err != nil {
+		t.Fatalf("move the etcd leadership from %s to %s: %v", lead, targetName, err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the etcd leader on "+targetName, func() error {
+		if l := c.etcdLeader(ctx); l != targetName {
+			return fmt.Errorf("etcd leader %q", l)
+		}
+		return nil
+	})
+}
+
 func (c *nsCluster) status(ctx context.Context) (ha.ClusterState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -320,6 +365,19 @@ type ack struct {
 
 // firstAckAfter is the first acknowledgement of a call sent after t by a
 // node other than the one at notAddr ("": any node).
+// countBetween is how many writes were acknowledged between from and to.
+func (w *writers) countBetween(from, to time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, a := range w.acked {
+		if a.at.After(from) && a.at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
 func (w *writers) firstAckAfter(t time.Time, notAddr string) (time.Time, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -390,6 +448,11 @@ type partitionCase struct {
 	failover bool
 	// hold is how long a fault without failover lasts.
 	hold time.Duration
+	// mayFailover: without failover set, a failover is allowed but not
+	// required (logged either way).
+	mayFailover bool
+	// prepare, when set, runs on the converged cluster before the fault.
+	prepare func(t *testing.T, ctx context.Context, c *nsCluster, primary *nsNode)
 }
 
 // TestPartition runs each fault on one three-node cluster in turn, every
@@ -409,6 +472,9 @@ type partitionCase struct {
 //     node and the others is dropped: its etcd member is in the minority,
 //     its agent cannot renew, replication and clients still reach it. A
 //     standby takes over.
+//   - etcd-leader-node: the node of the etcd leader, a standby's (moved
+//     there first if need be), is partitioned whole for 8 s. etcd elects a
+//     new leader; a failover is allowed, not required.
 //
 // In every case: no sampler round sees two nodes able to acknowledge
 // writes, no acknowledged write is lost (synchronous mode), no pool call
@@ -449,6 +515,14 @@ func TestPartition(t *testing.T) {
 				}
 			}
 		}},
+		// The etcd leader's node, a standby's, partitioned whole for 8 s:
+		// etcd elects a new leader among the other two members (which
+		// extends every lease) while the primary's renewals wait. A
+		// failover is allowed (a renewal that waits out the etcd election
+		// can cost the primary its term at TTL 2 s) but not required.
+		{name: "etcd-leader-node", hold: 8 * time.Second, mayFailover: true,
+			prepare: func(t *testing.T, ctx context.Context, c *nsCluster, p *nsNode) { c.etcdLeaderOff(t, ctx, p) },
+			cut:     func(c *nsCluster, p *nsNode) { c.bed.Isolate(c.node(c.etcdLeader(context.Background())).ns) }},
 	}
 	for _, tc := range cases {
 		if !t.Run(tc.name, func(t *testing.T) { runPartition(t, ctx, c, w, bound, tc) }) {
@@ -475,6 +549,9 @@ func runPartition(t *testing.T, ctx context.Context, c *nsCluster, w *writers, b
 		}
 		return nil
 	})
+	if tc.prepare != nil {
+		tc.prepare(t, ctx, c, old)
+	}
 	s := startSampler(c)
 	w.resetLongest()
 	// Checked also when a later step fails the test: a second writer
@@ -533,7 +610,7 @@ func runPartition(t *testing.T, ctx context.Context, c *nsCluster, w *writers, b
 		end := time.Now().Add(tc.hold)
 		testutil.Eventually(t, tc.hold+10*time.Second, "the fault held with the leader unchanged", func() error {
 			st, err := c.status(ctx)
-			if err == nil && st.Leader != nil && st.Leader.Node != old.name {
+			if err == nil && st.Leader != nil && st.Leader.Node != old.name && !tc.mayFailover {
 				t.Fatalf("%s: leader moved to %s: no failover may happen", tc.name, st.Leader.Node)
 			}
 			if time.Now().Before(end) {
@@ -552,7 +629,7 @@ func runPartition(t *testing.T, ctx context.Context, c *nsCluster, w *writers, b
 			return nil
 		})
 		at, _ := w.firstAckAfter(healed, "")
-		t.Logf("%s: writes resumed %v after the heal (%v after the cut)", tc.name, at.Sub(healed).Round(time.Millisecond), at.Sub(cut).Round(time.Millisecond))
+		t.Logf("%s: writes resumed %v after the heal (%v after the cut); %d writes acknowledged during the fault", tc.name, at.Sub(healed).Round(time.Millisecond), at.Sub(cut).Round(time.Millisecond), w.countBetween(cut, healed))
 	}
 	var final *nsNode
 	testutil.Eventually(t, 90*time.Second, "the cluster converges after the heal", func() error {
@@ -561,6 +638,9 @@ func runPartition(t *testing.T, ctx context.Context, c *nsCluster, w *writers, b
 		return err
 	})
 	t.Logf("%s: converged %v after the heal, leader %s", tc.name, time.Since(healed).Round(time.Millisecond), final.name)
+	if tc.mayFailover {
+		t.Logf("%s: PostgreSQL primary %s before, %s after (failover allowed)", tc.name, old.name, final.name)
+	}
 	if tc.failover && final.name != newLead {
 		// The etcd members run with pre-vote, and lease renewals require
 		// an etcd leader: the heal must not cost the new primary its term.
