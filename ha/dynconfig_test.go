@@ -158,15 +158,7 @@ func TestHotStandbySettingsOrder(t *testing.T) {
 	if err := ProposeConfig(ctx, c.cli, "test", ClusterConfig{Parameters: map[string]string{"max_connections": "150"}}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 30*time.Second, "max_connections pending on the standbys only", func() error {
-		p := pendingOf(t, c)
-		for _, n := range c.nodes {
-			if has := slices.Contains(p[n.name], "max_connections"); has != (n != lead) {
-				return fmt.Errorf("pending %v", p)
-			}
-		}
-		return nil
-	})
+	waitPending(t, c, lead, true, "max_connections pending on the standbys only")
 	for _, n := range c.nodes {
 		if n != lead {
 			if err := n.inst.Stop(ctx, replicate.Fast); err != nil {
@@ -213,25 +205,9 @@ func TestHotStandbySettingsOrder(t *testing.T) {
 	if err := ProposeConfig(ctx, c.cli, "test", ClusterConfig{Parameters: map[string]string{"max_connections": "120"}}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 30*time.Second, "max_connections 120 pending on the primary only", func() error {
-		p := pendingOf(t, c)
-		for _, n := range c.nodes {
-			if has := slices.Contains(p[n.name], "max_connections"); has != (n == lead) {
-				return fmt.Errorf("pending %v", p)
-			}
-		}
-		return nil
-	})
+	waitPending(t, c, lead, false, "max_connections 120 pending on the primary only")
 	restartPrimary("120")
-	testutil.Eventually(t, 30*time.Second, "then the standbys have 120 pending", func() error {
-		p := pendingOf(t, c)
-		for _, n := range c.nodes {
-			if has := slices.Contains(p[n.name], "max_connections"); has != (n != lead) {
-				return fmt.Errorf("pending %v", p)
-			}
-		}
-		return nil
-	})
+	waitPending(t, c, lead, true, "then the standbys have 120 pending")
 	for _, n := range c.nodes {
 		if n != lead {
 			if got := settingOn(t, n, "max_connections"); got != "150" {
@@ -261,4 +237,19 @@ func TestApplyClusterPolicy(t *testing.T) {
 	if err := (keyspace.ConfigRecord{DepartedSlotTTL: "10s"}).Validate(); err == nil || !strings.Contains(err.Error(), "departed_slot_ttl") {
 		t.Errorf("departed_slot_ttl 10s validated: %v", err)
 	}
+}
+
+// waitPending waits until max_connections is pending exactly on the
+// standbys (onStandbys) or exactly on lead.
+func waitPending(t *testing.T, c *testCluster, lead *testNode, onStandbys bool, what string) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, what, func() error {
+		p := pendingOf(t, c)
+		for _, n := range c.nodes {
+			if has := slices.Contains(p[n.name], "max_connections"); has != ((n != lead) == onStandbys) {
+				return fmt.Errorf("pending %v", p)
+			}
+		}
+		return nil
+	})
 }
