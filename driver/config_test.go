@@ -20,7 +20,8 @@ func TestParseConfigOptions(t *testing.T) {
 	cfg, err := driver.ParseConfig("postgres://u:secret@h1:5432,h2:5433/db?sslmode=disable" +
 		"&pgha_read_mode=prefer-replicas&pgha_read_balance=least-busy&pgha_max_replica_lag=1MB" +
 		"&pgha_failover_timeout=3s&pgha_probe_interval=250ms&pgha_probe_timeout=1s&application_name=app&pool_max_conns=7" +
-		"&pgha_write_keepalive=5s&pgha_write_tcp_user_timeout=off&pgha_resolve_outcome=on")
+		"&pgha_write_keepalive=5s&pgha_write_tcp_user_timeout=off&pgha_resolve_outcome=on" +
+		"&pgha_switchover_drain=off&pgha_causal_wait=75ms")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +36,9 @@ func TestParseConfigOptions(t *testing.T) {
 	}
 	if cfg.WriteKeepAlive != 5*time.Second || cfg.WriteTCPUserTimeout >= 0 {
 		t.Errorf("write TCP settings = %v %v, want 5s and off (negative)", cfg.WriteKeepAlive, cfg.WriteTCPUserTimeout)
+	}
+	if cfg.SwitchoverDrain >= 0 || cfg.CausalWait != 75*time.Millisecond {
+		t.Errorf("SwitchoverDrain, CausalWait = %v %v, want off (negative) and 75ms", cfg.SwitchoverDrain, cfg.CausalWait)
 	}
 	if cfg.MaxConns != 7 {
 		t.Errorf("MaxConns = %d, want 7", cfg.MaxConns)
@@ -64,8 +68,9 @@ func TestParseConfigEtcd(t *testing.T) {
 	if cfg.Cluster != "main" || len(cfg.EtcdEndpoints) != 2 || cfg.KeyRoot != "/x" || len(cfg.Hosts) != 0 {
 		t.Errorf("got cluster %q endpoints %v root %q hosts %v", cfg.Cluster, cfg.EtcdEndpoints, cfg.KeyRoot, cfg.Hosts)
 	}
-	if cfg.FailoverTimeout != driver.DefaultFailoverTimeout || cfg.ReadMode != driver.ReadPrimary {
-		t.Errorf("defaults not filled: %v %v", cfg.FailoverTimeout, cfg.ReadMode)
+	if cfg.FailoverTimeout != driver.DefaultFailoverTimeout || cfg.ReadMode != driver.ReadPrimary ||
+		cfg.SwitchoverDrain != driver.DefaultSwitchoverDrain || cfg.CausalWait != driver.DefaultCausalWait {
+		t.Errorf("defaults not filled: %v %v %v %v", cfg.FailoverTimeout, cfg.ReadMode, cfg.SwitchoverDrain, cfg.CausalWait)
 	}
 	// Hosts written in the string are the bootstrap list; pgx's default
 	// host is not.
@@ -107,6 +112,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"pgha_write_keepalive=often", "pgha_write_keepalive"},
 		{"pgha_write_tcp_user_timeout=-1s", "pgha_write_tcp_user_timeout"},
 		{"pgha_resolve_outcome=yes", "pgha_resolve_outcome"},
+		{"pgha_switchover_drain=0s", "pgha_switchover_drain"},
+		{"pgha_causal_wait=soon", "pgha_causal_wait"},
 	} {
 		s := "postgres://u:hunter2@h1/db?" + tc.opts
 		_, err := driver.ParseConfig(s)

@@ -117,20 +117,8 @@ func ParseConfig(connString string) (*Config, error) {
 			case keyProbeTimeout:
 				c.ProbeTimeout = d
 			}
-		case keySwitchoverDrain, keyCausalWait:
-			d := time.Duration(-1)
-			if v != "off" {
-				var err error
-				if d, err = time.ParseDuration(v); err != nil || d <= 0 {
-					return nil, perr(k, "invalid duration (a positive one, or off)", err)
-				}
-			}
-			if k == keySwitchoverDrain {
-				c.SwitchoverDrain = d
-			} else {
-				c.CausalWait = d
-			}
-		case keyWriteKeepAlive, keyWriteUserTO:
+		case keyWriteKeepAlive, keyWriteUserTO, keySwitchoverDrain, keyCausalWait:
+			// A positive duration, or off (-1: the feature is off).
 			d := time.Duration(-1)
 			if v != "off" {
 				var err error
@@ -141,11 +129,8 @@ func ParseConfig(connString string) (*Config, error) {
 					return nil, perr(k, "duration must be positive (use off to disable)", fmt.Errorf("%v", d))
 				}
 			}
-			if k == keyWriteKeepAlive {
-				c.WriteKeepAlive = d
-			} else {
-				c.WriteTCPUserTimeout = d
-			}
+			*map[string]*time.Duration{keyWriteKeepAlive: &c.WriteKeepAlive, keyWriteUserTO: &c.WriteTCPUserTimeout,
+				keySwitchoverDrain: &c.SwitchoverDrain, keyCausalWait: &c.CausalWait}[k] = d
 		case keyResolveOutcome:
 			switch v {
 			case "on":
